@@ -1,0 +1,32 @@
+# Every target installs what it needs: the venv is a prerequisite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench-optimizer bench-loop clean
+
+install: $(STAMP)
+
+# torch first, pinned: pip takes the CPU build from the machine's disk instead of a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m orchestrator serve --sweep demo --config configs/demo.toml
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench-optimizer: $(STAMP)
+	$(PY) benchmarks/optimizer.py
+
+bench-loop: $(STAMP)
+	$(PY) benchmarks/loop.py
+
+clean:
+	rm -rf $(VENV) train_dir .pytest_cache

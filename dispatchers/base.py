@@ -1,0 +1,41 @@
+"""The Dispatcher protocol: how the service runs jobs anywhere (a subprocess, a cloud GPU, a plugin's backend).
+
+A dispatcher is async and owns nothing the service needs to remember: everything it must find again after a
+restart is in the ``JobHandle`` the service records, and the job itself is found again by its stable key.
+
+Contract:
+
+- ``submit(spec)`` starts the job and returns its handle. It is idempotent on ``spec.key``: when a job with that
+  key already exists, it returns that job's handle and starts nothing.
+- ``find(key)`` returns the handle of an existing job with that key, or None. The service calls it on restart
+  for every job it requested but never saw submitted.
+- ``watch(handle)`` yields ``JobUpdate``s (Started, Progress, Output) and ends with exactly one ``Exited``.
+  It must work on a job started by an earlier service process (reattach), replaying nothing the service
+  already counted is not required: progress may repeat, the exit may not be lost.
+- ``cancel(handle)`` stops the job; it is safe on a job that already ended.
+- ``aclose()`` releases the dispatcher's resources; running jobs keep running.
+
+Any exception from a dispatcher, or a ``watch`` that hangs past the job's timeout, becomes a failed job with the
+exception's message as the reason; the service itself lives on.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol, runtime_checkable
+
+from orchestrator.jobs import JobHandle, JobSpec, JobUpdate
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    name: str
+
+    async def submit(self, spec: JobSpec) -> JobHandle: ...
+
+    async def find(self, spec: JobSpec) -> JobHandle | None: ...
+
+    def watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]: ...
+
+    async def cancel(self, spec: JobSpec, handle: JobHandle) -> None: ...
+
+    async def aclose(self) -> None: ...

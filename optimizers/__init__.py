@@ -1,0 +1,36 @@
+"""Search spaces and optimizers. Pure computation: nothing here does I/O or touches an event loop."""
+
+from __future__ import annotations
+
+from optimizers.base import Observation, Optimizer, Suggestion
+from optimizers.config import ParameterConfig, ProteinConfig, ProteinSettings
+
+__all__ = [
+    "Observation",
+    "Optimizer",
+    "ParameterConfig",
+    "ProteinConfig",
+    "ProteinSettings",
+    "Suggestion",
+    "make_optimizer",
+]
+
+
+def make_optimizer(config: ProteinConfig, seed: int | None = None) -> Optimizer:
+    """Build the optimizer that ``config.method`` names."""
+    if config.method == "random":
+        from optimizers.random_search import RandomSearch
+
+        return RandomSearch(config, seed)
+    try:
+        if config.method == "genetic":
+            from optimizers.genetic import GeneticSearch  # type: ignore[import-not-found]
+
+            return GeneticSearch(config, seed)
+        from optimizers.protein import Protein  # type: ignore[import-not-found]
+
+        return Protein(config, seed)
+    except ImportError:
+        from optimizers.random_search import RandomSearch
+
+        return RandomSearch(config, seed)

@@ -1,0 +1,104 @@
+"""The normalized search space: every parameter maps to [-1, 1] and back.
+
+Linear for uniform and int_uniform, log2 for uniform_pow2, log10 for log_normal, log10(1 - v) for logit_normal
+(so resolution concentrates near 1, where a discount factor lives), and equal-width bins for a categorical.
+Decoding clips to [-1, 1] first, so a decoded value never leaves [min, max] and integers stay integers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from optimizers.config import ParameterConfig
+
+AUTO_SCALE = 0.5
+
+
+def _bounds(p: ParameterConfig) -> tuple[float, float]:
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    if p.distribution == "uniform_pow2":
+        return math.log2(lo), math.log2(hi)
+    if p.distribution == "log_normal":
+        return math.log10(lo), math.log10(hi)
+    if p.distribution == "logit_normal":
+        return math.log10(1 - lo), math.log10(1 - hi)
+    return lo, hi
+
+
+def _forward(p: ParameterConfig, v: float) -> float:
+    if p.distribution == "uniform_pow2":
+        return math.log2(v)
+    if p.distribution == "log_normal":
+        return math.log10(v)
+    if p.distribution == "logit_normal":
+        return math.log10(1 - v)
+    return v
+
+
+def _inverse(p: ParameterConfig, t: float) -> float:
+    if p.distribution == "uniform_pow2":
+        return 2.0**t
+    if p.distribution == "log_normal":
+        return 10.0**t
+    if p.distribution == "logit_normal":
+        return 1 - 10.0**t
+    return t
+
+
+def encode_value(p: ParameterConfig, value: Any) -> float:
+    """Map one value to [-1, 1]."""
+    if p.distribution == "categorical":
+        k = len(p.choices)  # type: ignore[arg-type]
+        return -1 + 2 * (p.choices.index(value) + 0.5) / k  # type: ignore[union-attr]
+    t0, t1 = _bounds(p)
+    x = 2 * (_forward(p, float(value)) - t0) / (t1 - t0) - 1
+    return float(min(1.0, max(-1.0, x)))
+
+
+def decode_value(p: ParameterConfig, x: float) -> Any:
+    """Map a point of [-1, 1] (clipped first) back to a valid value of the parameter."""
+    x = float(min(1.0, max(-1.0, x)))
+    if p.distribution == "categorical":
+        k = len(p.choices)  # type: ignore[arg-type]
+        return p.choices[min(k - 1, int((x + 1) / 2 * k))]  # type: ignore[index]
+    t0, t1 = _bounds(p)
+    t = t0 + (x + 1) / 2 * (t1 - t0)
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    if p.distribution == "int_uniform":
+        return int(min(math.floor(hi), max(math.ceil(lo), round(t))))
+    if p.distribution == "uniform_pow2":
+        lo_exp, hi_exp = math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9)
+        return int(2 ** min(hi_exp, max(lo_exp, round(t))))
+    return float(min(hi, max(lo, _inverse(p, t))))
+
+
+class Space:
+    """An ordered set of named parameters and the maps between their values and points of [-1, 1]^d."""
+
+    def __init__(self, parameters: Mapping[str, ParameterConfig]):
+        self.parameters = dict(parameters)
+        self.names = list(self.parameters)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def encode(self, values: Mapping[str, Any]) -> np.ndarray:
+        return np.array([encode_value(self.parameters[n], values[n]) for n in self.names], dtype=float)
+
+    def decode(self, x: np.ndarray) -> dict[str, Any]:
+        return {n: decode_value(self.parameters[n], float(xi)) for n, xi in zip(self.names, x)}
+
+    def center(self) -> np.ndarray:
+        return self.encode({n: p.search_center for n, p in self.parameters.items()})
+
+    def scales(self) -> np.ndarray:
+        """Half-width of the search box around a point, per dimension, in the normalized space."""
+        return np.array([AUTO_SCALE if p.scale == "auto" else float(p.scale) for p in self.parameters.values()])
+
+    def round_trip(self, x: np.ndarray) -> np.ndarray:
+        """Snap a normalized point to the one its decoded values encode to (integers, choices)."""
+        return self.encode(self.decode(x))

@@ -1,0 +1,35 @@
+"""The Store protocol: the sweep's durable, append-only event log plus the lease that keeps one service per sweep.
+
+Methods are synchronous; the service calls them from worker threads (``anyio.to_thread``) so a slow disk never
+blocks the event loop. ``append`` returns only after the events are durable.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol, Sequence
+
+from orchestrator.events import Event, StoredEvent
+
+
+class LeaseHeld(Exception):
+    """Another live service holds this sweep."""
+
+
+class Store(Protocol):
+    def append(self, events: Sequence[Event]) -> list[StoredEvent]:
+        """Durably append, in order; returns them with their sequence numbers."""
+        ...
+
+    def read(self, since: int = 0) -> Iterator[StoredEvent]:
+        """Events with seq > since, in order."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def acquire_lease(self, owner: str) -> None:
+        """Take the sweep for this process or raise LeaseHeld naming the holder."""
+        ...
+
+    def release_lease(self) -> None: ...
+
+    def close(self) -> None: ...
