@@ -1,0 +1,143 @@
+"""The pure, total reducer: ``state = fold(reduce, events)``.
+
+It never raises and never lets an unknown, repeated or out-of-order event corrupt state: an event that does not
+apply to the current state (a job exit for a job never requested, a second result for a finished trial) is
+ignored, so replaying any prefix of any log is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import reduce as _fold
+from typing import Iterable
+
+from orchestrator import events as ev
+from orchestrator.state import JobState, SweepState, TrialState, freeze
+
+
+def fold(events: Iterable[ev.Event], state: SweepState | None = None) -> SweepState:
+    return _fold(reduce, events, state or SweepState())
+
+
+def reduce(state: SweepState, event: ev.Event) -> SweepState:
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        return replace(state, events=state.events + 1)
+    try:
+        new = handler(state, event)
+    except Exception:  # noqa: BLE001 - totality: a malformed event must not kill the fold
+        new = None
+    return replace(new or state, events=state.events + 1)
+
+
+def _put_trial(state: SweepState, trial: TrialState) -> SweepState:
+    return replace(state, trials=state.trials.set(trial.trial, trial))
+
+
+def _put_job(state: SweepState, job: JobState) -> SweepState:
+    return replace(state, jobs=state.jobs.set(job.key, job))
+
+
+def _sweep_created(state: SweepState, e: ev.SweepCreated) -> SweepState | None:
+    if state.sweep is not None:
+        return None
+    return replace(state, sweep=e.sweep, config=freeze(e.config), created_at=e.ts)
+
+
+def _sweep_resumed(state: SweepState, e: ev.SweepResumed) -> SweepState | None:
+    return replace(state, resumes=state.resumes + 1)
+
+
+def _trial_suggested(state: SweepState, e: ev.TrialSuggested) -> SweepState | None:
+    # Numbering is gap-free: only the next number is accepted.
+    if e.trial != state.next_trial or state.finished:
+        return None
+    return _put_trial(state, TrialState(e.trial, e.run, freeze(e.params), freeze(e.info), suggested_at=e.ts))
+
+
+def _job_requested(state: SweepState, e: ev.JobRequested) -> SweepState | None:
+    trial = state.trials.get(e.trial)
+    if trial is None or trial.terminal or e.key in state.jobs:
+        return None
+    job = JobState(e.key, e.trial, e.kind, e.attempt, tuple(e.argv), e.dispatcher, requested_at=e.ts)
+    status = "training" if e.kind == "train" else "evaluating"
+    state = _put_job(state, job)
+    return _put_trial(state, replace(trial, status=status, jobs=trial.jobs + (e.key,)))
+
+
+def _job_submitted(state: SweepState, e: ev.JobSubmitted) -> SweepState | None:
+    job = state.jobs.get(e.key)
+    if job is None or job.status != "requested":
+        return None
+    return _put_job(state, replace(job, status="submitted", handle=freeze(e.handle)))
+
+
+def _job_started(state: SweepState, e: ev.JobStarted) -> SweepState | None:
+    job = state.jobs.get(e.key)
+    if job is None or job.status == "exited":
+        return None
+    return _put_job(state, replace(job, status="running", started_at=job.started_at or e.ts))
+
+
+def _job_progress(state: SweepState, e: ev.JobProgress) -> SweepState | None:
+    job = state.jobs.get(e.key)
+    if job is None or job.status == "exited":
+        return None
+    return _put_job(state, replace(job, step=e.step, total=e.total, sps=e.sps))
+
+
+def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
+    job = state.jobs.get(e.key)
+    if job is None or job.status == "exited":
+        return None
+    job = replace(
+        job,
+        status="exited",
+        ended_at=e.ts,
+        exit_code=e.exit_code,
+        result=freeze(e.result),
+        error=e.error,
+        duration=e.duration,
+    )
+    state = _put_job(state, job)
+    trial = state.trials[job.trial]
+    if job.kind == "train" and job.succeeded and not trial.terminal:
+        state = _put_trial(state, replace(trial, status="training_done"))
+    return state
+
+
+def _trial_completed(state: SweepState, e: ev.TrialCompleted) -> SweepState | None:
+    trial = state.trials.get(e.trial)
+    if trial is None or trial.terminal:
+        return None
+    done = replace(trial, status="completed", score=e.score, cost=e.cost, metrics=freeze(e.metrics), ended_at=e.ts)
+    return _put_trial(state, done)
+
+
+def _trial_failed(state: SweepState, e: ev.TrialFailed) -> SweepState | None:
+    trial = state.trials.get(e.trial)
+    if trial is None or trial.terminal:
+        return None
+    return _put_trial(state, replace(trial, status="failed", reason=e.reason, ended_at=e.ts))
+
+
+def _sweep_finished(state: SweepState, e: ev.SweepFinished) -> SweepState | None:
+    if state.finished:
+        return None
+    return replace(state, finished=True, best_trial=e.best_trial)
+
+
+_HANDLERS = {
+    ev.SweepCreated: _sweep_created,
+    ev.SweepResumed: _sweep_resumed,
+    ev.TrialSuggested: _trial_suggested,
+    ev.JobRequested: _job_requested,
+    ev.JobSubmitted: _job_submitted,
+    ev.JobStarted: _job_started,
+    ev.JobProgress: _job_progress,
+    ev.JobExited: _job_exited,
+    ev.TrialCompleted: _trial_completed,
+    ev.TrialFailed: _trial_failed,
+    ev.SweepFinished: _sweep_finished,
+}
+

@@ -1,0 +1,19 @@
+"""Subscribers follow the committed event stream: the live log stream, the W&B mirror, attach clients.
+
+The service calls ``publish`` right after each event is durable and folded into state. ``publish`` must return
+at once (buffer and move on): a slow subscriber must never slow the sweep. Work that takes time happens in
+``run``, which the service starts in its task group and cancels when it stops.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from orchestrator.events import StoredEvent
+from orchestrator.state import SweepState
+
+
+class Subscriber(Protocol):
+    def publish(self, stored: StoredEvent, state: SweepState) -> None: ...
+
+    async def run(self) -> None: ...
