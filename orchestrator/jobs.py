@@ -29,6 +29,7 @@ class JobSpec:
     log_dir: Path = Path("train_dir")
     timeout: float | None = None
     capture_output: bool = False
+    dispatcher: str = "local"
 
 
 def job_key(run: str, kind: str, attempt: int) -> str:
