@@ -27,9 +27,12 @@ class SweepCreated(_Event):
 
 
 class SweepResumed(_Event):
+    """The service started again on an existing log; ``config`` is the definition now in force."""
+
     type: Literal["SweepResumed"] = "SweepResumed"
     sweep: str
     owner: str = ""
+    config: dict[str, Any] | None = None
 
 
 class TrialSuggested(_Event):

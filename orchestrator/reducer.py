@@ -45,7 +45,10 @@ def _sweep_created(state: SweepState, e: ev.SweepCreated) -> SweepState | None:
 
 
 def _sweep_resumed(state: SweepState, e: ev.SweepResumed) -> SweepState | None:
-    return replace(state, resumes=state.resumes + 1)
+    if state.sweep is None:
+        return None
+    config = freeze(e.config) if e.config is not None else state.config
+    return replace(state, resumes=state.resumes + 1, config=config)
 
 
 def _trial_suggested(state: SweepState, e: ev.TrialSuggested) -> SweepState | None:

@@ -1,0 +1,143 @@
+"""The command line: ``python -m orchestrator serve|status ...``.
+
+Every user mistake ends in one message that names the field and the fix, and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestrator.config import ConfigError, SweepConfig, config_path_for, load_config, parse_assignments
+from orchestrator.events import SweepCreated
+
+EXIT_USAGE = 2
+EXIT_LEASE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", required=True, metavar="NAME", help="sweep name; also picks configs/NAME.toml")
+    p.add_argument("--train-dir", default=None, metavar="DIR", help="where sweeps live (default: train_dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Run, resume and follow hyperparameter sweeps (Protein on BoTorch).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a sweep, or resume it where its event log stands",
+        description="Run or resume a sweep. Safe to kill at any moment: the same command resumes it.",
+        epilog="example: python -m orchestrator serve --sweep quick_test --args max_trials=3 "
+        "--overrides dispatcher_type=local",
+    )
+    _sweep_args(serve)
+    serve.add_argument("--config", type=Path, help="sweep definition (TOML); default configs/NAME.toml")
+    serve.add_argument("--args", nargs="*", default=[], metavar="K=V", help="sweep fields, e.g. max_trials=5")
+    serve.add_argument(
+        "--overrides", nargs="*", default=[], metavar="K=V", help="any field by dotted path, e.g. dispatcher_type=local"
+    )
+    serve.add_argument("--log-format", choices=["auto", "human", "json"], default="auto")
+
+    status = sub.add_parser("status", help="print the trial table from the sweep's event log")
+    _sweep_args(status)
+    return parser
+
+
+def resolve_config(
+    sweep: str, config_file: Path | None, assignments: dict[str, Any], train_dir: str | None
+) -> tuple[SweepConfig, Path]:
+    """The sweep's definition: the stored one when the sweep exists (plus command-line changes), else the file."""
+    from stores.sqlite import SQLiteStore
+
+    assignments = {**assignments, "sweep_name": sweep}
+    if train_dir:
+        assignments["train_dir"] = train_dir
+    file = config_file or config_path_for(sweep)
+    root = Path(assignments.get("train_dir") or (load_config(file, assignments).train_dir if file else "train_dir"))
+    db = root / sweep / "events.db"
+    if db.exists():
+        store = SQLiteStore(db)
+        try:
+            first = next(store.read(0), None)
+        finally:
+            store.close()
+        if first is not None and isinstance(first.event, SweepCreated):
+            return load_config(None, assignments, base=first.event.config), db
+    if file is None:
+        raise ConfigError(
+            f"no sweep named {sweep!r}: there is no configs/{sweep}.toml and nothing stored in {root / sweep}; "
+            "pass --config FILE"
+        )
+    return load_config(file, assignments), db
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    import anyio
+
+    from orchestrator.logs import configure_logging
+    from orchestrator.runtime import build_service
+    from stores.base import LeaseHeld
+
+    assignments = parse_assignments(ns.args, "--args")
+    for key, value in parse_assignments(ns.overrides, "--overrides").items():
+        assignments[key] = value if not isinstance(assignments.get(key), dict) else {**assignments[key], **value}
+    config, db = resolve_config(ns.sweep, ns.config, assignments, ns.train_dir)
+    fmt = configure_logging(ns.log_format)
+    service = build_service(config, db, log_format=fmt)
+    try:
+        anyio.run(service.run)
+    except LeaseHeld as held:
+        print(
+            f"error: sweep {config.sweep_name!r} is already being served by {held}. "
+            f"Follow it with: python -m orchestrator attach --sweep {config.sweep_name}",
+            file=sys.stderr,
+        )
+        return EXIT_LEASE
+    except KeyboardInterrupt:
+        print(
+            f"\n[SweepOrchestrator] interrupted; running jobs keep running. "
+            f"Resume with: python -m orchestrator serve --sweep {config.sweep_name}",
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    from orchestrator.reducer import fold
+    from orchestrator.render import trial_table
+    from stores.sqlite import SQLiteStore
+
+    db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
+    if not db.exists():
+        raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
+    store = SQLiteStore(db)
+    try:
+        state = fold(s.event for s in store.read(0))
+    finally:
+        store.close()
+    done = sum(t.terminal for t in state.trials.values())
+    phase = "finished" if state.finished else "in progress"
+    print(f"Sweep {state.sweep}: {phase}, {done}/{len(state.trials)} trials done")
+    print(trial_table(state))
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return COMMANDS[ns.command](ns)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

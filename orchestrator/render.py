@@ -1,0 +1,127 @@
+"""What people read: one line per event (shared by serve and attach), the trial table and the final summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestrator import events as ev
+from orchestrator.state import SweepState, TrialState, thaw
+
+
+def short(run: str) -> str:
+    """``ppo_trial_0007`` -> ``trial_0007``: the seed's per-trial prefix."""
+    idx = run.rfind("trial_")
+    return run[idx:] if idx >= 0 else run
+
+
+def fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+
+
+def _trial_run(state: SweepState, trial: int) -> str:
+    t = state.trials.get(trial)
+    return short(t.run) if t else f"trial_{trial:04d}"
+
+
+def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingScheduler") -> tuple[str, str] | None:
+    """``(component, message)`` for an event just folded into ``state``; None for events not worth a line."""
+    max_trials = (thaw(state.config) or {}).get("max_trials", "?")
+    match event:
+        case ev.SweepCreated():
+            return "SweepOrchestrator", f"Starting sweep {event.sweep}: {max_trials} trials"
+        case ev.SweepResumed():
+            done = sum(t.terminal for t in state.trials.values())
+            return "SweepOrchestrator", f"Resuming sweep {event.sweep}: {done}/{len(state.trials)} trials done"
+        case ev.TrialSuggested():
+            source = event.info.get("source", "")
+            note = f" [{source}]" if source else ""
+            if event.info.get("fallback"):
+                note += f" (random fallback: {event.info['fallback']})"
+            return scheduler, f"Scheduling trial {event.trial}/{max_trials}{note}: {fmt_params(event.params)}"
+        case ev.JobRequested():
+            return _trial_run(state, event.trial), f"{event.kind} job {event.key} requested on {event.dispatcher}"
+        case ev.JobSubmitted():
+            how = "reattached to" if event.reattached else "submitted"
+            job = state.jobs.get(event.key)
+            where = f" ({', '.join(f'{k}={v}' for k, v in event.handle.items())})" if event.handle else ""
+            return (_trial_run(state, job.trial) if job else event.key), f"{how} {event.key}{where}"
+        case ev.JobProgress():
+            job = state.jobs.get(event.key)
+            if job is None:
+                return None
+            total = event.total or 0
+            pct = 100 * event.step / total if total else 0.0
+            return _trial_run(state, job.trial), f"{job.kind}: {pct:.1f}% of {total / 1e3:.2f} ksteps, {event.sps or 0:.0f} sps"
+        case ev.JobExited():
+            job = state.jobs.get(event.key)
+            if job is None:
+                return None
+            if event.exit_code == 0 and not event.error:
+                return _trial_run(state, job.trial), f"{job.kind} finished in {event.duration:.1f}s"
+            return _trial_run(state, job.trial), f"{job.kind} attempt {job.attempt} failed: {event.error or f'exit code {event.exit_code}'}"
+        case ev.TrialCompleted():
+            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} completed: score={event.score:.4g} cost={event.cost:.1f}"
+        case ev.TrialFailed():
+            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {event.reason}"
+        case ev.SweepFinished():
+            best = f"best is {_trial_run(state, event.best_trial)}" if event.best_trial else "no trial completed"
+            return "SweepOrchestrator", f"Sweep finished: {best}"
+    return None
+
+
+def _progress(state: SweepState, trial: TrialState) -> str:
+    if not trial.jobs:
+        return ""
+    job = state.jobs[trial.jobs[-1]]
+    if job.active and job.total:
+        return f"{job.kind} {100 * (job.step or 0) / job.total:.0f}%"
+    return f"{job.kind} {job.status}"
+
+
+def _runtime(state: SweepState, trial: TrialState, now: float) -> float:
+    return sum(
+        ((state.jobs[k].ended_at or now) - state.jobs[k].started_at)
+        for k in trial.jobs
+        if state.jobs[k].started_at is not None
+    )
+
+
+def trial_table(state: SweepState, now: float | None = None) -> str:
+    now = now or time.time()
+    header = f"{'trial':<12} {'status':<14} {'progress':<16} {'score':>10} {'cost':>9} {'runtime':>9}"
+    lines = [header, "-" * len(header)]
+    for t in state.trial_list():
+        score = f"{t.score:.4g}" if t.score is not None else "-"
+        cost = f"{t.cost:.1f}" if t.cost is not None else "-"
+        lines.append(
+            f"{short(t.run):<12} {t.status:<14} {_progress(state, t):<16} {score:>10} {cost:>9} "
+            f"{_runtime(state, t, now):>8.1f}s"
+        )
+        if t.status == "failed" and t.reason:
+            lines.append(f"{'':<12} reason: {t.reason[:200]}")
+    return "\n".join(lines)
+
+
+def summary(state: SweepState, best: int | None) -> str:
+    bar = "=" * 80
+    done = [t for t in state.trials.values() if t.status == "completed"]
+    failed = [t for t in state.trials.values() if t.status == "failed"]
+    lines = [bar, "SWEEP SUMMARY", bar, f"Sweep: {state.sweep}"]
+    lines.append(f"Trials: {len(state.trials)} ({len(done)} completed, {len(failed)} failed)")
+    lines += ["", trial_table(state), ""]
+    best_trial = state.trials.get(best) if best else None
+    if best_trial is None:
+        lines.append("Best run: none (no trial completed)")
+    else:
+        lines.append(f"Best run: {best_trial.run}  score={best_trial.score:.6g}  cost={best_trial.cost:.1f}")
+        lines.append("Best config:")
+        lines += [f"  {k}: {fmt_value(v)}" for k, v in thaw(best_trial.params).items()]
+    lines.append(bar)
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""Wiring: build a SweepService from a SweepConfig with the configured store, dispatcher, optimizer and mirrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dispatchers.registry import DispatcherError, build_dispatcher
+from optimizers import make_optimizer
+from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.service import SweepService
+from orchestrator.subscribers import Subscriber
+from stores.sqlite import SQLiteStore
+
+
+def build_service(config: SweepConfig, db: Path | None = None, log_format: str = "human") -> SweepService:
+    try:
+        dispatcher = build_dispatcher(config.dispatcher_type, config.dispatcher_options)
+    except DispatcherError as exc:
+        raise ConfigError(str(exc)) from None
+    store = SQLiteStore(db or config.sweep_dir / "events.db")
+    subscribers: list[Subscriber] = []
+    return SweepService(
+        config,
+        store,
+        dispatcher,
+        make_optimizer(config.protein_config, config.seed),
+        subscribers=subscribers,
+        log_format=log_format,
+    )

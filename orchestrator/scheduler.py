@@ -1,0 +1,198 @@
+"""Schedulers decide, from the state alone, what should happen next. Pure: no I/O, no clock of their own.
+
+``decide(state, now)`` is level-triggered: it looks at the whole state rather than at the last event, so after a
+restart the same call picks up exactly where the sweep stood. It returns events to commit (job requests,
+trial outcomes, the end of the sweep), how many new trials to ask the optimizer for, and when to look again
+(a retry waiting out its backoff).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from orchestrator import events as ev
+from orchestrator.config import SweepConfig
+from orchestrator.contract import extract_score
+from orchestrator.jobs import job_key
+from orchestrator.state import JobState, SweepState, TrialState, thaw
+
+
+@dataclass
+class Decision:
+    events: list[ev.Event] = field(default_factory=list)
+    suggest: int = 0
+    wake_at: float | None = None
+
+    def wake(self, at: float) -> None:
+        self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
+
+
+def format_value(value: object) -> str:
+    """How a hyperparameter is written on a job's command line (one inert argv string)."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def run_name(sweep: str, trial: int) -> str:
+    return f"{sweep}_trial_{trial:04d}"
+
+
+class OptimizingScheduler:
+    """Keeps up to ``max_parallel_jobs`` jobs busy: evals of trained trials first, then new trials."""
+
+    name = "OptimizingScheduler"
+    max_open_trials: int | None = None  # trials in flight at once; None means as many as slots allow
+
+    def __init__(self, config: SweepConfig):
+        self.config = config
+        self.metric = config.protein_config.metric
+        self.maximize = config.protein_config.goal == "maximize"
+
+    # -- job command lines -------------------------------------------------------------------------------
+    def train_argv(self, trial: TrialState) -> list[str]:
+        c = self.config
+        overrides = {**c.train_overrides, **thaw(trial.params)}
+        return [
+            *c.argv_prefix(),
+            f"{c.recipe_module}.{c.train_entrypoint}",
+            "--args",
+            f"run={trial.run}",
+            "--overrides",
+            *(f"{k}={format_value(v)}" for k, v in overrides.items()),
+        ]
+
+    def eval_argv(self, trial: TrialState) -> list[str]:
+        c = self.config
+        argv = [
+            *c.argv_prefix(),
+            f"{c.recipe_module}.{c.eval_entrypoint}",
+            "--args",
+            f"policy_uri=file://./{c.train_dir.as_posix()}/{trial.run}/checkpoints",
+            f"run={trial.run}",
+        ]
+        if c.eval_overrides:
+            argv += ["--overrides", *(f"{k}={format_value(v)}" for k, v in c.eval_overrides.items())]
+        return argv
+
+    # -- decisions -----------------------------------------------------------------------------------------
+    def decide(self, state: SweepState, now: float, route: dict[str, str]) -> Decision:
+        """``route`` names the dispatcher each job kind goes to."""
+        d = Decision()
+        if state.finished or state.sweep is None:
+            return d
+        free = self.config.max_parallel_jobs - len(state.active_jobs())
+        waiting: list[TrialState] = []
+        open_trials = 0
+        for trial in state.trial_list():
+            if trial.terminal:
+                continue
+            open_trials += 1
+            want = self._next_step(state, trial, now, d)
+            if want is None:
+                continue
+            kind, attempt = want
+            if kind == "train" and attempt == 1:
+                waiting.append(trial)  # new trials wait behind evals and retries
+            elif free > 0:
+                d.events.append(self._request(trial, kind, attempt, route))
+                free -= 1
+        for trial in waiting:
+            if free <= 0:
+                break
+            d.events.append(self._request(trial, "train", 1, route))
+            free -= 1
+        remaining = self.config.max_trials - len(state.trials)
+        if self.max_open_trials is not None:
+            d.suggest = min(remaining, max(0, self.max_open_trials - open_trials))
+        else:
+            d.suggest = min(remaining, max(0, free))
+        if remaining <= 0 and open_trials == 0 and not d.events:
+            d.events.append(ev.SweepFinished(best_trial=self.best_trial(state)))
+        return d
+
+    def _next_step(self, state: SweepState, trial: TrialState, now: float, d: Decision) -> tuple[str, int] | None:
+        """The job this trial needs next, or None (busy, waiting, or just decided an outcome)."""
+        trains = state.jobs_of(trial.trial, "train")
+        if not trains:
+            return ("train", 1)
+        train = trains[-1]
+        if train.active:
+            return None
+        if not train.succeeded:
+            return self._retry_or_fail(trial, train, _job_error(train), now, d)
+        evals = state.jobs_of(trial.trial, "eval")
+        if not evals:
+            return ("eval", 1)
+        last = evals[-1]
+        if last.active:
+            return None
+        reason = _job_error(last) if not last.succeeded else None
+        if reason is None:
+            try:
+                score = extract_score(thaw(last.result), self.metric)
+            except ValueError as exc:
+                reason = str(exc)
+            else:
+                d.events.append(self._completed(trial, train, last, score))
+                return None
+        return self._retry_or_fail(trial, last, reason, now, d)
+
+    def _retry_or_fail(
+        self, trial: TrialState, job: JobState, reason: str, now: float, d: Decision
+    ) -> tuple[str, int] | None:
+        if job.attempt <= self.config.max_retries:
+            ready_at = (job.ended_at or now) + self.config.retry_backoff * 2 ** (job.attempt - 1)
+            if now >= ready_at:
+                return (job.kind, job.attempt + 1)
+            d.wake(ready_at)
+            return None
+        tries = f"{job.attempt} attempt{'s' if job.attempt > 1 else ''}"
+        d.events.append(ev.TrialFailed(trial=trial.trial, reason=f"{job.kind} failed after {tries}: {reason}"))
+        return None
+
+    def _request(self, trial: TrialState, kind: str, attempt: int, route: dict[str, str]) -> ev.JobRequested:
+        argv = self.train_argv(trial) if kind == "train" else self.eval_argv(trial)
+        return ev.JobRequested(
+            key=job_key(trial.run, kind, attempt),
+            trial=trial.trial,
+            kind=kind,  # type: ignore[arg-type]
+            attempt=attempt,
+            argv=argv,
+            dispatcher=route[kind],
+        )
+
+    def _completed(self, trial: TrialState, train: JobState, evaluation: JobState, score: float) -> ev.TrialCompleted:
+        train_result = thaw(train.result) or {}
+        eval_result = thaw(evaluation.result) or {}
+        cost = train_result.get("cost", eval_result.get("cost"))
+        if not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+            cost = train.duration  # the documented default: seconds of training
+        metrics = {**(train_result.get("metrics") or {}), **(eval_result.get("metrics") or {})}
+        return ev.TrialCompleted(trial=trial.trial, score=score, cost=float(cost), metrics=metrics)
+
+    def best_trial(self, state: SweepState) -> int | None:
+        done = [t for t in state.trials.values() if t.status == "completed" and t.score is not None]
+        if not done:
+            return None
+        pick = max if self.maximize else min
+        return pick(done, key=lambda t: (t.score, -t.trial)).trial
+
+
+class SequentialScheduler(OptimizingScheduler):
+    """One trial at a time: the optimizer sees every result before it proposes again."""
+
+    name = "SequentialScheduler"
+    max_open_trials = 1
+
+
+def _job_error(job: JobState) -> str:
+    if job.error:
+        return job.error
+    return f"exit code {job.exit_code}"
+
+
+def make_scheduler(config: SweepConfig) -> OptimizingScheduler:
+    return SequentialScheduler(config) if config.scheduler == "sequential" else OptimizingScheduler(config)

@@ -1,0 +1,331 @@
+"""The sweep service: one anyio task group, one event queue, one reducer.
+
+Watchers and the optimizer put events on the queue; the main loop appends them to the store (durable first),
+folds them into state, tells subscribers, then asks the scheduler what to do next and carries it out. Every
+intent (a trial, a job request) is in the log before its side effect, and every side effect is keyed, so the
+service can die at any instant and the same command picks up where the log stands.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import anyio
+from anyio.abc import TaskGroup
+
+from dispatchers.registry import RoutingDispatcher
+from optimizers.base import Observation, Optimizer, Suggestion
+from optimizers.random_search import RandomSearch
+from orchestrator import events as ev
+from orchestrator.config import SweepConfig
+from orchestrator.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started
+from orchestrator.logs import get_logger
+from orchestrator.reducer import reduce
+from orchestrator.render import describe, short, summary, trial_table
+from orchestrator.scheduler import make_scheduler
+from orchestrator.state import JobState, SweepState, thaw
+from orchestrator.subscribers import Subscriber
+from stores.base import Store
+
+# A dispatcher that neither reports nor gives up this long after the job's own limit is presumed hung.
+WATCH_GRACE_SECONDS = 60.0
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _Suggested:
+    """Internal message: the optimizer's answer, numbered by the main loop when it arrives."""
+
+    suggestions: Sequence[Suggestion]
+
+
+class SweepService:
+    def __init__(
+        self,
+        config: SweepConfig,
+        store: Store,
+        dispatcher: RoutingDispatcher,
+        optimizer: Optimizer,
+        subscribers: Sequence[Subscriber] = (),
+        log_format: str = "human",
+    ):
+        self.config = config
+        self.store = store
+        self.dispatcher = dispatcher
+        self.optimizer = optimizer
+        self.subscribers = list(subscribers)
+        self.scheduler = make_scheduler(config)
+        self.state = SweepState()
+        self.last_seq = 0
+        self.log = get_logger("SweepOrchestrator")
+        self.log_format = log_format
+        self._send, self._recv = anyio.create_memory_object_stream[Any](max_buffer_size=10_000)
+        self._store_limiter = anyio.CapacityLimiter(1)
+        self._optimizer_limiter = anyio.CapacityLimiter(1)
+        self._suggesting = False
+        self._watching: set[str] = set()
+        self._tg: TaskGroup | None = None
+        self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+    async def run(self) -> SweepState:
+        """Run (or resume) the sweep to its end; returns the final state."""
+        owner = f"pid {os.getpid()} on {socket.gethostname()}"
+        await anyio.to_thread.run_sync(self.store.acquire_lease, owner)
+        try:
+            await self._replay()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for sub in self.subscribers:
+                    tg.start_soon(sub.run)
+                await self._open()
+                self._reattach()
+                tg.start_soon(self._monitor)
+                await self._main_loop()
+                await self._drain_subscribers()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.dispatcher.aclose()
+                await anyio.to_thread.run_sync(self.store.release_lease)
+        return self.state
+
+    async def _replay(self) -> None:
+        def fold_log() -> tuple[SweepState, int]:
+            state, last = SweepState(), 0
+            for stored in self.store.read(0):
+                state, last = reduce(state, stored.event), stored.seq
+            return state, last
+
+        self.state, self.last_seq = await anyio.to_thread.run_sync(fold_log, limiter=self._store_limiter)
+
+    async def _open(self) -> None:
+        name = self.config.sweep_name
+        if self.state.sweep is None:
+            await self._commit([ev.SweepCreated(sweep=name, config=self.config.public_dict())])
+        else:
+            await self._commit(
+                [ev.SweepResumed(sweep=name, owner=f"pid {os.getpid()}", config=self.config.public_dict())]
+            )
+
+    def _reattach(self) -> None:
+        """Jobs the log says are in flight: find them again (requested) or go back to watching them."""
+        for job in self.state.jobs.values():
+            if job.active:
+                self._start_job(job, resume=True)
+
+    async def _drain_subscribers(self) -> None:
+        with anyio.move_on_after(30):
+            for sub in self.subscribers:
+                drain = getattr(sub, "drain", None)
+                if drain is not None:
+                    await drain()
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    async def _main_loop(self) -> None:
+        while True:
+            decision = self.scheduler.decide(self.state, time.time(), self._route)
+            if decision.events:
+                await self._commit(decision.events)
+                continue
+            if decision.suggest > 0 and not self._suggesting:
+                self._suggesting = True
+                self._spawn(self._suggest, decision.suggest)
+            if self.state.finished:
+                print(summary(self.state, self.state.best_trial), flush=True)
+                return
+            timeout = math.inf if decision.wake_at is None else max(0.0, decision.wake_at - time.time())
+            batch: list[Any] = []
+            with anyio.move_on_after(timeout):
+                batch.append(await self._recv.receive())
+            while True:  # take everything already queued: one store transaction for the lot
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            await self._commit(self._to_events(batch))
+
+    def _to_events(self, batch: list[Any]) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        for item in batch:
+            if isinstance(item, _Suggested):
+                self._suggesting = False
+                out += self._number(item.suggestions, planned=sum(isinstance(e, ev.TrialSuggested) for e in out))
+            else:
+                out.append(item)
+        return out
+
+    def _number(self, suggestions: Sequence[Suggestion], planned: int) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        for s in suggestions:
+            trial = self.state.next_trial + planned + len(out)
+            if trial > self.config.max_trials:
+                break
+            run = f"{self.config.sweep_name}_trial_{trial:04d}"
+            out.append(ev.TrialSuggested(trial=trial, run=run, params=s.params, info=s.info))
+        return out
+
+    async def _commit(self, events: Sequence[ev.Event]) -> None:
+        """Append durably, then fold, tell subscribers, and only then start side effects."""
+        if not events:
+            return
+        stored = await anyio.to_thread.run_sync(self.store.append, list(events), limiter=self._store_limiter)
+        for item in stored:
+            self.state = reduce(self.state, item.event)
+            self.last_seq = item.seq
+            self._log_event(item.event)
+            for sub in self.subscribers:
+                sub.publish(item, self.state)
+            if isinstance(item.event, ev.JobRequested):
+                job = self.state.jobs.get(item.event.key)
+                if job is not None and job.status == "requested":
+                    self._start_job(job, resume=False)
+
+    def _log_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.JobProgress) and self.config.capture_output:
+            return  # the job's own progress line was already echoed
+        line = describe(event, self.state, self.scheduler.name)
+        if line is not None:
+            get_logger(line[0]).info(line[1])
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
+
+    # -- effects -------------------------------------------------------------------------------------------
+    def _spec(self, job: JobState) -> JobSpec:
+        trial = self.state.trials[job.trial]
+        return JobSpec(
+            key=job.key,
+            sweep=self.config.sweep_name,
+            run=trial.run,
+            trial=job.trial,
+            kind=job.kind,  # type: ignore[arg-type]
+            attempt=job.attempt,
+            argv=list(job.argv),
+            env={"SWEEP_NAME": self.config.sweep_name, "SWEEP_RUN": trial.run, "SWEEP_JOB_KEY": job.key},
+            cwd=os.getcwd(),  # type: ignore[arg-type]
+            log_dir=self.config.sweep_dir / trial.run,
+            timeout=self.config.timeout,
+            capture_output=self.config.capture_output,
+            dispatcher=job.dispatcher,
+        )
+
+    def _start_job(self, job: JobState, resume: bool) -> None:
+        if job.key in self._watching:
+            return
+        self._watching.add(job.key)
+        handle = JobHandle(job.key, job.dispatcher, thaw(job.handle)) if job.status != "requested" else None
+        self._spawn(self._run_job, job, handle, resume)
+
+    async def _run_job(self, job: JobState, handle: JobHandle | None, resume: bool) -> None:
+        spec = self._spec(job)
+        try:
+            if handle is None:
+                handle = await self._submit(spec, resume)
+                if handle is None:
+                    return
+            await self._watch(spec, handle, deadline=job.requested_at + spec.timeout + WATCH_GRACE_SECONDS)
+        finally:
+            self._watching.discard(job.key)
+
+    async def _submit(self, spec: JobSpec, resume: bool) -> JobHandle | None:
+        try:
+            # After a crash the request may or may not have reached the dispatcher: ask before submitting.
+            handle = await self.dispatcher.find(spec) if resume else None
+            reattached = handle is not None
+            if handle is None:
+                handle = await self.dispatcher.submit(spec)
+        except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
+            await self._send.send(
+                ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} could not submit: {exc}")
+            )
+            return None
+        await self._send.send(ev.JobSubmitted(key=spec.key, handle=handle.data, reattached=reattached))
+        return handle
+
+    async def _watch(self, spec: JobSpec, handle: JobHandle, deadline: float) -> None:
+        echo = get_logger(short(spec.run))
+        last_progress = 0.0
+        exited: ev.JobExited | None = None
+        try:
+            with anyio.fail_after(max(1.0, deadline - time.time())):
+                async for update in self.dispatcher.watch(spec, handle):
+                    if isinstance(update, Output):
+                        if spec.capture_output:
+                            echo.info(update.line)
+                    elif isinstance(update, Progress):
+                        now = time.monotonic()
+                        if now - last_progress >= PROGRESS_EVERY_SECONDS:
+                            last_progress = now
+                            await self._send.send(
+                                ev.JobProgress(key=spec.key, step=update.step, total=update.total, sps=update.sps)
+                            )
+                    elif isinstance(update, Started):
+                        await self._send.send(ev.JobStarted(key=spec.key))
+                    elif isinstance(update, Exited):
+                        exited = ev.JobExited(
+                            key=spec.key,
+                            exit_code=update.exit_code,
+                            result=update.result,
+                            duration=update.duration,
+                            error=update.error,
+                        )
+                        break
+            if exited is None:
+                exited = ev.JobExited(key=spec.key, exit_code=None, error="the dispatcher stopped watching without an exit status")
+        except TimeoutError:
+            with anyio.move_on_after(15, shield=True):
+                await self._cancel_quietly(spec, handle)
+            exited = ev.JobExited(
+                key=spec.key, exit_code=None, error=f"no exit reported within {spec.timeout:.0f}s (+grace): cancelled"
+            )
+        except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
+            exited = ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} failed while watching: {exc}")
+        await self._send.send(exited)
+
+    async def _cancel_quietly(self, spec: JobSpec, handle: JobHandle) -> None:
+        try:
+            await self.dispatcher.cancel(spec, handle)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning(f"could not cancel {spec.key}: {exc}")
+
+    async def _suggest(self, n: int) -> None:
+        observations, pending = observations_of(self.state)
+        try:
+            suggestions = await anyio.to_thread.run_sync(
+                self.optimizer.suggest, observations, pending, n, limiter=self._optimizer_limiter
+            )
+        except Exception as exc:  # noqa: BLE001 - the seed's promise: fall back to random and say why
+            self.log.warning(f"optimizer failed ({type(exc).__name__}: {exc}); falling back to random search")
+            fallback = RandomSearch(self.config.protein_config, self.config.seed).suggest(observations, pending, n)
+            suggestions = [Suggestion(s.params, {**s.info, "fallback": f"{type(exc).__name__}: {exc}"}) for s in fallback]
+        await self._send.send(_Suggested(suggestions))
+
+    async def _monitor(self) -> None:
+        if self.log_format != "human":
+            return
+        while True:
+            await anyio.sleep(self.config.monitoring_interval)
+            print(trial_table(self.state), flush=True)
+
+
+def observations_of(state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:
+    """What the optimizer learns from: finished trials (failures included) and the params still in flight."""
+    observations: list[Observation] = []
+    pending: list[dict[str, Any]] = []
+    for t in state.trial_list():
+        params = thaw(t.params)
+        if t.status == "completed":
+            observations.append(Observation(params, t.score, t.cost or 0.0))
+        elif t.status == "failed":
+            cost = sum(state.jobs[k].duration for k in t.jobs)
+            observations.append(Observation(params, None, cost, failed=True))
+        else:
+            pending.append(params)
+    return observations, pending
