@@ -50,7 +50,8 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
         case ev.JobSubmitted():
             how = "reattached to" if event.reattached else "submitted"
             job = state.jobs.get(event.key)
-            where = f" ({', '.join(f'{k}={v}' for k, v in event.handle.items())})" if event.handle else ""
+            ident = next((f"{k} {event.handle[k]}" for k in ("job_pid", "pid", "job_id") if k in event.handle), "")
+            where = f" ({ident})" if ident else ""
             return (_trial_run(state, job.trial) if job else event.key), f"{how} {event.key}{where}"
         case ev.JobProgress():
             job = state.jobs.get(event.key)

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
@@ -53,12 +53,14 @@ class SweepService:
         optimizer: Optimizer,
         subscribers: Sequence[Subscriber] = (),
         log_format: str = "human",
+        background: Sequence[Callable[["SweepService"], Awaitable[None]]] = (),
     ):
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
         self.optimizer = optimizer
         self.subscribers = list(subscribers)
+        self.background = list(background)  # e.g. the HTTP stream server; cancelled when the sweep ends
         self.scheduler = make_scheduler(config)
         self.state = SweepState()
         self.last_seq = 0
@@ -83,6 +85,8 @@ class SweepService:
                 self._tg = tg
                 for sub in self.subscribers:
                     tg.start_soon(sub.run)
+                for task in self.background:
+                    tg.start_soon(task, self)
                 await self._open()
                 self._reattach()
                 tg.start_soon(self._monitor)
