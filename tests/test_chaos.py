@@ -1,0 +1,65 @@
+"""Chaos: SIGKILL the service at random moments, over and over, and check the sweep comes out whole."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import anyio
+
+from orchestrator.config import load_config
+from orchestrator.logs import configure_logging
+from orchestrator.reducer import fold
+from orchestrator.runtime import build_service
+from stores.sqlite import SQLiteStore
+from tests.conftest import ledger, serve_env, write_sweep
+
+
+def test_twenty_sigkills_lose_nothing_and_run_nothing_twice(sweep_dir: Path) -> None:
+    write_sweep(sweep_dir / "sweep.toml", max_trials=10, parallel=3)
+    rng = random.Random(1234)
+    argv = [sys.executable, "-m", "orchestrator", "serve", "--sweep", "chaos", "--config", "sweep.toml", "--log-format", "json"]
+    env = serve_env(JOB_SECONDS="6")
+    kills = 0
+    while kills < 20:
+        proc = subprocess.Popen(argv, cwd=sweep_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        time.sleep(rng.uniform(0.6, 2.0))
+        if proc.poll() is not None:
+            break  # the sweep finished before this kill
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    final = subprocess.run(argv, cwd=sweep_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout[-3000:]
+    assert kills == 20
+
+    store = SQLiteStore(sweep_dir / "train_dir" / "chaos" / "events.db")
+    stored = list(store.read(0))
+    store.close()
+    state = fold(s.event for s in stored)
+    assert [s.seq for s in stored] == list(range(1, len(stored) + 1))
+    assert state.finished and sorted(state.trials) == list(range(1, 11))
+    assert all(t.status == "completed" and t.score is not None for t in state.trials.values())
+    starts = Counter(key for kind, key, *_ in ledger(sweep_dir / "ledger.txt") if kind == "start")
+    assert set(starts.values()) == {1}, [k for k, n in starts.items() if n > 1]
+    assert len(starts) == 20  # one train and one eval per trial, never a second run of any key
+    assert 10 <= state.resumes <= kills  # a kill during start-up comes before the service opens the log
+
+
+def test_the_live_state_equals_a_replay_of_the_log(sweep_dir: Path) -> None:
+    write_sweep(sweep_dir / "sweep.toml", max_trials=3, parallel=2)
+    os.environ["JOB_SECONDS"] = "0.1"
+    configure_logging("json", stream=open(os.devnull, "w"))
+    config = load_config(sweep_dir / "sweep.toml", {"sweep_name": "replay"})
+    service = build_service(config)
+    live = anyio.run(service.run)
+    store = SQLiteStore(config.sweep_dir / "events.db")
+    replayed = fold(s.event for s in store.read(0))
+    store.close()
+    assert live == replayed and live.finished
