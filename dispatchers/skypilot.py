@@ -1,0 +1,671 @@
+"""The SkyPilot dispatcher: train and eval jobs on cloud GPUs through SkyPilot's Python SDK (0.14).
+
+Every job becomes one ``sky.Task`` that runs the job's argv (quoted with ``shlex.join``: SkyPilot runs a bash
+script, so the argv list is quoted item by item, never pasted together) with the job's environment, on
+``sky.Resources`` built from the sweep's options. By default it is a *managed job* (``sky.jobs``): SkyPilot's
+controller recovers it when a spot instance is preempted. ``launch_mode = "cluster"`` runs it on one cluster
+per sweep instead (``sky.launch``; no preemption recovery).
+
+Unlike a fire-and-forget launcher this dispatcher knows its jobs:
+
+- the SkyPilot job name is derived from the stable job key (``job_name(key)``), so after a restart
+  ``find(spec)`` lists the managed jobs and finds the job by its name (submission is idempotent on the key);
+- the handle records SkyPilot's job id; ``watch`` polls the job's status and follows its logs, turning progress
+  lines into ``Progress``, every line into ``Output``, the ``SWEEP_RESULT`` line into the result, a preemption
+  into an ``Output`` note (SkyPilot recovers the job; progress may repeat), and the final status into
+  ``Exited``;
+- ``cancel`` cancels the SkyPilot job.
+
+Every SDK call goes through ``SkySDK`` (the seam: the handful of calls used here, returning SkyPilot's own
+records) and runs in a worker thread behind a limiter, never on the event loop. The seam is selectable with
+the ``sdk`` option (an import path) so tests can run whole sweeps against a fake with the same interface.
+
+Users who launch through their own script (e.g. a ``devops/skypilot/launch.py``) set ``command_template``:
+the dispatcher runs that command (an argv list, no shell) and then finds and follows the managed job it
+launched by name, exactly like one it launched itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dispatchers.registry import DispatcherError
+from orchestrator.contract import parse_progress, parse_result_line
+from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+
+_SEPARATORS = re.compile(r"[^A-Za-z0-9._-]+")
+_GPUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(:\d+(\.\d+)?)?$")
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.I)
+_PLACEHOLDERS = {"job_name", "key", "run", "kind", "trial", "attempt", "sweep", "gpus", "gpu_type", "gpu_count",
+                 "nodes", "cloud", "region"}
+
+
+def job_name(key: str) -> str:
+    """SkyPilot's name for the job with this key: the key itself when SkyPilot accepts it (it does for the
+    service's ``<sweep>_trial_0007.train.1`` keys), else a sanitized form. Deterministic, so a restarted
+    service finds the job again by name."""
+    name = _SEPARATORS.sub("-", key)
+    name = re.sub(r"[._-]{3,}", "--", name).strip("._-")
+    if not name or not name[0].isalpha():
+        name = "job-" + name
+    return name
+
+
+def cluster_name_for(sweep: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", sweep).strip("-").lower()
+    return f"sweep-{name}"[:60].rstrip("-")
+
+
+class SkyPilotOptions(BaseModel):
+    """``[dispatcher_options.skypilot]`` in a sweep's TOML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: str | None = Field(None, description='accelerators per node, e.g. "A10G:1" (the seed\'s --gpus)')
+    nodes: int = Field(1, ge=1, description="nodes per job (the seed's --nodes)")
+    use_spot: bool = Field(True, description="spot instances (false is the seed's --no-spot)")
+    cloud: str | None = None
+    region: str | None = None
+    launch_mode: Literal["managed", "cluster"] = "managed"
+    cluster_name: str | None = Field(None, description='cluster mode: the cluster (default "sweep-<sweep>")')
+    idle_minutes_to_autostop: int | None = Field(None, ge=0, description="cluster mode: autostop when idle")
+    workdir: str | None = Field(None, description="synced to the VM; the job runs there")
+    setup: str | None = Field(None, description="setup commands run once per VM (e.g. pip install -e .)")
+    env: dict[str, str] = Field({}, description="extra environment variables for every job")
+    secrets: list[str] = Field([], description="names of service environment variables passed as SkyPilot secrets")
+    file_mounts: dict[str, str] = {}
+    python: str = Field("python", description="replaces the service's interpreter path at the start of argv")
+    max_restarts_on_errors: int = Field(0, ge=0, description="managed jobs: restarts after a user-code failure")
+    command_template: list[str] | None = Field(None, description="launch through your own script (argv list)")
+    command_job_name: str = Field("{job_name}", description="the managed job name your script launches")
+    poll_interval: float = Field(15.0, gt=0, description="seconds between status polls")
+    max_concurrent_calls: int = Field(4, ge=1, description="SDK calls in flight at once (worker threads)")
+    max_log_streams: int = Field(64, ge=1)
+    log_reopen_delay: float = Field(5.0, ge=0, description="seconds before following logs again after a drop")
+    sdk: str | None = Field(None, description='testing hook: "module:Class" implementing the SkySDK seam')
+    sdk_options: dict[str, Any] = {}
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: str | None) -> str | None:
+        if value is not None and not _GPUS.match(value):
+            raise ValueError(f'{value!r} is not NAME or NAME:COUNT (e.g. "A10G:1", "H100:8")')
+        return value
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?", value):
+            raise ValueError("start with a letter; then letters, digits, '-', '_', '.'")
+        return value
+
+    @field_validator("command_template")
+    @classmethod
+    def _template(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must be a non-empty argv list")
+        for item in value:
+            if item in ("{argv}", "{no_spot}"):
+                continue
+            for name in re.findall(r"{(\w*)}", item):
+                if name not in _PLACEHOLDERS:
+                    raise ValueError(
+                        f"unknown placeholder {{{name}}} in {item!r}; use {{argv}}, {{no_spot}} or one of "
+                        + ", ".join("{" + p + "}" for p in sorted(_PLACEHOLDERS))
+                    )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SkyPilotOptions":
+        if self.region and not self.cloud:
+            raise ValueError("region needs cloud (e.g. cloud = \"aws\", region = \"us-east-1\")")
+        if self.command_template is not None and self.launch_mode != "managed":
+            raise ValueError("command_template launches managed jobs: use it with launch_mode = \"managed\"")
+        if self.cluster_name and self.launch_mode != "cluster":
+            raise ValueError("cluster_name is for launch_mode = \"cluster\"")
+        return self
+
+    @property
+    def infra(self) -> str | None:
+        if not self.cloud:
+            return None
+        return f"{self.cloud}/{self.region}" if self.region else self.cloud
+
+
+def parse_options(options: dict[str, Any]) -> SkyPilotOptions:
+    """The options, or a DispatcherError naming each bad option and its fix."""
+    try:
+        return SkyPilotOptions(**options)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "<options>"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(sorted(SkyPilotOptions.model_fields))
+                msg = f"unknown option; known options: {known}"
+            lines.append(f"  dispatcher_options.skypilot.{loc}: {msg}")
+        raise DispatcherError("invalid SkyPilot options:\n" + "\n".join(lines)) from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The seam: the only code that calls SkyPilot. Blocking calls; the dispatcher runs each in a worker thread.
+
+
+class SkySDK:
+    """SkyPilot 0.14's client SDK, narrowed to the calls this dispatcher makes. Each call sends a request to the
+    API server (started on 127.0.0.1 by SkyPilot itself when none is configured) and waits for its result with
+    ``sky.get``. Records are SkyPilot's own: ``responses.ManagedJobRecord`` (``status`` a
+    ``sky.jobs.ManagedJobStatus``) and ``responses.ClusterJobRecord`` (``status`` a ``sky.JobStatus``)."""
+
+    _FIELDS = ("job_id", "task_id", "job_name", "task_name", "resources", "submitted_at", "start_at", "end_at",
+               "job_duration", "recovery_count", "status", "failure_reason", "details")
+
+    def __init__(self) -> None:
+        import sky  # 3 s to import: only when SkyPilot is really used
+
+        self.sky = sky
+
+    # Managed jobs (sky.jobs)
+    def launch_managed(self, task: Any, name: str) -> int:
+        job_ids, _controller = self.sky.get(self.sky.jobs.launch(task, name=name))
+        if not job_ids:
+            raise RuntimeError(f"SkyPilot returned no job id for managed job {name!r}")
+        return int(job_ids[0])
+
+    def managed_jobs(self, *, name: str | None = None, job_ids: list[int] | None = None,
+                     refresh: bool = False) -> list[Any]:
+        records, _total, _counts, _unfiltered = self.sky.get(
+            self.sky.jobs.queue_v2(refresh=refresh, job_ids=job_ids, name_match=name, fields=list(self._FIELDS))
+        )
+        return list(records)
+
+    def tail_managed_logs(self, job_id: int, follow: bool = True) -> Iterator[str | None]:
+        return self.sky.jobs.tail_logs(job_id=job_id, follow=follow, preload_content=False)
+
+    def cancel_managed(self, job_id: int) -> None:
+        self.sky.get(self.sky.jobs.cancel(job_ids=[job_id]))
+
+    # Jobs on a cluster (sky.launch)
+    def launch_cluster(self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None,
+                       dryrun: bool = False) -> int | None:
+        request = self.sky.launch(task, cluster_name=cluster_name, idle_minutes_to_autostop=idle_minutes_to_autostop,
+                                  dryrun=dryrun)
+        # A dry run streams the optimizer's plan (which cloud, instance and price it would pick) to stdout.
+        job_id, _handle = self.sky.stream_and_get(request) if dryrun else self.sky.get(request)
+        return job_id
+
+    def cluster_jobs(self, cluster_name: str) -> list[Any]:
+        from sky import exceptions
+
+        try:
+            return list(self.sky.get(self.sky.queue(cluster_name)))
+        except exceptions.ClusterDoesNotExist:
+            return []
+
+    def tail_cluster_logs(self, cluster_name: str, job_id: int, follow: bool = True) -> Iterator[str | None]:
+        return self.sky.tail_logs(cluster_name, job_id, follow, preload_content=False)
+
+    def cancel_cluster(self, cluster_name: str, job_id: int) -> None:
+        self.sky.get(self.sky.cancel(cluster_name, job_ids=[job_id]))
+
+
+def load_sdk(path: str | None, options: dict[str, Any]) -> Any:
+    if path is None:
+        return SkySDK(**options)
+    module_name, _, attr = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr or "SkySDK")
+    except (ImportError, AttributeError) as exc:
+        raise DispatcherError(f"dispatcher_options.skypilot.sdk = {path!r} cannot be imported: {exc}") from None
+    return factory(**options)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the watcher needs to know about a job, whichever way it was launched.
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    status: str  # SkyPilot's status name
+    started: bool
+    terminal: bool
+    succeeded: bool
+    recovery_count: int = 0
+    duration: float | None = None
+    reason: str | None = None
+
+
+def _managed_snapshot(record: Any) -> _Snapshot:
+    from sky.jobs import ManagedJobStatus as S
+
+    status = record.status
+    if status is None:
+        return _Snapshot("UNKNOWN", False, False, False)
+    started = status in (S.RUNNING, S.WINDING_DOWN, S.SUCCEEDED, S.FAILED, S.RECOVERING) or bool(record.start_at)
+    reason = record.failure_reason or None
+    if status.is_terminal() and status != S.SUCCEEDED and not reason:
+        reason = {
+            S.CANCELLED: "the SkyPilot job was cancelled",
+            S.FAILED: "the job exited with a non-zero code",
+            S.FAILED_SETUP: "the setup commands failed",
+            S.FAILED_NO_RESOURCE: "SkyPilot found no resources matching the request",
+            S.FAILED_PRECHECKS: "SkyPilot's prechecks failed",
+            S.FAILED_CONTROLLER: "SkyPilot's jobs controller failed",
+        }.get(status, status.value)
+    return _Snapshot(status.value, started, status.is_terminal(), status == S.SUCCEEDED,
+                     int(record.recovery_count or 0), record.job_duration, reason)
+
+
+def _cluster_snapshot(record: Any) -> _Snapshot:
+    from sky import JobStatus as S
+
+    status = record.status
+    terminal = status.is_terminal()
+    started = status in (S.RUNNING, S.SUCCEEDED, S.FAILED) or bool(record.start_at)
+    duration = None
+    if record.start_at:
+        duration = (record.end_at or time.time()) - record.start_at
+    reason = None
+    if terminal and status != S.SUCCEEDED:
+        reason = {S.CANCELLED: "the SkyPilot job was cancelled", S.FAILED: "the job exited with a non-zero code",
+                  S.FAILED_SETUP: "the setup commands failed", S.FAILED_DRIVER: "SkyPilot's job driver failed"
+                  }.get(status, status.value)
+    return _Snapshot(status.value, started, terminal, status == S.SUCCEEDED, 0, duration, reason)
+
+
+def _exit_code(snap: _Snapshot) -> int | None:
+    if snap.succeeded:
+        return 0
+    if snap.status in ("FAILED", "FAILED_SETUP"):
+        return 1
+    return None  # never ran to an exit: cancelled, no resources, controller failure
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+class SkyPilotDispatcher:
+    """Runs jobs as SkyPilot managed jobs (default) or as jobs on a cluster. See the module docstring."""
+
+    def __init__(self, name: str = "skypilot", **options: Any) -> None:
+        self.name = name
+        self.options = parse_options(options)
+        self._calls = anyio.CapacityLimiter(self.options.max_concurrent_calls)
+        self._streams = anyio.CapacityLimiter(self.options.max_log_streams)
+        self._locks: dict[str, anyio.Lock] = {}
+        self._sdk: Any = None
+        self._check_resources()  # bad gpus/cloud/region fail at start-up, not at the first job
+
+    # --- the seam, off the event loop
+
+    @property
+    def sdk(self) -> Any:
+        if self._sdk is None:
+            self._sdk = load_sdk(self.options.sdk, self.options.sdk_options)
+        return self._sdk
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            return getattr(self.sdk, method)(*args, **kwargs)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._calls)
+
+    # --- building the task
+
+    def _check_resources(self) -> None:
+        try:
+            self.resources()
+        except DispatcherError:
+            raise
+        except Exception as exc:  # SkyPilot's own validation of accelerators, cloud, region
+            raise DispatcherError(f"invalid SkyPilot options (gpus/cloud/region): {exc}") from None
+
+    def resources(self) -> Any:
+        import sky
+
+        opts = self.options
+        kwargs: dict[str, Any] = {"use_spot": opts.use_spot}
+        if opts.gpus:
+            kwargs["accelerators"] = opts.gpus
+        if opts.infra:
+            kwargs["infra"] = opts.infra
+        if opts.launch_mode == "managed" and opts.max_restarts_on_errors:
+            kwargs["job_recovery"] = {"max_restarts_on_errors": opts.max_restarts_on_errors}
+        return sky.Resources(**kwargs)
+
+    def remote_argv(self, spec: JobSpec) -> list[str]:
+        argv = list(spec.argv)
+        if argv and argv[0] in (sys.executable, os.path.realpath(sys.executable)):
+            argv[0] = self.options.python  # the service's interpreter path means nothing on the VM
+        return argv
+
+    def build_task(self, spec: JobSpec) -> Any:
+        """The ``sky.Task`` for a job: its argv as the run command, its environment, the sweep's resources."""
+        import sky
+
+        opts = self.options
+        envs: dict[str, str] = {}
+        secrets: dict[str, str] = {}
+        for key, value in {**opts.env, **spec.env}.items():
+            (secrets if _SECRET_NAME.search(key) else envs)[key] = str(value)
+        missing = [n for n in opts.secrets if n not in os.environ]
+        if missing:
+            raise DispatcherError(
+                f"dispatcher_options.skypilot.secrets names {', '.join(missing)}, not set in the service's "
+                "environment: export it before starting the sweep"
+            )
+        secrets.update({n: os.environ[n] for n in opts.secrets})
+        task = sky.Task(
+            name=job_name(spec.key),
+            run=shlex.join(self.remote_argv(spec)),
+            setup=opts.setup,
+            envs=envs or None,
+            secrets=secrets or None,
+            workdir=opts.workdir,
+            num_nodes=opts.nodes,
+            file_mounts=dict(opts.file_mounts) or None,
+        )
+        task.set_resources(self.resources())
+        return task
+
+    def _cluster(self, spec: JobSpec) -> str:
+        return self.options.cluster_name or cluster_name_for(spec.sweep)
+
+    # --- the protocol
+
+    async def find(self, spec: JobSpec) -> JobHandle | None:
+        name = job_name(spec.key)
+        if self.options.launch_mode == "cluster":
+            cluster = self._cluster(spec)
+            records = await self._call("cluster_jobs", cluster)
+            ids = [r.job_id for r in records if r.job_name == name]
+            return self._handle(spec, max(ids), cluster=cluster) if ids else None
+        wanted = self._template_job_name(spec) if self.options.command_template else name
+        # refresh: a stopped jobs controller is started again rather than reporting no jobs (no double runs)
+        records = await self._call("managed_jobs", name=wanted, refresh=True)
+        ids = [r.job_id for r in records if r.job_name == wanted and r.job_id is not None]
+        return self._handle(spec, max(ids)) if ids else None
+
+    async def submit(self, spec: JobSpec) -> JobHandle:
+        lock = self._locks.setdefault(spec.key, anyio.Lock())
+        async with lock:
+            existing = await self.find(spec)
+            if existing is not None:
+                return existing
+            if self.options.command_template:
+                return await self._submit_with_template(spec)
+            task = self.build_task(spec)
+            if self.options.launch_mode == "cluster":
+                cluster = self._cluster(spec)
+                job_id = await self._call(
+                    "launch_cluster", task, cluster, idle_minutes_to_autostop=self.options.idle_minutes_to_autostop
+                )
+                if job_id is None:
+                    raise DispatcherError(f"SkyPilot launched cluster {cluster!r} but submitted no job for {spec.key}")
+                return self._handle(spec, job_id, cluster=cluster)
+            job_id = await self._call("launch_managed", task, job_name(spec.key))
+            return self._handle(spec, job_id)
+
+    async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
+        snap = await self._snapshot(handle)
+        if snap is None or snap.terminal:
+            return
+        if handle.data.get("mode") == "cluster":
+            await self._call("cancel_cluster", handle.data["cluster"], int(handle.data["job_id"]))
+        else:
+            await self._call("cancel_managed", int(handle.data["job_id"]))
+
+    async def aclose(self) -> None:
+        pass  # jobs keep running on SkyPilot; the API server is SkyPilot's own
+
+    def watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
+        return self._watch(spec, handle)
+
+    # --- internals
+
+    def _handle(self, spec: JobSpec, job_id: int, cluster: str | None = None) -> JobHandle:
+        data: dict[str, Any] = {"job_id": int(job_id), "mode": "cluster" if cluster else "managed"}
+        if cluster:
+            data["cluster"] = cluster
+            data["job_name"] = job_name(spec.key)
+        else:
+            data["job_name"] = self._template_job_name(spec) if self.options.command_template else job_name(spec.key)
+        return JobHandle(key=spec.key, dispatcher=self.name, data=data)
+
+    def _values(self, spec: JobSpec) -> dict[str, str]:
+        gpus = self.options.gpus or ""
+        gpu_type, _, count = gpus.partition(":")
+        return {
+            "job_name": job_name(spec.key), "key": spec.key, "run": spec.run, "kind": spec.kind,
+            "trial": str(spec.trial), "attempt": str(spec.attempt), "sweep": spec.sweep, "gpus": gpus,
+            "gpu_type": gpu_type, "gpu_count": count or ("1" if gpu_type else "0"),
+            "nodes": str(self.options.nodes), "cloud": self.options.cloud or "", "region": self.options.region or "",
+        }
+
+    def _template_job_name(self, spec: JobSpec) -> str:
+        return self.options.command_job_name.format(**self._values(spec))
+
+    def template_argv(self, spec: JobSpec) -> list[str]:
+        values = self._values(spec)
+        argv: list[str] = []
+        for item in self.options.command_template or []:
+            if item == "{argv}":
+                argv.extend(self.remote_argv(spec))
+            elif item == "{no_spot}":
+                argv.extend([] if self.options.use_spot else ["--no-spot"])
+            else:
+                argv.append(item.format(**values))
+        return argv
+
+    async def _submit_with_template(self, spec: JobSpec) -> JobHandle:
+        argv = self.template_argv(spec)
+        env = {**os.environ, **self.options.env, **spec.env}
+        try:
+            proc = await anyio.run_process(argv, cwd=spec.cwd, env=env, check=False, stdin=None)
+        except OSError as exc:
+            raise DispatcherError(f"command_template could not run {argv[0]!r}: {exc}") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout or b"").decode(errors="replace").strip().splitlines()[-5:]
+            raise DispatcherError(
+                f"the launch command exited with code {proc.returncode}: {' | '.join(tail) or 'no output'}"
+            )
+        handle = await self.find(spec)
+        if handle is None:
+            raise DispatcherError(
+                f"the launch command succeeded but SkyPilot has no managed job named "
+                f"{self._template_job_name(spec)!r}: make command_template launch it with that name "
+                "(command_job_name says which name to look for)"
+            )
+        return handle
+
+    async def _snapshot(self, handle: JobHandle) -> _Snapshot | None:
+        job_id = int(handle.data["job_id"])
+        if handle.data.get("mode") == "cluster":
+            records = await self._call("cluster_jobs", handle.data["cluster"])
+            match = [r for r in records if r.job_id == job_id]
+            return _cluster_snapshot(match[0]) if match else None
+        records = await self._call("managed_jobs", job_ids=[job_id])
+        match = [r for r in records if r.job_id == job_id]
+        return _managed_snapshot(match[0]) if match else None
+
+    def _open_logs(self, handle: JobHandle) -> Iterator[str | None]:
+        job_id = int(handle.data["job_id"])
+        if handle.data.get("mode") == "cluster":
+            return self.sdk.tail_cluster_logs(handle.data["cluster"], job_id, follow=True)
+        return self.sdk.tail_managed_logs(job_id, follow=True)
+
+    async def _watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
+        poll = self.options.poll_interval
+        started = False
+        recoveries: int | None = None
+        result: dict[str, Any] | None = None
+        t0 = time.monotonic()
+
+        def on_snapshot(snap: _Snapshot) -> list[JobUpdate]:
+            nonlocal started, recoveries
+            out: list[JobUpdate] = []
+            if snap.started and not started:
+                started = True
+                out.append(Started())
+            if recoveries is not None and snap.recovery_count > recoveries:
+                out.append(Output(f"[skypilot] job {handle.data['job_id']} was preempted and SkyPilot recovered it "
+                                  f"(recovery {snap.recovery_count}); progress restarts from its last checkpoint"))
+            recoveries = snap.recovery_count
+            return out
+
+        async def snapshot() -> _Snapshot:
+            snap = await self._snapshot(handle)
+            if snap is None:
+                raise DispatcherError(f"SkyPilot no longer knows job {handle.data['job_id']} ({spec.key})")
+            return snap
+
+        # 1. Until the job runs: poll its status (logs before that are SkyPilot's provisioning chatter).
+        snap = await snapshot()
+        for update in on_snapshot(snap):
+            yield update
+        while not snap.started and not snap.terminal:
+            await anyio.sleep(poll)
+            snap = await snapshot()
+            for update in on_snapshot(snap):
+                yield update
+
+        # 2. Follow the logs until the stream ends (SkyPilot ends it when the job is done, and keeps it open
+        #    across a preemption and recovery). Status is polled between lines to notice recoveries. A dropped
+        #    stream is reopened from the start: progress may repeat, the result line is read again.
+        last_poll = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                lines = await anyio.to_thread.run_sync(self._open_logs, handle, limiter=self._calls)
+                while True:
+                    line = await anyio.to_thread.run_sync(_next_line, lines, abandon_on_cancel=True,
+                                                          limiter=self._streams)
+                    if line is _END:
+                        break
+                    if line is None:
+                        continue
+                    failures = 0
+                    text = line.rstrip("\r\n")
+                    parsed = _parse_line(text)
+                    if isinstance(parsed, dict):
+                        result = parsed
+                    elif isinstance(parsed, Progress):
+                        if not started:
+                            started = True
+                            yield Started()
+                        yield parsed
+                    elif isinstance(parsed, str):
+                        yield Output(parsed)
+                    yield Output(text)
+                    if time.monotonic() - last_poll >= poll:
+                        last_poll = time.monotonic()
+                        for update in on_snapshot(await snapshot()):
+                            yield update
+                break  # the stream ended: the job is done (or about to be)
+            except DispatcherError:
+                raise
+            except Exception as exc:  # a dropped connection, a restarted API server
+                failures += 1
+                if failures > 5:
+                    yield Output(f"[skypilot] giving up on the logs of job {handle.data['job_id']}: {exc}")
+                    break
+                yield Output(f"[skypilot] log stream of job {handle.data['job_id']} broke ({exc}); following again")
+                await anyio.sleep(self.options.log_reopen_delay)
+        snap = await snapshot()
+        for update in on_snapshot(snap):
+            yield update
+
+        # 3. The stream ended: wait for the final status (it can lag the end of the logs by a poll or two).
+        while not snap.terminal:
+            await anyio.sleep(poll)
+            snap = await snapshot()
+            for update in on_snapshot(snap):
+                yield update
+        duration = snap.duration if snap.duration is not None else time.monotonic() - t0
+        yield Exited(exit_code=_exit_code(snap), result=result, duration=float(duration),
+                     error=None if snap.succeeded else f"SkyPilot job {handle.data['job_id']} {snap.status}: "
+                     f"{snap.reason}")
+
+
+_END = object()
+
+
+def _next_line(lines: Iterator[str | None]) -> Any:
+    return next(lines, _END)
+
+
+def _parse_line(text: str) -> dict[str, Any] | Progress | str | None:
+    """A result dict, a Progress, a warning string (malformed result line), or None for a plain line."""
+    try:
+        result = parse_result_line(text)
+    except ValueError as exc:
+        return f"[skypilot] ignoring a malformed SWEEP_RESULT line: {exc}"
+    if result is not None:
+        return result
+    progress = parse_progress(text)
+    if progress is not None:
+        step, total, sps = progress
+        return Progress(step=step, total=total, sps=sps)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# python -m dispatchers.skypilot dryrun --config FILE [--args k=v ...]: check a sweep's SkyPilot setup.
+
+
+def _dryrun_main(argv: list[str]) -> int:
+    """Build the first train job of a sweep exactly as the dispatcher would and hand it to SkyPilot's real
+    ``sky.launch(..., dryrun=True)``: the client, the API server and the optimizer run; nothing is provisioned."""
+    import argparse
+    from pathlib import Path
+
+    from dispatchers.registry import RoutingDispatcher, build_dispatcher
+    from orchestrator.config import ConfigError, load_config, parse_assignments
+    from orchestrator.jobs import job_key
+
+    parser = argparse.ArgumentParser(prog="python -m dispatchers.skypilot")
+    parser.add_argument("command", choices=["dryrun"])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--args", nargs="*", default=[], help="sweep settings, k=v")
+    parser.add_argument("--kind", choices=["train", "eval"], default="train")
+    ns = parser.parse_args(argv)
+    try:
+        cfg = load_config(ns.config, parse_assignments(ns.args, "--args"))
+        router: RoutingDispatcher = build_dispatcher(cfg.dispatcher_type, cfg.dispatcher_options)
+        name = router.route(ns.kind)
+        dispatcher = router.get(name)
+        if not hasattr(dispatcher, "build_task"):  # (this module runs as __main__: no isinstance)
+            raise DispatcherError(f"{ns.kind} jobs of this sweep go to {name!r}, not to SkyPilot")
+    except (ConfigError, DispatcherError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run = f"{cfg.sweep_name}_trial_0001"
+    entry = cfg.train_entrypoint if ns.kind == "train" else cfg.eval_entrypoint
+    overrides = cfg.train_overrides if ns.kind == "train" else cfg.eval_overrides
+    argv_job = cfg.argv_prefix() + [f"{cfg.recipe_module}.{entry}", "--args", f"run={run}"]
+    if overrides:
+        argv_job += ["--overrides", *(f"{k}={v}" for k, v in overrides.items())]
+    spec = JobSpec(key=job_key(run, ns.kind, 1), sweep=cfg.sweep_name, run=run, trial=1, kind=ns.kind, attempt=1,
+                   argv=argv_job, dispatcher=name)
+    task = dispatcher.build_task(spec)
+    cluster = dispatcher.options.cluster_name or cluster_name_for(cfg.sweep_name)
+    print(f"task {task.name}: {task.run}")
+    dispatcher.sdk.launch_cluster(task, cluster, dryrun=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_dryrun_main(sys.argv[1:]))
