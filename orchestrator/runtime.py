@@ -7,6 +7,8 @@ from pathlib import Path
 from dispatchers.registry import DispatcherError, build_dispatcher
 from optimizers import make_optimizer
 from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.http import http_server
+from orchestrator.hub import EventHub
 from orchestrator.service import SweepService
 from orchestrator.subscribers import Subscriber
 from stores.sqlite import SQLiteStore
@@ -18,7 +20,8 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
     except DispatcherError as exc:
         raise ConfigError(str(exc)) from None
     store = SQLiteStore(db or config.sweep_dir / "events.db")
-    subscribers: list[Subscriber] = []
+    hub = EventHub(SQLiteStore(store.path))  # its own connection: catch-up reads never wait behind appends
+    subscribers: list[Subscriber] = [hub]
     return SweepService(
         config,
         store,
@@ -26,4 +29,5 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
         make_optimizer(config.protein_config, config.seed),
         subscribers=subscribers,
         log_format=log_format,
+        background=[http_server(hub)],
     )
