@@ -16,6 +16,8 @@ job again from these files alone:
 - ``exit.json``      written atomically when the job has ended: exit code (negative: killed by that signal),
                      end time, duration, whether it timed out, an error when it could not be started.
 - ``launcher.log``   the launcher's own stderr (empty unless the launcher itself failed).
+- ``stop.json``      written by the dispatcher when it cancels the job or enforces its timeout (the reason); a
+                     launcher that finds it before starting the job records "cancelled before it started".
 
 The job runs in its own process group (its pgid is its pid): SIGTERM/SIGINT/SIGHUP sent to the launcher are
 forwarded to that group, a timeout stops the whole group (SIGTERM, then SIGKILL after the grace period), and

@@ -172,14 +172,17 @@ class LocalDispatcher:
         """The existing job's handle, once its launcher has recorded the job (or is gone, or ``wait`` passed)."""
         deadline = time.monotonic() + wait
         while not (d / "launcher.json").exists() and time.monotonic() < deadline:
-            if not self._launcher_alive(d, {}, _read_json(d / "claim")):
+            if not self._launcher_alive(d, _read_json(d / "claim")):
                 break
             await anyio.sleep(0.02)
         return self._handle(spec, d)
 
-    def _launcher_alive(self, d: Path, hdata: dict[str, Any], claim: dict[str, Any] | None) -> bool:
-        launcher = _read_json(d / "launcher.json")
-        for source in (launcher, claim, hdata):
+    def _launcher_alive(self, d: Path, *sources: dict[str, Any] | None) -> bool:
+        """Whether the job's launcher still runs, identified by the first source (launcher.json, claim, handle
+        data) that names it; re-reads the claim when none does."""
+        if not any(s and s.get("launcher_pid") for s in sources):
+            sources = (_read_json(d / "claim"),)
+        for source in sources:
             if source and source.get("launcher_pid"):
                 pid = int(source["launcher_pid"])
                 proc = self._children.get(pid)
@@ -213,7 +216,7 @@ class LocalDispatcher:
             elif job_alive and not killed and now - t0 >= self.kill_grace:
                 _killpg(job_pid, signal.SIGKILL)
                 killed = True
-            if not job_alive and not self._launcher_alive(d, handle.data, _read_json(d / "claim")):
+            if not job_alive and not self._launcher_alive(d, launcher, handle.data):
                 return
             if now - t0 > self.kill_grace + 5.0:
                 return
@@ -229,6 +232,7 @@ class LocalDispatcher:
         last_lines: deque[str] = deque(maxlen=_TAIL_LINES)
         result_line: str | None = None
         launcher: dict[str, Any] | None = None
+        claim: dict[str, Any] | None = None
         pending: Progress | None = None
         progress_at = -math.inf
         next_liveness = time.monotonic() + _LIVENESS_EVERY
@@ -261,6 +265,7 @@ class LocalDispatcher:
                             pending, progress_at = None, time.monotonic()
                 if exit_info is None or not tail.more():
                     break
+                await anyio.sleep(0)
             if pending is not None and (exit_info is not None or time.monotonic() - progress_at >= _PROGRESS_EVERY):
                 yield pending
                 pending, progress_at = None, time.monotonic()
@@ -273,7 +278,9 @@ class LocalDispatcher:
             now = time.monotonic()
             if now >= next_liveness:
                 next_liveness = now + _LIVENESS_EVERY
-                if not self._launcher_alive(d, handle.data, _read_json(d / "claim")):
+                if claim is None:
+                    claim = _read_json(d / "claim")
+                if not self._launcher_alive(d, launcher, claim, handle.data):
                     if (d / "exit.json").exists():
                         continue  # it ended normally in between
                     yield await self._lost(spec, d, handle, tail, last_lines)
@@ -326,7 +333,7 @@ class LocalDispatcher:
         failed = code != 0
         if info.get("timed_out") or (stop.get("reason") == "timeout" and failed):
             limit = spec.timeout if spec.timeout is not None else (launcher or {}).get("timeout")
-            errors.insert(0, f"timed out after {duration:.1f} s (limit {limit} s); {_status(code)}")
+            errors.insert(0, f"timed out after {duration:.1f} s (limit {_secs(limit)} s); {_status(code)}")
         elif info.get("error"):
             errors.insert(0, str(info["error"]))
         elif stop.get("reason") == "cancel" and failed:
@@ -475,6 +482,10 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(int(pgid), sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _secs(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
 
 
 def _status(code: int | None) -> str:

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from dispatchers.base import Dispatcher
-from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _Tail
+from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _proc_stat, _Tail
 from orchestrator.contract import format_progress
 from orchestrator.jobs import Exited, JobSpec, Output, Progress, Started, job_key
 
@@ -125,6 +125,7 @@ async def test_output_progress_and_result_are_collected(tmp_path: Path) -> None:
     assert {"claim", "launcher.json", "output.log", "exit.json"} <= {p.name for p in job_dir.iterdir()}
     assert json.loads((job_dir / "exit.json").read_text())["exit_code"] == 0
     assert handle.data["job_dir"] == str(job_dir)
+    assert _proc_stat(handle.data["launcher_pid"]) is None  # our launcher was reaped: no zombie left behind
 
 
 async def test_nonzero_exit_gives_an_actionable_error(tmp_path: Path) -> None:
@@ -185,7 +186,11 @@ async def test_same_key_submitted_twice_runs_once(tmp_path: Path) -> None:
     assert h.data["job_pid"] == handles[0].data["job_pid"]
     await anyio.sleep(0.2)
     assert len((tmp_path / "runs.txt").read_text().split()) == 1
-    assert not d1._children and not d2._children  # every launcher we started was reaped
+    with anyio.fail_after(10):  # every launcher we started is reaped (the winner may be d2's, watched by d1)
+        while d1._children or d2._children:
+            await d1.aclose()
+            await d2.aclose()
+            await anyio.sleep(0.01)
 
 
 async def test_reattach_after_restart_to_a_running_job(tmp_path: Path) -> None:
@@ -338,3 +343,31 @@ def test_tail_splits_lines_across_reads(tmp_path: Path) -> None:
         f.write("é".encode()[1:] + b"\n" + b"x" * 70_000)
     assert tail.read() == ["é", "x" * 65536]
     assert tail.flush() == ["x" * (70_000 - 65536)]
+
+
+async def test_launcher_forwards_sigterm_to_the_job(tmp_path: Path) -> None:
+    job = script(
+        tmp_path,
+        textwrap.dedent(
+            """
+            import signal, sys
+            def bye(signum, frame):
+                print(f"got {signal.Signals(signum).name}, saving a checkpoint", flush=True)
+                sys.exit(5)
+            signal.signal(signal.SIGTERM, bye)
+            """
+        )
+        + WAIT_FOR_GO,
+    )
+    d = dispatcher()
+    spec = spec_for(tmp_path, [PY, job])
+    handle = await d.submit(spec)
+    updates = []
+    with anyio.fail_after(20):
+        async for u in d.watch(spec, handle):
+            updates.append(u)
+            if isinstance(u, Output) and u.line == "waiting":
+                os.kill(handle.data["launcher_pid"], signal.SIGTERM)
+    ex = only_exit(updates)
+    assert "got SIGTERM, saving a checkpoint" in lines(updates)
+    assert ex.exit_code == 5 and ex.error.startswith("exited with code 5")
