@@ -11,6 +11,8 @@ from dataclasses import replace
 from functools import reduce as _fold
 from typing import Iterable
 
+from immutables import Map
+
 from orchestrator import events as ev
 from orchestrator.state import JobState, SweepState, TrialState, freeze
 
@@ -30,12 +32,20 @@ def reduce(state: SweepState, event: ev.Event) -> SweepState:
     return replace(new or state, events=state.events + 1)
 
 
+def _mark(index: Map, key: object, present: bool) -> Map:
+    if present:
+        return index.set(key, None)
+    return index.delete(key) if key in index else index
+
+
 def _put_trial(state: SweepState, trial: TrialState) -> SweepState:
-    return replace(state, trials=state.trials.set(trial.trial, trial))
+    open_trials = _mark(state.open_trials, trial.trial, not trial.terminal)
+    return replace(state, trials=state.trials.set(trial.trial, trial), open_trials=open_trials)
 
 
 def _put_job(state: SweepState, job: JobState) -> SweepState:
-    return replace(state, jobs=state.jobs.set(job.key, job))
+    running = _mark(state.running_jobs, job.key, job.active)
+    return replace(state, jobs=state.jobs.set(job.key, job), running_jobs=running)
 
 
 def _sweep_created(state: SweepState, e: ev.SweepCreated) -> SweepState | None:

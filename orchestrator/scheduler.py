@@ -86,9 +86,7 @@ class OptimizingScheduler:
         free = self.config.max_parallel_jobs - len(state.active_jobs())
         waiting: list[TrialState] = []
         open_trials = 0
-        for trial in state.trial_list():
-            if trial.terminal:
-                continue
+        for trial in state.open_trial_list():
             open_trials += 1
             want = self._next_step(state, trial, now, d)
             if want is None:

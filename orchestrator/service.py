@@ -119,9 +119,8 @@ class SweepService:
 
     def _reattach(self) -> None:
         """Jobs the log says are in flight: find them again (requested) or go back to watching them."""
-        for job in self.state.jobs.values():
-            if job.active:
-                self._start_job(job, resume=True)
+        for job in self.state.active_jobs():
+            self._start_job(job, resume=True)
 
     async def _drain_subscribers(self) -> None:
         with anyio.move_on_after(30):

@@ -77,6 +77,9 @@ class SweepState:
     finished: bool = False
     best_trial: int | None = None
     events: int = 0
+    # Indexes kept by the reducer so a decision costs O(trials in flight), not O(every trial ever run).
+    open_trials: Map = Map()  # trial number -> None, for trials not yet completed or failed
+    running_jobs: Map = Map()  # job key -> None, for jobs not yet exited
 
     @property
     def next_trial(self) -> int:
@@ -91,8 +94,11 @@ class SweepState:
             return []
         return [self.jobs[k] for k in t.jobs if self.jobs[k].kind == kind]
 
+    def open_trial_list(self) -> list[TrialState]:
+        return [self.trials[i] for i in sorted(self.open_trials)]
+
     def active_jobs(self) -> list[JobState]:
-        return [j for j in self.jobs.values() if j.active]
+        return [self.jobs[k] for k in self.running_jobs]
 
 
 def freeze(value: Any) -> Any:

@@ -61,6 +61,8 @@ def assert_valid(state: SweepState) -> None:
     for key, job in state.jobs.items():
         assert key in state.trials[job.trial].jobs
         assert job.status in {"requested", "submitted", "running", "exited"}
+    assert set(state.open_trials) == {n for n, t in state.trials.items() if not t.terminal}
+    assert set(state.running_jobs) == {k for k, j in state.jobs.items() if j.active}
 
 
 @settings(max_examples=300, deadline=None)

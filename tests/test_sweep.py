@@ -131,4 +131,4 @@ def test_sigkill_in_the_middle_then_restart_runs_every_job_exactly_once(sweep_di
     assert len(starts) == 12 and set(starts.values()) == {1}, starts
     ends = Counter(key for kind, key, *_ in entries if kind == "end")
     assert ends == starts
-    assert state.resumes == 3
+    assert 1 <= state.resumes <= 3  # a kill during start-up comes before the service opens the log
