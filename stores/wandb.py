@@ -59,7 +59,9 @@ __all__ = [
 CURSOR_FILE = "wandb_mirror.json"
 _CURSOR_VERSION = 1
 
-_log = structlog.get_logger().bind(component="WandbMirror")
+def _log() -> Any:
+    """The mirror's logger, bound at call time so it follows the service's logging configuration."""
+    return structlog.get_logger().bind(component="WandbMirror")
 
 
 # -- what is written: pure functions of the state -------------------------------------------------------------
@@ -395,7 +397,7 @@ class WandbMirror:
                     await self._back_off(exc)
                 else:
                     if self._failures:
-                        _log.info("W&B is reachable again; catching up", pending=len(self._dirty))
+                        _log().info("W&B is reachable again; catching up", pending=len(self._dirty))
                     self._failures = 0
                 finally:
                     self._busy = False
@@ -463,7 +465,7 @@ class WandbMirror:
         base, cap = self.backoff
         delay = min(cap, base * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2)
         message = redact(str(exc)) if isinstance(exc, WandbError) else redact(f"{type(exc).__name__}: {exc}")
-        log = _log.warning if self._failures == 1 or self._failures % 10 == 0 else _log.debug
+        log = _log().warning if self._failures == 1 or self._failures % 10 == 0 else _log().debug
         log(
             "W&B write failed; the sweep goes on and the mirror retries",
             error=message,
@@ -482,7 +484,7 @@ class WandbMirror:
         except FileNotFoundError:
             return fresh
         except ValueError:
-            _log.warning("unreadable W&B mirror cursor; rewriting every run (writes are idempotent)",
+            _log().warning("unreadable W&B mirror cursor; rewriting every run (writes are idempotent)",
                          path=str(self.cursor_path))
             return fresh
         if data.get("version") != _CURSOR_VERSION or data.get("destination") != self.destination:
@@ -570,11 +572,11 @@ class WandbMirror:
             try:
                 self._close(run_id, 0)
             except Exception as exc:  # noqa: BLE001
-                _log.warning("could not finish a W&B run at shutdown", run=run_id, error=redact(str(exc)))
+                _log().warning("could not finish a W&B run at shutdown", run=run_id, error=redact(str(exc)))
         try:
             self._save_cursor()
         except OSError as exc:
-            _log.warning("could not save the W&B mirror cursor", error=redact(str(exc)))
+            _log().warning("could not save the W&B mirror cursor", error=redact(str(exc)))
 
 
 # -- resume from W&B ------------------------------------------------------------------------------------------

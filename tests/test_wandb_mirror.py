@@ -1,0 +1,285 @@
+"""The W&B mirror, checked against what wandb really wrote: offline ``.wandb`` files read back record by record.
+
+Events come from a real SQLite log folded by the real reducer (tests/fakes/wandb_script.py) and reach the mirror
+through ``publish(stored, state)``, as the service delivers them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import anyio
+import pytest
+
+from fakes.wandb_files import read_offline_runs, segment_files
+from fakes.wandb_helpers import LoopLag, make_mirror, mirror_config
+from fakes.wandb_script import METRIC, Log, definition, params, run_name, script
+from orchestrator.config import WandbSettings
+from orchestrator.state import SweepState
+from stores.wandb import CURSOR_FILE, WandbMirror, flatten, resolve_mode, sweep_record, trial_record, unflatten
+
+SWEEP = "wbtest.sweep.01"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
+
+
+def _json(value):
+    return json.loads(json.dumps(value))
+
+
+def check_mirrors(sweep_dir: Path, state: SweepState) -> dict:
+    """Every trial run and the sweep run hold exactly what the final state says; no history row twice."""
+    runs = read_offline_runs(sweep_dir)
+    assert set(runs) == {t.run for t in state.trial_list()} | {state.sweep}
+    for trial in state.trial_list():
+        run = runs[trial.run]
+        expected = trial_record(state, trial)
+        assert run.display_name == trial.run and run.group == state.sweep and state.sweep in run.tags
+        assert run.job_type == "trial"
+        assert {k: v for k, v in run.config.items() if k != "_wandb"} == _json(unflatten(dict(trial.params)))
+        summary = {k: v for k, v in run.summary.items() if not k.startswith("_")}
+        assert summary == _json(expected.summary), trial.run
+        rows = [r for r in run.history if "sweep/score" in r]
+        if trial.status == "completed":
+            assert len(rows) == 1, f"{trial.run}: {len(rows)} completion rows"
+            assert rows[0][METRIC] == trial.score and rows[0]["sweep/cost"] == trial.cost
+            assert run.state == "finished"
+        else:
+            assert rows == []
+        if trial.status == "failed":
+            assert run.state == "failed"
+        steps = [r["_step"] for r in run.history]
+        assert len(steps) == len(set(steps)), f"{trial.run}: a history step written twice"
+    sweep_run = runs[state.sweep]
+    assert sweep_run.job_type == "sweep" and sweep_run.group == state.sweep
+    assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == _json(dict(sweep_record(state).config))
+    assert {k: v for k, v in sweep_run.summary.items() if not k.startswith("_")} == _json(sweep_record(state).summary)
+    return runs
+
+
+async def drive(mirror: WandbMirror, log: Log, phases, between=None, flush: float = 30.0) -> list[float]:
+    """Run the mirror in a task group and commit the phases; returns how long each publish() took."""
+    took: list[float] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mirror.run)
+        for i, phase in enumerate(phases):
+            for stored, state in log.append(phase):
+                t = time.perf_counter()
+                mirror.publish(stored, state)
+                took.append(time.perf_counter() - t)
+            await anyio.sleep(0)
+            if between is not None:
+                await between(i)
+        assert await mirror.flush(flush), "the mirror did not catch up"
+        tg.cancel_scope.cancel()
+    return took
+
+
+def test_flatten_and_unflatten_round_trip() -> None:
+    p = params(3) | {"model.hidden": 64, "model.hidden.extra": 1}
+    assert flatten(unflatten(p)) == p
+    assert unflatten(params(1))["trainer"]["optimizer"]["learning_rate"] == params(1)["trainer.optimizer.learning_rate"]
+
+
+def test_mirror_writes_one_run_per_trial_and_the_sweep_definition(tmp_path: Path) -> None:
+    log = Log(tmp_path / "events.db")
+    mirror = make_mirror(SWEEP, tmp_path)
+    anyio.run(drive, mirror, log, script(SWEEP))
+    state = log.state
+    assert state.finished and len(state.trials) == 6
+    runs = check_mirrors(tmp_path, state)
+
+    # The seed's keys, the status and progress, the eval job's metrics, in the trial's own run.
+    best = runs[run_name(SWEEP, 3)].summary
+    assert best["sweep/suggestion"] == params(3)
+    assert best["sweep/score"] == 0.93 and best["sweep/cost"] == 15.5
+    assert best["sweep/status"] == "completed" and best["sweep/progress"] == 1.0
+    assert best[METRIC] == 0.93 and best["evaluator/eval_arena/survival_rate"] == pytest.approx(0.593)
+    assert runs[run_name(SWEEP, 3)].config["trainer"]["losses"]["loss_configs"]["ppo"]["clip_coef"] == 0.16
+    failed = runs[run_name(SWEEP, 2)].summary
+    assert failed["sweep/status"] == "failed" and failed["sweep/reason"] == "train exited with 1"
+    # The completion row sits at the step of its TrialCompleted event, so a replay cannot add a second one.
+    seqs = {s.event.trial: s.seq for s in log.store.read() if s.event.type == "TrialCompleted"}
+    assert [r["_step"] for r in runs[run_name(SWEEP, 1)].history] == [seqs[1]]
+
+    # The sweep-level run holds the definition, exactly, and the totals.
+    sweep_run = runs[SWEEP]
+    assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == _json(definition(SWEEP))
+    assert sweep_run.summary["sweep/best_run"] == run_name(SWEEP, 3)
+    assert sweep_run.summary["sweep/finished"] is True and sweep_run.state == "finished"
+
+    # Everything lives under the sweep dir, and the cursor says the whole log is mirrored.
+    assert all(tmp_path in p.parents for p in segment_files(tmp_path))
+    cursor = json.loads((tmp_path / CURSOR_FILE).read_text())
+    assert cursor["seq"] == log.store.last_seq() == mirror.mirrored_seq
+    log.close()
+
+
+def test_progress_of_a_running_trial_reaches_the_summary(tmp_path: Path) -> None:
+    log = Log(tmp_path / "events.db")
+    mirror = make_mirror(SWEEP, tmp_path)
+    anyio.run(drive, mirror, log, script(SWEEP)[:1])
+    runs = read_offline_runs(tmp_path)
+    training = runs[run_name(SWEEP, 3)].summary
+    assert training["sweep/status"] == "training"
+    assert training["sweep/progress"] == pytest.approx(1 / 3) and training["sweep/sps"] == 700.0
+    assert runs[run_name(SWEEP, 4)].summary["sweep/status"] == "pending"
+    assert runs[SWEEP].summary["sweep/finished"] is False
+    log.close()
+
+
+def test_outage_in_the_middle_of_a_sweep(tmp_path: Path) -> None:
+    """W&B goes down after the first phase and stays down (and slow) until the sweep has finished: publishing
+    stays instant, the event loop never stalls, memory stays bounded, and afterwards the mirror catches up with
+    nothing missing and nothing written twice."""
+    log = Log(tmp_path / "events.db")
+    mirror = make_mirror(SWEEP, tmp_path, flaky=True)
+    client = mirror.client
+    lag = LoopLag()
+    seen = {}
+
+    async def between(i: int) -> None:
+        if i == 0:
+            assert await mirror.flush(30)
+            client.down.set()  # W&B goes away ...
+            client.delay = 0.2  # ... and what still answers is slow
+        if i == 1:
+            await anyio.sleep(0.5)  # the sweep runs on while W&B is away
+        if i == 2:
+            # The sweep has finished while W&B was down; the mirror holds markers, not events.
+            await anyio.sleep(0.5)
+            seen["failed_calls"] = client.failed_calls
+            seen["dirty"] = len(mirror._dirty) + len(mirror._completed_at)
+            seen["cursor_seq"] = mirror.mirrored_seq
+            client.down.clear()  # ... and comes back
+
+    async def main() -> list[float]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lag.run)
+            took = await drive(mirror, log, script(SWEEP), between=between)
+            tg.cancel_scope.cancel()
+        return took
+
+    took = anyio.run(main)
+    assert max(took) < 0.005, f"publish took {max(took):.4f} s"
+    assert lag.worst < 0.15, f"the event loop stalled for {lag.worst:.3f} s"
+    print("outage:", seen, "errors", mirror.errors, "worst lag", lag.worst, "max publish", max(took))
+    assert seen["failed_calls"] >= 1 and mirror.errors >= 1
+    assert mirror.errors < 40, "retries must back off, not spin"
+    assert seen["dirty"] <= 2 * len(log.state.trials)
+    assert seen["cursor_seq"] < log.store.last_seq()
+    check_mirrors(tmp_path, log.state)
+    assert mirror.mirrored_seq == log.store.last_seq()
+    log.close()
+
+
+def test_restart_continues_from_the_cursor_without_writing_twice(tmp_path: Path) -> None:
+    """The first mirror writes phase 1, then is down for phase 2 when the service stops. A second mirror (a new
+    process: the log replayed, the cursor read back) writes what was missed and phase 3, and leaves alone the runs
+    that were already complete."""
+    log = Log(tmp_path / "events.db")
+    phases = script(SWEEP)
+    first = make_mirror(SWEEP, tmp_path, flaky=True)
+
+    async def session_one() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.run)
+            for stored, state in log.append(phases[0]):
+                first.publish(stored, state)
+            assert await first.flush(30)
+            first.client.down.set()
+            for stored, state in log.append(phases[1]):
+                first.publish(stored, state)
+            await anyio.sleep(0.3)
+            assert first.pending  # W&B is down: phase 2 is not written yet
+            tg.cancel_scope.cancel()  # the service stops
+
+    anyio.run(session_one)
+    log.close()
+    before = {rid: len(r.segments) for rid, r in read_offline_runs(tmp_path).items()}
+    cursor_before = json.loads((tmp_path / CURSOR_FILE).read_text())
+    assert cursor_before["runs"][run_name(SWEEP, 1)]["finished"] is True
+
+    # A new process: replay the log, start a new mirror, let it reconcile, then carry on with phase 3.
+    log = Log(tmp_path / "events.db")
+    second = make_mirror(SWEEP, tmp_path)
+
+    async def session_two() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(second.run)
+            second.reconcile(log.state, log.store.last_seq())
+            for stored, state in log.append(phases[2]):
+                second.publish(stored, state)
+            assert await second.flush(30)
+            tg.cancel_scope.cancel()
+
+    anyio.run(session_two)
+    runs = check_mirrors(tmp_path, log.state)
+    after = {rid: len(r.segments) for rid, r in runs.items()}
+    # Trials 1 and 2 were complete in W&B before the restart: not touched again.
+    assert after[run_name(SWEEP, 1)] == before[run_name(SWEEP, 1)] == 1
+    assert after[run_name(SWEEP, 2)] == before[run_name(SWEEP, 2)] == 1
+    # Trials 3 and 4 were open at the stop; each is resumed once (same run id) and completed.
+    assert after[run_name(SWEEP, 3)] == before[run_name(SWEEP, 3)] + 1
+    assert after[run_name(SWEEP, 4)] == before[run_name(SWEEP, 4)] + 1
+    assert second.mirrored_seq == log.store.last_seq()
+
+    # A third start with nothing new writes nothing at all.
+    files = len(segment_files(tmp_path))
+    third = make_mirror(SWEEP, tmp_path)
+
+    async def session_three() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(third.run)
+            third.reconcile(log.state, log.store.last_seq())
+            assert await third.flush(30)
+            tg.cancel_scope.cancel()
+
+    anyio.run(session_three)
+    assert third.writes == 0 and len(segment_files(tmp_path)) == files
+    log.close()
+
+
+def test_open_runs_are_bounded(tmp_path: Path) -> None:
+    log = Log(tmp_path / "events.db")
+    mirror = make_mirror(SWEEP, tmp_path, max_open_runs=2)
+    anyio.run(drive, mirror, log, script(SWEEP)[:1])
+    assert len(mirror._open) == 0  # closed at shutdown
+    check_mirrors(tmp_path, log.state)
+    log.close()
+
+
+def test_disabled_mode_writes_nothing(tmp_path: Path) -> None:
+    log = Log(tmp_path / "events.db")
+    mirror = WandbMirror(mirror_config(SWEEP, mode="disabled"), tmp_path)
+    anyio.run(drive, mirror, log, script(SWEEP)[:1])
+    assert segment_files(tmp_path) == [] and not (tmp_path / CURSOR_FILE).exists()
+    log.close()
+
+
+def test_mode_goes_online_with_a_key_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_mode(WandbSettings(), {}) == "offline"
+    assert resolve_mode(WandbSettings(), {"WANDB_API_KEY": "k" * 40}) == "online"
+    assert resolve_mode(WandbSettings(mode="offline"), {"WANDB_API_KEY": "k" * 40}) == "offline"
+    assert resolve_mode(WandbSettings(mode="disabled"), {"WANDB_API_KEY": "k" * 40}) == "disabled"
+    assert resolve_mode(SimpleNamespace(mode="online"), {}) == "online"
+
+
+def test_a_new_destination_starts_a_fresh_cursor(tmp_path: Path) -> None:
+    log = Log(tmp_path / "events.db")
+    anyio.run(drive, make_mirror(SWEEP, tmp_path), log, script(SWEEP)[:1])
+    other = WandbMirror(mirror_config(SWEEP, project="another"), tmp_path)
+    assert other._cursor["runs"] == {}
+    log.close()
