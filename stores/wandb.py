@@ -48,6 +48,7 @@ from stores.wandb_client import RemoteRun, RunHandle, WandbClient, WandbError, r
 __all__ = [
     "WandbMirror",
     "events_from_wandb",
+    "restore_log_from_wandb",
     "resolve_mode",
     "trial_record",
     "sweep_record",
@@ -429,6 +430,14 @@ class WandbMirror:
             return True
         return False
 
+    async def drain(self, timeout: float = 30.0) -> None:
+        """What the service calls once the sweep has ended: give W&B up to ``timeout`` seconds to catch up. What is
+        still unwritten then stays in the log and the cursor, and the next start writes it."""
+        if not await self.flush(timeout):
+            _log().warning(
+                "W&B has not caught up; the rest is written on the next start", pending=len(self._dirty)
+            )
+
     # -- internals (loop side) --------------------------------------------------------------------------------
 
     def _kick(self) -> None:
@@ -676,6 +685,32 @@ def events_from_wandb(
         best = sweep_run.summary.get("sweep/best_trial")
         out.append(ev.SweepFinished(best_trial=int(best) if isinstance(best, (int, float)) else None))
     return out
+
+
+def restore_log_from_wandb(
+    settings: Any,
+    sweep: str,
+    store: Any,
+    train_dir: str | Path = "train_dir",
+    *,
+    client: WandbClient | None = None,
+) -> list[ev.StoredEvent]:
+    """Fill an empty event log from W&B: ``events_from_wandb`` appended to ``store`` (a ``Store``).
+
+    Does nothing and returns ``[]`` if the log already has events (the local log is the truth) or W&B has no run
+    in the group. Raises :class:`WandbError` (redacted) when W&B cannot be read.
+    """
+    if store.last_seq() > 0:
+        return []
+    events = events_from_wandb(settings, sweep, train_dir, client=client)
+    if not events:
+        return []
+    stored = store.append(events)
+    _log().info(
+        "rebuilt the sweep from W&B", sweep=sweep, events=len(stored),
+        trials=sum(isinstance(e, ev.TrialSuggested) for e in events),
+    )
+    return stored
 
 
 def _trial_events(number: int, run: RemoteRun, train_dir: Path, now: float) -> Iterable[ev.Event]:

@@ -15,11 +15,10 @@ import anyio
 import pytest
 
 from fakes.wandb_files import read_offline_runs, segment_files
-from fakes.wandb_helpers import LoopLag, make_mirror, mirror_config
+from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, mirror_config
 from fakes.wandb_script import METRIC, Log, definition, params, run_name, script
 from orchestrator.config import WandbSettings
-from orchestrator.state import SweepState
-from stores.wandb import CURSOR_FILE, WandbMirror, flatten, resolve_mode, sweep_record, trial_record, unflatten
+from stores.wandb import CURSOR_FILE, WandbMirror, flatten, resolve_mode, unflatten
 
 SWEEP = "wbtest.sweep.01"
 
@@ -33,40 +32,6 @@ def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
-
-
-def _json(value):
-    return json.loads(json.dumps(value))
-
-
-def check_mirrors(sweep_dir: Path, state: SweepState) -> dict:
-    """Every trial run and the sweep run hold exactly what the final state says; no history row twice."""
-    runs = read_offline_runs(sweep_dir)
-    assert set(runs) == {t.run for t in state.trial_list()} | {state.sweep}
-    for trial in state.trial_list():
-        run = runs[trial.run]
-        expected = trial_record(state, trial)
-        assert run.display_name == trial.run and run.group == state.sweep and state.sweep in run.tags
-        assert run.job_type == "trial"
-        assert {k: v for k, v in run.config.items() if k != "_wandb"} == _json(unflatten(dict(trial.params)))
-        summary = {k: v for k, v in run.summary.items() if not k.startswith("_")}
-        assert summary == _json(expected.summary), trial.run
-        rows = [r for r in run.history if "sweep/score" in r]
-        if trial.status == "completed":
-            assert len(rows) == 1, f"{trial.run}: {len(rows)} completion rows"
-            assert rows[0][METRIC] == trial.score and rows[0]["sweep/cost"] == trial.cost
-            assert run.state == "finished"
-        else:
-            assert rows == []
-        if trial.status == "failed":
-            assert run.state == "failed"
-        steps = [r["_step"] for r in run.history]
-        assert len(steps) == len(set(steps)), f"{trial.run}: a history step written twice"
-    sweep_run = runs[state.sweep]
-    assert sweep_run.job_type == "sweep" and sweep_run.group == state.sweep
-    assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == _json(dict(sweep_record(state).config))
-    assert {k: v for k, v in sweep_run.summary.items() if not k.startswith("_")} == _json(sweep_record(state).summary)
-    return runs
 
 
 async def drive(mirror: WandbMirror, log: Log, phases, between=None, flush: float = 30.0) -> list[float]:
@@ -116,7 +81,7 @@ def test_mirror_writes_one_run_per_trial_and_the_sweep_definition(tmp_path: Path
 
     # The sweep-level run holds the definition, exactly, and the totals.
     sweep_run = runs[SWEEP]
-    assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == _json(definition(SWEEP))
+    assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == json.loads(json.dumps(definition(SWEEP)))
     assert sweep_run.summary["sweep/best_run"] == run_name(SWEEP, 3)
     assert sweep_run.summary["sweep/finished"] is True and sweep_run.state == "finished"
 

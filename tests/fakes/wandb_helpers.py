@@ -3,6 +3,7 @@ the way the service does."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import anyio
 
 from orchestrator.config import WandbSettings
-from stores.wandb import WandbMirror
+from fakes.wandb_files import read_offline_runs
+from orchestrator.state import SweepState
+from stores.wandb import WandbMirror, sweep_record, trial_record, unflatten
 from stores.wandb_client import WandbClient, WandbError
 
 
@@ -80,3 +83,37 @@ class LoopLag:
             t = time.perf_counter()
             await anyio.sleep(0.01)
             self.worst = max(self.worst, time.perf_counter() - t - 0.01)
+
+
+def _json(value):
+    return json.loads(json.dumps(value))
+
+
+def check_mirrors(sweep_dir: Path, state: SweepState) -> dict:
+    """Every trial run and the sweep run hold exactly what the final state says; no history row twice."""
+    runs = read_offline_runs(sweep_dir)
+    assert set(runs) == {t.run for t in state.trial_list()} | {state.sweep}
+    for trial in state.trial_list():
+        run = runs[trial.run]
+        expected = trial_record(state, trial)
+        assert run.display_name == trial.run and run.group == state.sweep and state.sweep in run.tags
+        assert run.job_type == "trial"
+        assert {k: v for k, v in run.config.items() if k != "_wandb"} == _json(unflatten(dict(trial.params)))
+        summary = {k: v for k, v in run.summary.items() if not k.startswith("_")}
+        assert summary == _json(expected.summary), trial.run
+        rows = [r for r in run.history if "sweep/score" in r]
+        if trial.status == "completed":
+            assert len(rows) == 1, f"{trial.run}: {len(rows)} completion rows"
+            assert rows[0]["sweep/score"] == trial.score and rows[0]["sweep/cost"] == trial.cost
+            assert run.state == "finished"
+        else:
+            assert rows == []
+        if trial.status == "failed":
+            assert run.state == "failed"
+        steps = [r["_step"] for r in run.history]
+        assert len(steps) == len(set(steps)), f"{trial.run}: a history step written twice"
+    sweep_run = runs[state.sweep]
+    assert sweep_run.job_type == "sweep" and sweep_run.group == state.sweep
+    assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == _json(dict(sweep_record(state).config))
+    assert {k: v for k, v in sweep_run.summary.items() if not k.startswith("_")} == _json(sweep_record(state).summary)
+    return runs

@@ -1,0 +1,73 @@
+"""The mirror inside the real service: real subprocess jobs, a real SQLite log, W&B going down mid-sweep.
+
+The service is built as ``orchestrator.runtime.build_service`` builds it, with the mirror added as a subscriber
+(the way the runtime wires it when ``wandb.mode`` is not ``disabled``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror
+from orchestrator.config import load_config
+from orchestrator.runtime import build_service
+from tests.conftest import write_sweep
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
+
+
+def test_wandb_outage_in_the_middle_of_a_real_sweep(sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOB_SECONDS", "0.3")
+    write_sweep(sweep_dir / "sweep.toml", max_trials=4, parallel=2)
+    config = load_config(sweep_dir / "sweep.toml", {"sweep_name": "wbe2e", "monitoring_interval": 60})
+    service = build_service(config, log_format="json")
+    mirror = make_mirror("wbe2e", config.sweep_dir, flaky=True)
+    service.subscribers.append(mirror)
+    client = mirror.client
+    lag = LoopLag()
+    seen: dict[str, object] = {}
+
+    async def weather() -> None:
+        """W&B goes down (and slow) once the first trial completes, and comes back when the sweep has finished."""
+        while not any(t.status == "completed" for t in service.state.trial_list()):
+            await anyio.sleep(0.02)
+        client.down.set()
+        client.delay = 0.5
+        seen["down_at"] = service.last_seq
+        while not service.state.finished:
+            await anyio.sleep(0.02)
+        seen["pending_at_finish"] = mirror.pending
+        seen["mirrored_at_finish"] = mirror.mirrored_seq
+        client.down.clear()
+        client.delay = 0.0
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lag.run)
+            tg.start_soon(weather)
+            with anyio.fail_after(120):
+                state = await service.run()
+            tg.cancel_scope.cancel()
+        return state
+
+    state = anyio.run(main)
+    assert state.finished and [t.status for t in state.trial_list()] == ["completed"] * 4
+    # The sweep did not wait for W&B: it finished with writes still pending, and the loop never stalled.
+    assert seen["pending_at_finish"], "the sweep should have finished while W&B was still behind"
+    assert client.failed_calls >= 1
+    assert lag.worst < 0.3, f"the event loop stalled {lag.worst:.3f} s"
+    # Afterwards (the service's drain at the end), W&B holds everything, once.
+    check_mirrors(config.sweep_dir, state)
+    assert mirror.mirrored_seq == service.last_seq
