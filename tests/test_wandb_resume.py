@@ -21,7 +21,7 @@ from orchestrator import events as ev
 from orchestrator.config import WandbSettings, load_config
 from orchestrator.reducer import fold
 from stores.sqlite import SQLiteStore
-from stores.wandb import events_from_wandb
+from stores.wandb import events_from_wandb, restore_log_from_wandb
 from stores.wandb_client import WandbClient, WandbError
 
 SWEEP = "wbtest.resume"
@@ -86,12 +86,12 @@ def test_resume_on_an_empty_machine_from_wandb_alone(tmp_path: Path, served) -> 
     (train_dir / run_name(SWEEP, 3) / "checkpoints").mkdir(parents=True)
     (train_dir / run_name(SWEEP, 3) / "checkpoints" / "model_000003.pt").write_bytes(b"weights")
 
-    events = events_from_wandb(SETTINGS, SWEEP, train_dir)
-    assert server.unhandled == [] and "Runs" in server.queries
-
-    # The service's part: append to a new local log, fold, continue.
+    # What the service does when the local log is empty and the store is W&B: rebuild it, then serve it.
     store = SQLiteStore(machine_b / SWEEP / "events.db")
-    store.append(events)
+    restored = restore_log_from_wandb(SETTINGS, SWEEP, store, train_dir)
+    assert restored and [s.seq for s in restored] == list(range(1, len(restored) + 1))
+    assert server.unhandled == [] and "Runs" in server.queries
+    assert restore_log_from_wandb(SETTINGS, SWEEP, store, train_dir) == []  # a log with events is the truth
     state = fold(s.event for s in store.read())
     old = log_a.state
 
