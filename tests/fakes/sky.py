@@ -184,7 +184,7 @@ class FakeSky:
         return jobs
 
     def _create(self, ns: str, name: str, task: Any) -> int:
-        from sky.utils import common_utils
+        from sky.utils import yaml_utils
 
         config = task.to_yaml_config()  # what the real client sends to the API server
         redacted = task.to_yaml_config(use_user_specified_yaml=True)  # secrets redacted, for the file
@@ -196,7 +196,7 @@ class FakeSky:
             job_id = 1 + max((int(d.name) for d in base.iterdir() if d.name.isdigit()), default=0)
             d = self._dir(ns, job_id)
             d.mkdir()
-            (d / "task.yaml").write_text(common_utils.dump_yaml_str(redacted))
+            (d / "task.yaml").write_text(yaml_utils.dump_yaml_str(redacted))
             resources = next(iter(task.resources))
             job = {
                 "id": job_id, "name": name, "status": "PENDING", "since": time.time(), "submitted_at": time.time(),
