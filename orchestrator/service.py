@@ -275,7 +275,7 @@ class SweepService:
                         exited = ev.JobExited(
                             key=spec.key,
                             exit_code=update.exit_code,
-                            result=update.result,
+                            result=_as_logged(update.result),
                             duration=update.duration,
                             error=update.error,
                         )
@@ -316,6 +316,19 @@ class SweepService:
         while True:
             await anyio.sleep(self.config.monitoring_interval)
             print(trial_table(self.state), flush=True)
+
+
+def _as_logged(value: Any) -> Any:
+    """A job's result as the log will hold it. JSON has no NaN or infinity (the store would write null), so
+    non-finite numbers become their names ('nan', 'inf', '-inf'): the live state then equals a replay of the
+    log, and a NaN score is still reported as "not a finite number" rather than as a missing one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {k: _as_logged(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_logged(v) for v in value]
+    return value
 
 
 def observations_of(state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:
