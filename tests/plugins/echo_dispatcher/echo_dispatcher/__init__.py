@@ -1,0 +1,94 @@
+"""A tiny dispatcher plugin: runs each job's argv as a child process and echoes what it prints.
+
+It shows the whole plugin contract (see the orchestrator's docs/dispatchers.md) in a few dozen lines:
+
+- registered under the entry point group ``orchestrator.dispatchers`` as ``echo`` (see pyproject.toml);
+- constructed as ``EchoDispatcher(name="echo", **dispatcher_options.echo)``;
+- ``submit`` is idempotent on the job key: a job directory per key records that the job exists and how it
+  ended, so ``find`` knows the job after the service restarts.
+
+Its jobs are children of the service (a restart of the service ends them; ``watch`` then reports that), which
+is fine for a demo, not for long training runs. Two options make it misbehave on purpose, for tests:
+``raise_on`` (a key substring: ``submit`` raises) and ``hang_on`` (``submit`` never returns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import anyio
+
+from orchestrator.contract import parse_progress, parse_result_line
+from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+
+
+class EchoDispatcher:
+    def __init__(self, name: str = "echo", state_dir: str = "train_dir/.echo", raise_on: str | None = None,
+                 hang_on: str | None = None) -> None:
+        self.name = name
+        self.state_dir = Path(state_dir)
+        self.raise_on, self.hang_on = raise_on, hang_on
+        self._procs: dict[str, Any] = {}
+
+    def _dir(self, key: str) -> Path:
+        return self.state_dir / key
+
+    async def find(self, spec: JobSpec) -> JobHandle | None:
+        return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))}) if self._dir(spec.key).exists() else None
+
+    async def submit(self, spec: JobSpec) -> JobHandle:
+        if self.raise_on and self.raise_on in spec.key:
+            raise RuntimeError(f"echo refuses {spec.key} (raise_on={self.raise_on!r})")
+        if self.hang_on and self.hang_on in spec.key:
+            await anyio.sleep_forever()
+        existing = await self.find(spec)
+        if existing is not None:
+            return existing
+        self._dir(spec.key).mkdir(parents=True)
+        self._procs[spec.key] = await anyio.open_process(
+            spec.argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stderr=-2  # stderr into stdout
+        )
+        return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))})
+
+    async def watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
+        exit_file = self._dir(spec.key) / "exit.json"
+        proc = self._procs.get(spec.key)
+        if proc is None:  # a job started by an earlier service process
+            if exit_file.exists():
+                yield Exited(**json.loads(exit_file.read_text()))
+            else:
+                yield Exited(exit_code=None, error="echo lost this job when the service restarted")
+            return
+        t0, result, buf = time.monotonic(), None, b""
+        yield Started()
+        async for chunk in proc.stdout:
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                yield Output(f"[echo] {line}")
+                if (progress := parse_progress(line)) is not None:
+                    yield Progress(*progress)
+                try:
+                    result = parse_result_line(line) or result
+                except ValueError:
+                    pass
+        code = await proc.wait()
+        exited = {"exit_code": code, "result": result, "duration": time.monotonic() - t0,
+                  "error": None if code == 0 else f"exit code {code}"}
+        exit_file.write_text(json.dumps(exited))
+        yield Exited(**exited)
+
+    async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
+        proc = self._procs.get(spec.key)
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+
+    async def aclose(self) -> None:
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                proc.terminate()

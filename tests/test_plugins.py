@@ -1,0 +1,90 @@
+"""Third-party dispatchers: the separate package tests/plugins/echo_dispatcher is installed (into a temporary
+directory, with its dist metadata, so its entry point is found; the venv is untouched) and whole sweeps run
+through it with the real service; a plugin that raises or hangs fails its job with a reason, the sweep goes on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.sweeps import ROOT, serve, stored, write_toy_sweep
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``pip install --target`` of the plugin package: its code and its ``.dist-info`` (entry points)."""
+    work = tmp_path_factory.mktemp("plugin")
+    src = work / "src"
+    shutil.copytree(ROOT / "tests" / "plugins" / "echo_dispatcher", src)  # build debris stays out of the repo
+    site = work / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+         str(site), str(src)],
+        check=True, capture_output=True, timeout=180,
+    )
+    assert list(site.glob("echo_dispatcher-*.dist-info/entry_points.txt"))
+    return site
+
+
+def test_the_plugin_is_found_through_its_entry_point(plugin_site: Path) -> None:
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from dispatchers.registry import available, "
+            "load_dispatcher; print(sorted(available())); print(type(load_dispatcher('echo')).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(plugin_site)], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert "'echo'" in out and "EchoDispatcher" in out
+
+
+def test_a_whole_sweep_runs_through_the_plugin(tmp_path: Path, plugin_site: Path) -> None:
+    write_toy_sweep(tmp_path / "sweep.toml", "echo", max_trials=3)
+    proc = serve("plug", tmp_path, pythonpath=[plugin_site])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    state, events = stored(tmp_path, "plug")
+    assert state.finished
+    assert [t.status for t in state.trial_list()] == ["completed"] * 3
+    assert {j.dispatcher for j in state.jobs.values()} == {"echo"}
+    submitted = [e for e in events if e.type == "JobSubmitted"]
+    assert len(submitted) == 6 and all(e.handle["dir"].endswith(e.key) for e in submitted)
+    assert "[echo] Epoch" in out  # the plugin's Output lines reach the service's log
+
+
+def test_per_kind_routing_mixes_the_plugin_with_the_local_dispatcher(tmp_path: Path, plugin_site: Path) -> None:
+    write_toy_sweep(tmp_path / "sweep.toml", "train=echo,eval=local", max_trials=2)
+    proc = serve("mix", tmp_path, pythonpath=[plugin_site])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    state, _ = stored(tmp_path, "mix")
+    assert [t.status for t in state.trial_list()] == ["completed"] * 2
+    assert {(j.kind, j.dispatcher) for j in state.jobs.values()} == {("train", "echo"), ("eval", "local")}
+
+
+def test_a_plugin_that_raises_or_hangs_fails_its_job_and_the_service_lives_on(tmp_path: Path,
+                                                                              plugin_site: Path) -> None:
+    options = (
+        "\n[dispatcher_options.echo]\n"
+        'raise_on = "_trial_0001.train"\n'
+        'hang_on = "_trial_0002.train"\n'
+        "call_timeout = 2\n"
+    )
+    write_toy_sweep(tmp_path / "sweep.toml", "echo", options, max_trials=4, parallel=2)
+    proc = serve("bad", tmp_path, pythonpath=[plugin_site])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    state, _ = stored(tmp_path, "bad")
+    assert state.finished
+    trials = state.trial_list()
+    assert [t.status for t in trials] == ["failed", "failed", "completed", "completed"]
+    assert "echo refuses bad_trial_0001.train.1" in trials[0].reason
+    assert "dispatcher 'echo'" in trials[1].reason and "did not return within 2 s" in trials[1].reason
+
+
+def test_a_plugin_that_cannot_be_loaded_stops_the_sweep_at_start_up_with_its_name(tmp_path: Path) -> None:
+    write_toy_sweep(tmp_path / "sweep.toml", "echo")  # not installed in this run
+    proc = serve("none", tmp_path)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "'echo'" in out and "not installed" in out and "Traceback" not in out
