@@ -1,0 +1,79 @@
+"""Whole sweeps in hybrid_remote_train mode: train jobs on SkyPilot (the fake at the SDK boundary, selected with
+the ``sdk`` testing hook; its jobs really run, detached, in the sweep's directory, as a bucket-mounted train_dir
+would make them visible), eval jobs through the real local dispatcher as real subprocesses."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.fakes.sky import FakeSky
+from tests.fakes.sweeps import serve, stored, write_toy_sweep
+
+
+def sky_options(state: Path, workdir: Path) -> str:
+    return (
+        "\n[dispatcher_options.skypilot]\n"
+        'gpus = "A10G:1"\n'
+        f'python = "{sys.executable}"\n'
+        f'workdir = "{workdir}"\n'
+        "poll_interval = 0.1\n"
+        'sdk = "tests.fakes.sky:FakeSky"\n'
+        f'sdk_options = {{state_dir = "{state}", pending_s = 0.3, starting_s = 0.3}}\n'
+    )
+
+
+def test_hybrid_sweep_trains_on_skypilot_and_evaluates_locally(tmp_path: Path) -> None:
+    state_dir = tmp_path / "sky"
+    write_toy_sweep(tmp_path / "sweep.toml", "hybrid_remote_train", sky_options(state_dir, tmp_path), max_trials=3)
+    try:
+        proc = serve("hy", tmp_path)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        state, events = stored(tmp_path, "hy")
+        assert state.finished and [t.status for t in state.trial_list()] == ["completed"] * 3
+        by_kind = {(j.kind, j.dispatcher) for j in state.jobs.values()}
+        assert by_kind == {("train", "skypilot"), ("eval", "local")}
+        fake = FakeSky(state_dir)
+        for job in state.jobs.values():
+            if job.kind == "train":
+                assert job.handle["mode"] == "managed" and job.handle["job_name"] == job.key
+                sky_job = fake.job(job.handle["job_id"])
+                assert sky_job["status"] == "SUCCEEDED" and sky_job["name"] == job.key
+                assert "accelerators:\n    A10G: 1" in fake.task_yaml(job.handle["job_id"])
+                assert job.step is not None  # SkyPilot's log stream became progress events
+        assert len(list((state_dir / "managed").iterdir())) == 3  # one SkyPilot job per train, no more
+        for trial in state.trial_list():  # eval read the checkpoint the SkyPilot job wrote
+            assert trial.score is not None
+    finally:
+        FakeSky(state_dir).kill_all()
+
+
+def test_a_killed_service_reattaches_to_its_running_skypilot_job(tmp_path: Path) -> None:
+    state_dir = tmp_path / "sky"
+    write_toy_sweep(tmp_path / "sweep.toml", "hybrid_remote_train", sky_options(state_dir, tmp_path), max_trials=1,
+                    parallel=1, steps=30, step_seconds=0.1)
+    try:
+        proc = serve("rs", tmp_path)
+        fake = FakeSky(state_dir)
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until the SkyPilot job runs, then kill the service outright
+            jobs = list((state_dir / "managed").glob("*/job.json")) if (state_dir / "managed").exists() else []
+            if jobs and fake.job(1)["status"] == "RUNNING":
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert fake.job(1)["status"] == "RUNNING"  # the SkyPilot job outlives the service
+
+        proc = serve("rs", tmp_path)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        state, events = stored(tmp_path, "rs")
+        assert state.finished and [t.status for t in state.trial_list()] == ["completed"]
+        assert len(list((state_dir / "managed").iterdir())) == 1  # reattached, never launched twice
+        assert fake.job(1)["status"] == "SUCCEEDED" and fake.job(1)["attempt"] == 1
+    finally:
+        FakeSky(state_dir).kill_all()
