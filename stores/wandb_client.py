@@ -96,7 +96,8 @@ class WandbClient:
         self.mode = mode
         self.project = project
         self.entity = entity
-        self.root = Path(root) if root is not None else None
+        # Absolute: wandb's writer is a separate process with its own working directory.
+        self.root = Path(root).absolute() if root is not None else None
         self.init_timeout = init_timeout
 
     # -- write side -------------------------------------------------------------------------------------------
