@@ -83,6 +83,11 @@ class Space:
         self.names = list(self.parameters)
 
     @property
+    def discrete(self) -> bool:
+        """Whether any parameter takes only some values of its range (int, pow2, categorical)."""
+        return any(p.distribution in ("int_uniform", "uniform_pow2", "categorical") for p in self.parameters.values())
+
+    @property
     def dim(self) -> int:
         return len(self.names)
 

@@ -1,0 +1,374 @@
+"""Protein: cost-aware Bayesian optimization for sweeps, on BoTorch.
+
+The seed's algorithm (search center, then space-filling samples, then a GP on score and a GP on log cost with
+candidates around the score/cost Pareto front and a random cost target), with its known weak points fixed:
+
+- the acquisition is log expected improvement, so the model's uncertainty counts, not only its mean;
+- the goal is applied once, to the data (``maximize`` internally), so ``minimize`` is handled correctly;
+- trials in flight are fantasized at the model's mean (kriging believer), so parallel workers get different
+  points, and no suggestion repeats a pending or observed one;
+- failed trials get an imputed score below the worst success, so the optimizer learns to avoid what crashes;
+- the GP is fit on a bounded subset with bounded L-BFGS iterations, so a suggestion stays fast at thousands of
+  observations;
+- if anything in the model path fails, the suggestion falls back to random and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from botorch.acquisition.analytic import _log_ei_helper
+from scipy.optimize import minimize
+from scipy.stats import qmc
+from threadpoolctl import threadpool_limits
+
+from optimizers import gp
+from optimizers.base import Observation, Suggestion
+from optimizers.config import ProteinConfig
+from optimizers.spaces import Space
+
+logger = logging.getLogger("optimizers.protein")
+
+MAX_PARETO_CENTERS = 16
+FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
+LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
+MIN_COST_WEIGHT = 0.02
+
+
+def param_key(params: dict[str, Any]) -> tuple:
+    """A hashable identity for a parameter set (floats to 12 significant digits)."""
+    return tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
+
+
+@dataclass
+class _Data:
+    x: np.ndarray  # encoded points, (n, d) in [-1, 1]
+    y: np.ndarray  # goal-applied scores (higher is better), failures imputed
+    ok: np.ndarray  # bool: a real score, not an imputed failure
+    log_cost: np.ndarray
+
+
+class Protein:
+    """The sweep optimizer the service calls: ``suggest(observations, pending, n)``."""
+
+    def __init__(self, config: ProteinConfig, seed: int | None = None):
+        self.config = config
+        self.settings = config.settings
+        self.space = Space(config.parameters)
+        self.seed = seed
+        self.sign = 1.0 if config.goal == "maximize" else -1.0
+
+    # ------------------------------------------------------------------ entry point
+    def suggest(
+        self, observations: Sequence[Observation], pending: Sequence[dict[str, Any]], n: int = 1
+    ) -> list[Suggestion]:
+        with _one_thread():
+            return self._suggest(observations, pending, n)
+
+    def _suggest(
+        self, observations: Sequence[Observation], pending: Sequence[dict[str, Any]], n: int
+    ) -> list[Suggestion]:
+        if self.config.method == "random":
+            from optimizers.random_search import RandomSearch
+
+            return RandomSearch(self.config, self.seed).suggest(observations, pending, n)
+        if self.config.method == "genetic":
+            from optimizers.genetic import GeneticSearch
+
+            return GeneticSearch(self.config, self.seed).suggest(observations, pending, n)
+
+        # Seeded by how far the sweep got, so a restarted service proposes what the first one would have.
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, len(observations), len(pending)])
+        in_flight = {param_key(p) for p in pending}
+        taken = {param_key(o.params) for o in observations} | in_flight
+        pending_x = [self.space.encode(p) for p in pending]
+        data = self._data(observations)
+        out: list[Suggestion] = []
+        model: _Model | None = None
+        for i in range(n):
+            k = len(observations) + len(pending) + i  # how many points were handed out before this one
+            s = self._initial(k, taken, rng, int(data.ok.sum()))
+            if s is None:
+                try:
+                    if model is None:
+                        model = _Model(self, data, pending_x, rng)
+                    s = model.suggest(taken, in_flight, rng)
+                except Exception as err:  # the seed's promise: never stall a sweep on a model failure
+                    reason = f"{type(err).__name__}: {err}"
+                    logger.warning("Protein falling back to a random suggestion: %s", reason)
+                    s = self._random(taken, rng, {"source": "random", "fallback": reason})
+                    model = None
+            out.append(s)
+            taken.add(param_key(s.params))
+            in_flight.add(param_key(s.params))
+            pending_x.append(self.space.encode(s.params))
+            if model is not None and i + 1 < n:
+                model.add_pending(pending_x[-1])
+        return out
+
+    # ------------------------------------------------------------------ phases before the model
+    def _initial(self, k: int, taken: set, rng: np.random.Generator, n_ok: int) -> Suggestion | None:
+        st = self.settings
+        offset = 1 if st.seed_with_search_center else 0
+        if k == 0 and st.seed_with_search_center:
+            s = Suggestion(self.space.decode(self.space.center()), {"source": "search_center"})
+            return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
+        if k < offset + st.num_random_samples or n_ok < 1:
+            return self._sobol(k - offset, taken, rng)
+        return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
+
+    def _box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The search box: the center plus or minus ``scale`` (times global_search_scale), inside [-1, 1]."""
+        c = self.space.center()
+        s = self.space.scales() * self.settings.global_search_scale
+        return np.maximum(-1.0, c - s), np.minimum(1.0, c + s)
+
+    def _sobol(self, index: int, taken: set, rng: np.random.Generator) -> Suggestion:
+        seed = self.seed if self.seed is not None else int(rng.integers(2**31))
+        sobol = qmc.Sobol(self.space.dim, scramble=True, seed=seed)
+        if index > 0:
+            sobol.fast_forward(index)
+        lo, hi = self._box()
+        x = lo + sobol.random(1)[0] * (hi - lo)
+        s = Suggestion(self.space.decode(x), {"source": "sobol", "index": index})
+        return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
+
+    def _random(self, taken: set, rng: np.random.Generator, info: dict[str, Any]) -> Suggestion:
+        lo, hi = self._box()
+        params: dict[str, Any] = {}
+        for attempt in range(200):
+            # Inside the search box first; the whole space if the box is exhausted (small discrete spaces).
+            x = rng.uniform(lo, hi) if attempt < 100 else rng.uniform(-1, 1, self.space.dim)
+            params = self.space.decode(x)
+            if param_key(params) not in taken:
+                break
+        return Suggestion(params, dict(info))
+
+    # ------------------------------------------------------------------ data
+    def _data(self, observations: Sequence[Observation]) -> _Data:
+        xs, ys, ok, costs = [], [], [], []
+        for o in observations:
+            good = not o.failed and o.score is not None and math.isfinite(float(o.score))
+            xs.append(self.space.encode(o.params))
+            ys.append(self.sign * float(o.score) if good else math.nan)
+            ok.append(good)
+            costs.append(math.log(max(float(o.cost), 1e-12)) if math.isfinite(float(o.cost)) else math.nan)
+        x = np.array(xs, dtype=float).reshape(len(xs), self.space.dim)
+        y, okm = np.array(ys, dtype=float), np.array(ok, dtype=bool)
+        if okm.any() and not okm.all():
+            # A failure scores a little below the worst success: the GP learns the region is bad without a
+            # cliff so deep that it distorts the rest of the fit.
+            good = y[okm]
+            spread = float(good.max() - good.min()) or 1.0
+            y[~okm] = good.min() - 0.25 * spread
+        return _Data(x, y, okm, np.array(costs, dtype=float))
+
+
+class _Model:
+    """One fitted score GP (and cost GP) for one suggest() call, conditioned on pending points."""
+
+    def __init__(self, protein: Protein, data: _Data, pending_x: list[np.ndarray], rng: np.random.Generator):
+        self.p = protein
+        self.space = protein.space
+        self.data = data
+        st = protein.settings
+        idx = gp.select_subset(data.x, data.y, st.max_fit_observations)
+        self.x = data.x[idx]
+        y = data.y[idx]
+        self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
+        self.ys = (y - self.y_mean) / self.y_std
+        self.score = self._fit(self.x, self.ys)
+
+        ok_idx = np.flatnonzero(data.ok & np.isfinite(data.log_cost))
+        lc = data.log_cost[ok_idx]
+        self.cost = None
+        if len(lc) >= 3 and float(lc.max() - lc.min()) > 1e-6:
+            sub = ok_idx[gp.select_subset(data.x[ok_idx], -lc, st.max_fit_observations)]
+            lcs = data.log_cost[sub]
+            self.lc_mean, self.lc_std = float(lcs.mean()), float(lcs.std()) or 1.0
+            self.cost = self._fit(data.x[sub], (lcs - self.lc_mean) / self.lc_std)
+            self.lc_lo, self.lc_hi = float(lc.min()), float(lc.max())
+        elif len(lc):
+            self.lc_mean, self.lc_std, self.lc_lo, self.lc_hi = float(np.median(lc)), 1.0, float(lc.min()), float(lc.max())
+        else:
+            self.lc_mean, self.lc_std, self.lc_lo, self.lc_hi = 0.0, 1.0, 0.0, 0.0
+
+        # Improvement is measured against the best the model believes in at observed points: robust to noise.
+        with torch.no_grad():
+            mu = self.score(_t01(data.x[data.ok]))[0]
+        self.best_f = float(mu.max())
+        self.pareto = self._pareto()
+        self.pending_x: list[np.ndarray] = []
+        for px in pending_x:
+            self.add_pending(px)
+        # The published random cost target: somewhere between the cheapest run and a bit past the dearest one.
+        self.target = float(rng.uniform(0.0, 1.0 + st.expansion_rate))
+
+    @staticmethod
+    def _fit(x: np.ndarray, ys: np.ndarray) -> gp.Posterior:
+        # Hyperparameters from a bounded subset; the posterior then conditions on the full (bounded) set.
+        sub = gp.select_subset(x, ys, FIT_HYPERPARAMETERS_ON)
+        model = gp.fit_gp(gp.make_gp(_t01(x[sub]), torch.as_tensor(ys[sub], dtype=gp.DTYPE)))
+        return gp.Posterior(model, _t01(x), torch.as_tensor(ys, dtype=gp.DTYPE))
+
+    def _pareto(self) -> np.ndarray:
+        """Successes no cheaper success beats: the seed's score/cost front (indices into data)."""
+        ok = np.flatnonzero(self.data.ok)
+        order = ok[np.lexsort((-self.data.y[ok], np.nan_to_num(self.data.log_cost[ok], nan=np.inf)))]
+        front, best = [], -np.inf
+        for i in order:
+            if self.data.y[i] > best:
+                front.append(i)
+                best = self.data.y[i]
+        return np.array(front, dtype=int)
+
+    def add_pending(self, x: np.ndarray) -> None:
+        """Fantasize a trial in flight at the model's mean, so its neighbourhood loses its appeal."""
+        xt = _t01(x[None])
+        with torch.no_grad():
+            mu = self.score(xt)[0]
+        self.x = np.vstack([self.x, x[None]])
+        self.ys = np.append(self.ys, float(mu))
+        self.pending_x.append(x)
+        self.score.set_data(_t01(self.x), torch.as_tensor(self.ys, dtype=gp.DTYPE))
+
+    # ------------------------------------------------------------------ acquisition
+    def _acq(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(acquisition, predicted log cost) at encoded points ``xt`` (b, d) in [-1, 1]."""
+        x01 = (xt + 1) / 2
+        mean, var = self.score(x01)
+        sigma = var.sqrt()
+        value = _log_ei_helper((mean - self.best_f) / sigma) + sigma.log()
+        if self.cost is None:
+            return value, torch.full_like(value, self.lc_mean)
+        log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
+        c_norm = (log_cost - self.lc_lo) / (self.lc_hi - self.lc_lo)
+        weight = (1 - (self.target - c_norm).abs()).clamp_min(MIN_COST_WEIGHT)
+        too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
+        value = value + weight.log() - 1e3 * too_dear.to(value.dtype)
+        return value, log_cost
+
+    def _pool(self, rng: np.random.Generator) -> np.ndarray:
+        """Candidates: a box around each Pareto point (the seed's), finer boxes around the best few, and a
+        global Sobol set so the model can send us somewhere new."""
+        st = self.p.settings
+        d = self.space.dim
+        scales = self.space.scales() * st.global_search_scale
+        front = self.data.x[self.pareto]
+        if len(front) > MAX_PARETO_CENTERS:  # spread the centers along the front, cheap to dear
+            front = front[np.linspace(0, len(front) - 1, MAX_PARETO_CENTERS).round().astype(int)]
+        per = max(16, min(st.suggestions_per_pareto, 1024 // len(front)))
+        ok = np.flatnonzero(self.data.ok)
+        top = self.data.x[ok[np.argsort(-self.data.y[ok], kind="stable")[:3]]]
+        parts = [_in_boxes(front, scales, per, rng)]
+        parts += [_in_boxes(top, w * scales, 64, rng) for w in (0.1, 0.01)]
+        seed = int(rng.integers(2**31))
+        parts.append(qmc.Sobol(d, scramble=True, seed=seed).random(min(st.random_suggestions, 1024)) * 2 - 1)
+        return self._snap(np.vstack(parts))
+
+    def _snap(self, x: np.ndarray) -> np.ndarray:
+        """Move points onto the values they decode to (integers, powers of two, choices); identity otherwise."""
+        if not self.space.discrete:
+            return np.clip(x, -1, 1)
+        return np.array([self.space.round_trip(xi) for xi in x])
+
+    def suggest(self, taken: set, in_flight: set, rng: np.random.Generator) -> Suggestion:
+        st = self.p.settings
+        k = len(self.data.y) + len(self.pending_x)
+        if st.resample_frequency and (k + 1) % st.resample_frequency == 0 and len(self.pareto):
+            # The seed's resampling: re-run a Pareto point to average out a lucky or unlucky score. An observed
+            # point may repeat on purpose; one in flight may not.
+            i = int(rng.choice(self.pareto))
+            params = self.space.decode(self.data.x[i])
+            if param_key(params) not in in_flight:
+                return Suggestion(params, {"source": "resample", "observation": int(i)})
+
+        pool = self._pool(rng)
+        with torch.no_grad():
+            values, _ = self._acq(torch.as_tensor(pool, dtype=gp.DTYPE))
+        values = values.numpy()
+        # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
+        # does), so the local searches spread over several basins instead of all climbing the same one.
+        top = int(np.argmax(values))
+        probs = np.exp(values - values[top])
+        probs[top] = 0.0
+        n_more = min(LOCAL_STARTS - 2, int(np.count_nonzero(probs > 0)))
+        more = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
+        starts = pool[[top, *more]]
+        best = self.data.x[np.flatnonzero(self.data.ok)[np.argmax(self.data.y[self.data.ok])]]
+        refined = self._snap(self._refine(np.vstack([starts, best[None]])))
+        cands = np.vstack([refined, pool])
+        with torch.no_grad():
+            cvals, clog = self._acq(torch.as_tensor(cands, dtype=gp.DTYPE))
+        for j in np.argsort(-cvals.numpy(), kind="stable"):
+            params = self.space.decode(cands[j])
+            if param_key(params) in taken:
+                continue
+            return Suggestion(params, self._info(cands[j], float(cvals[j]), float(clog[j])))
+        return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
+
+    def _refine(self, starts: np.ndarray) -> np.ndarray:
+        """Multi-start L-BFGS-B on the acquisition, all starts in one problem (they do not interact).
+
+        Optimized in units of the kernel's lengthscales (as Optuna's GPSampler does): the acquisition is then
+        about equally curved in every direction, and L-BFGS-B converges in far fewer steps.
+        """
+        shape = starts.shape
+        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
+
+        def f(z: np.ndarray) -> tuple[float, np.ndarray]:
+            xt = torch.as_tensor(z.reshape(shape) * ls, dtype=gp.DTYPE).requires_grad_(True)
+            loss = -self._acq(xt)[0].sum()
+            loss.backward()
+            return float(loss.detach()), (xt.grad.numpy() * ls).ravel()  # type: ignore[union-attr]
+
+        bounds = [(-1 / l, 1 / l) for l in ls] * shape[0]
+        res = minimize(f, (starts / ls).ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 200})
+        return np.clip(res.x.reshape(shape) * ls, -1, 1)
+
+    def _info(self, x: np.ndarray, acq: float, log_cost: float) -> dict[str, Any]:
+        with torch.no_grad():
+            m, v = self.score(_t01(x[None]))
+        mean = float(m[0]) * self.y_std + self.y_mean
+        std = math.sqrt(float(v[0])) * self.y_std
+        return {
+            "source": "bayes",
+            "predicted_score": self.p.sign * mean,
+            "predicted_score_std": std,
+            "predicted_cost": math.exp(log_cost),
+            "acquisition": acq,
+            "cost_target": self.target if self.cost is not None else None,
+            "fit_observations": int(len(self.x) - len(self.pending_x)),
+        }
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    # Many small tensor ops: with several intra-op threads they fight each other (and the other jobs on the
+    # machine) and a fit gets ~10x slower. One thread is also what makes the arithmetic reproducible.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):  # OpenBLAS under scipy's L-BFGS-B has the same problem
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _in_boxes(centers: np.ndarray, half_widths: np.ndarray, per: int, rng: np.random.Generator) -> np.ndarray:
+    """``per`` uniform points in each box center +- half_width, the box cut to [-1, 1] (no pile-up on edges)."""
+    lo = np.maximum(-1.0, centers - half_widths)
+    hi = np.minimum(1.0, centers + half_widths)
+    u = rng.uniform(0, 1, (len(centers), per, centers.shape[1]))
+    return (lo[:, None] + u * (hi - lo)[:, None]).reshape(-1, centers.shape[1])
+
+
+def _t01(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor((np.asarray(x) + 1.0) / 2.0, dtype=gp.DTYPE)
