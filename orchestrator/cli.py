@@ -6,6 +6,7 @@ Every user mistake ends in one message that names the field and the fix, and exi
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 from orchestrator.config import ConfigError, SweepConfig, config_path_for, load_config, parse_assignments
 from orchestrator.events import SweepCreated
 
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
 EXIT_USAGE = 2
 EXIT_LEASE = 3
 EXIT_INTERRUPTED = 130
@@ -50,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exists(path: Path, field: str) -> bool:
+    """``path.exists()``, with a path the system cannot even look up (a NUL byte, a name over 255 bytes) as a
+    ConfigError naming ``field``."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{field}: cannot use {str(path)[:200]!r}: {reason}") from None
+
+
 def resolve_config(
     sweep: str, config_file: Path | None, assignments: dict[str, Any], train_dir: str | None
 ) -> tuple[SweepConfig, Path]:
@@ -62,7 +74,7 @@ def resolve_config(
     file = config_file or config_path_for(sweep)
     root = Path(assignments.get("train_dir") or (load_config(file, assignments).train_dir if file else "train_dir"))
     db = root / sweep / "events.db"
-    if db.exists():
+    if _exists(db, "train_dir"):
         store = SQLiteStore(db)
         try:
             first = next(store.read(0), None)
@@ -90,7 +102,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         assignments[key] = value if not isinstance(assignments.get(key), dict) else {**assignments[key], **value}
     config, db = resolve_config(ns.sweep, ns.config, assignments, ns.train_dir)
     fmt = configure_logging(ns.log_format)
-    service = build_service(config, db, log_format=fmt)
+    try:
+        service = build_service(config, db, log_format=fmt)
+    except OSError as exc:  # e.g. train_dir on a read-only or missing mount
+        raise ConfigError(f"train_dir: cannot create the sweep's event log {db}: {exc.strerror or exc}") from None
     try:
         anyio.run(service.run)
     except LeaseHeld as held:
@@ -116,7 +131,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from stores.sqlite import SQLiteStore
 
     db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
-    if not db.exists():
+    if not _exists(db, "--train-dir"):
         raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
     store = SQLiteStore(db)
     try:
@@ -137,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
+        if not _SWEEP_NAME.fullmatch(ns.sweep):  # it names files: check it before any path is built from it
+            raise ConfigError(
+                f"sweep_name: use letters, digits, '.', '_' and '-' only, at most 128 (got --sweep {ns.sweep!r})"
+            )
         return COMMANDS[ns.command](ns)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -77,8 +77,18 @@ class SweepConfig(BaseSettings):
     @field_validator("sweep_name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it names files and W&B groups)")
+        return value
+
+    @field_validator("train_dir")
+    @classmethod
+    def _directory(cls, value: Path) -> Path:
+        if "\x00" in str(value):
+            raise ValueError("a directory name cannot contain a NUL byte")
+        for part in value.parts:
+            if len(part.encode("utf-8", "surrogateescape")) > 255:
+                raise ValueError(f"{part[:40]!r}... is longer than 255 bytes, the file system's limit for a name")
         return value
 
     @field_validator("recipe_module", "train_entrypoint", "eval_entrypoint")
