@@ -22,15 +22,10 @@ def make_optimizer(config: ProteinConfig, seed: int | None = None) -> Optimizer:
         from optimizers.random_search import RandomSearch
 
         return RandomSearch(config, seed)
-    try:
-        if config.method == "genetic":
-            from optimizers.genetic import GeneticSearch  # type: ignore[import-not-found]
+    if config.method == "genetic":
+        from optimizers.genetic import GeneticSearch
 
-            return GeneticSearch(config, seed)
-        from optimizers.protein import Protein  # type: ignore[import-not-found]
+        return GeneticSearch(config, seed)
+    from optimizers.protein import Protein
 
-        return Protein(config, seed)
-    except ImportError:
-        from optimizers.random_search import RandomSearch
-
-        return RandomSearch(config, seed)
+    return Protein(config, seed)

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import torch
+from botorch.exceptions import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from gpytorch.constraints import GreaterThan
@@ -66,6 +67,21 @@ def fit_gp(model: SingleTaskGP, maxiter: int = 100) -> SingleTaskGP:
     Bounded iterations keep the cost of a fit bounded; a fit that stops early is still a usable model.
     """
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    try:
+        _fit(mll, maxiter)
+    except ModelFittingError:
+        # Near-duplicate points can make the kernel matrix singular at the tiny noise floor: retry once with a
+        # floor that keeps it positive definite (deterministic, no random restarts).
+        model.likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(1e-4))
+        model.likelihood.noise = 1e-2
+        model.covar_module.base_kernel.lengthscale = 0.5
+        model.covar_module.outputscale = 1.0
+        _fit(mll, maxiter)
+    model.eval()
+    return model
+
+
+def _fit(mll: ExactMarginalLogLikelihood, maxiter: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit_gpytorch_mll(
@@ -74,8 +90,6 @@ def fit_gp(model: SingleTaskGP, maxiter: int = 100) -> SingleTaskGP:
             max_attempts=1,
             warning_handler=lambda w: True,
         )
-    model.eval()
-    return model
 
 
 class Posterior:

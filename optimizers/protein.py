@@ -250,8 +250,9 @@ class _Model:
         log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
         c_norm = (log_cost - self.lc_lo) / (self.lc_hi - self.lc_lo)
         weight = (1 - (self.target - c_norm).abs()).clamp_min(MIN_COST_WEIGHT)
-        too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
-        value = value + weight.log() - 1e3 * too_dear.to(value.dtype)
+        # Over max_suggestion_cost: a soft wall for the gradient steps, and dropped outright in _rank.
+        excess = (log_cost - math.log(self.p.settings.max_suggestion_cost)).clamp_min(0.0)
+        value = value + weight.log() - 100.0 * excess
         return value, log_cost
 
     def _pool(self, rng: np.random.Generator) -> np.ndarray:
@@ -290,9 +291,7 @@ class _Model:
                 return Suggestion(params, {"source": "resample", "observation": int(i)})
 
         pool = self._pool(rng)
-        with torch.no_grad():
-            values, _ = self._acq(torch.as_tensor(pool, dtype=gp.DTYPE))
-        values = values.numpy()
+        values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
         top = int(np.argmax(values))
@@ -304,14 +303,23 @@ class _Model:
         best = self.data.x[np.flatnonzero(self.data.ok)[np.argmax(self.data.y[self.data.ok])]]
         refined = self._snap(self._refine(np.vstack([starts, best[None]])))
         cands = np.vstack([refined, pool])
-        with torch.no_grad():
-            cvals, clog = self._acq(torch.as_tensor(cands, dtype=gp.DTYPE))
-        for j in np.argsort(-cvals.numpy(), kind="stable"):
+        cvals, clog = self._rank(cands)
+        for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken:
                 continue
             return Suggestion(params, self._info(cands[j], float(cvals[j]), float(clog[j])))
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
+
+    def _rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Acquisition values for ranking (-inf when predicted over max_suggestion_cost) and log costs."""
+        with torch.no_grad():
+            values, log_cost = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
+        values, log_cost = values.numpy(), log_cost.numpy()
+        too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
+        if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
+            return -log_cost, log_cost
+        return np.where(too_dear, -np.inf, values), log_cost
 
     def _refine(self, starts: np.ndarray) -> np.ndarray:
         """Multi-start L-BFGS-B on the acquisition, all starts in one problem (they do not interact).

@@ -2,7 +2,10 @@
 
 Linear for uniform and int_uniform, log2 for uniform_pow2, log10 for log_normal, log10(1 - v) for logit_normal
 (so resolution concentrates near 1, where a discount factor lives), and equal-width bins for a categorical.
-Decoding clips to [-1, 1] first, so a decoded value never leaves [min, max] and integers stay integers.
+Integers (int_uniform, and the exponents of uniform_pow2) get equal-width bins: the range is widened by half a
+step at each end, so a uniform point of [-1, 1] decodes to every allowed integer with the same probability (the
+published version gave the two end values half a share each). Decoding clips to [-1, 1] first, so a decoded
+value never leaves [min, max] and integers stay integers.
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ from optimizers.config import ParameterConfig
 AUTO_SCALE = 0.5
 
 
+def _pow2_exponents(p: ParameterConfig) -> tuple[int, int]:
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    return math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9)
+
+
 def _bounds(p: ParameterConfig) -> tuple[float, float]:
     lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    if p.distribution == "int_uniform":
+        return math.ceil(lo) - 0.5, math.floor(hi) + 0.5
     if p.distribution == "uniform_pow2":
-        return math.log2(lo), math.log2(hi)
+        e0, e1 = _pow2_exponents(p)
+        return e0 - 0.5, e1 + 0.5
     if p.distribution == "log_normal":
         return math.log10(lo), math.log10(hi)
     if p.distribution == "logit_normal":
@@ -68,10 +79,10 @@ def decode_value(p: ParameterConfig, x: float) -> Any:
     t = t0 + (x + 1) / 2 * (t1 - t0)
     lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
     if p.distribution == "int_uniform":
-        return int(min(math.floor(hi), max(math.ceil(lo), round(t))))
+        return int(min(math.floor(hi), max(math.ceil(lo), math.floor(t + 0.5))))
     if p.distribution == "uniform_pow2":
-        lo_exp, hi_exp = math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9)
-        return int(2 ** min(hi_exp, max(lo_exp, round(t))))
+        lo_exp, hi_exp = _pow2_exponents(p)
+        return int(2 ** min(hi_exp, max(lo_exp, math.floor(t + 0.5))))
     return float(min(hi, max(lo, _inverse(p, t))))
 
 
