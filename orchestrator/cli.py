@@ -25,6 +25,13 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-dir", default=None, metavar="DIR", help="where sweeps live (default: train_dir)")
 
 
+def _follow_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="if serve is not running, wait for it")
+    p.add_argument("--no-history", dest="history", action="store_false", help="without serve, skip the stored log")
+    p.add_argument("--token", default=None, help="serve's http_token (default: $SWEEP_HTTP_TOKEN)")
+    p.add_argument("--url", default=None, help="serve's address, instead of <sweep dir>/endpoint.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator",
@@ -49,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="print the trial table from the sweep's event log")
     _sweep_args(status)
+    status.add_argument("--follow", "--live", action="store_true", help="keep the table live from serve's stream")
+    status.add_argument("--interval", type=float, default=None, metavar="S", help="seconds between tables off a TTY")
+    _follow_args(status)
+
+    attach = sub.add_parser(
+        "attach",
+        help="follow a running sweep's events from another terminal",
+        description="Print the sweep's lines from the start (or --since), then follow live; exit 0 when it finishes.",
+    )
+    _sweep_args(attach)
+    attach.add_argument("--since", type=int, default=0, metavar="SEQ", help="print only events after this seq")
+    attach.add_argument("--json", action="store_true", help="raw events, one JSON object a line")
+    _follow_args(attach)
     return parser
 
 
@@ -126,6 +146,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
+    if ns.follow:
+        from orchestrator.attach import cmd_status_follow
+
+        return cmd_status_follow(ns)
     from orchestrator.reducer import fold
     from orchestrator.render import trial_table
     from stores.sqlite import SQLiteStore
@@ -145,7 +169,13 @@ def cmd_status(ns: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "status": cmd_status}
+def cmd_attach(ns: argparse.Namespace) -> int:
+    from orchestrator.attach import cmd_attach as attach
+
+    return attach(ns)
+
+
+COMMANDS = {"serve": cmd_serve, "status": cmd_status, "attach": cmd_attach}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from orchestrator.service import SweepService
 
 ENDPOINT_FILE = "endpoint.json"
+SEND_BUFFER = 256 * 1024  # per-connection kernel send buffer: bounded, so a stuck client costs a bounded amount
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -187,6 +188,7 @@ def _bind(host: str, port: int) -> socket.socket:
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)  # accepted connections inherit it
     try:
         sock.bind(addr)
         sock.listen(256)

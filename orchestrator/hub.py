@@ -188,7 +188,8 @@ class Subscription:
             if self._catch_up or buf or hub.last_seq >= self.next_seq:
                 memory = hub._from_memory(self.next_seq)
                 batch = memory if memory is not None else await hub._from_log(self.next_seq - 1)
-                self._catch_up = memory is None and len(batch) >= PAGE
+                # after a memory read, look in the log once more: the service may have appended, not yet published
+                self._catch_up = memory is not None or len(batch) >= PAGE
                 if batch and batch[0].seq == self.next_seq:
                     return self._sent(batch)
                 if buf or hub.last_seq >= self.next_seq:
