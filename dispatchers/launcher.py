@@ -104,7 +104,12 @@ def main(args: list[str] | None = None) -> int:
         print(f"launcher: {job_dir} is already claimed; not starting anything", file=sys.stderr)
         return ALREADY_CLAIMED
     me = os.getpid()
-    claim = {"key": opts.get("key"), "launcher_pid": me, "launcher_ticks": proc_start_ticks(me), "claimed_at": time.time()}
+    claim = {
+        "key": opts.get("key"),
+        "launcher_pid": me,
+        "launcher_ticks": proc_start_ticks(me),
+        "claimed_at": time.time(),
+    }
     with os.fdopen(fd, "w") as f:
         json.dump(claim, f)
 

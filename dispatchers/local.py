@@ -64,7 +64,8 @@ class LocalDispatcher:
     # -- paths and handles ------------------------------------------------------------------------------------
 
     def job_dir(self, spec: JobSpec) -> Path:
-        base = spec.log_dir if spec.log_dir.is_absolute() else Path(spec.cwd) / spec.log_dir
+        log_dir = Path(spec.log_dir)
+        base = log_dir if log_dir.is_absolute() else Path(spec.cwd) / log_dir
         return Path(os.path.abspath(base / f"{spec.kind}.{spec.attempt}"))
 
     def _dir_of(self, spec: JobSpec, handle: JobHandle) -> Path:
@@ -369,7 +370,8 @@ class LocalDispatcher:
         if note:
             error += f"; launcher.log: {note}"
         duration = time.time() - float(started) if started else 0.0
-        return Exited(exit_code=None, result=None, duration=duration, error=error + _quote(last_lines, d / "output.log"))
+        error += _quote(last_lines, d / "output.log")
+        return Exited(exit_code=None, result=None, duration=duration, error=error)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import anyio
@@ -16,7 +15,6 @@ import pytest
 
 from dispatchers.base import Dispatcher
 from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _proc_stat, _Tail
-from orchestrator.contract import format_progress
 from orchestrator.jobs import Exited, JobSpec, Output, Progress, Started, job_key
 
 pytestmark = pytest.mark.anyio
