@@ -341,6 +341,15 @@ def _unknown(recipe: Recipe, key: str, what: str) -> NoReturn:
     )
 
 
+def _param_type(recipe: Recipe, name: str) -> Any:
+    """A parameter's annotation; without one, the type of a plain default (``n=3`` takes ints), else str."""
+    param = recipe.params[name]
+    annotation = recipe.hints.get(name, param.annotation)
+    if annotation is inspect.Parameter.empty and type(param.default) in (int, float, bool):
+        return type(param.default)
+    return annotation
+
+
 def resolve_call(recipe: Recipe, inv: Invocation) -> dict[str, Any]:
     """The keyword arguments for the recipe function: coerced parameters plus the validated config."""
     kwargs: dict[str, Any] = {}
@@ -348,8 +357,7 @@ def resolve_call(recipe: Recipe, inv: Invocation) -> dict[str, Any]:
     for section, key, raw in inv.assignments:
         what = {"args": "argument", "overrides": "override"}.get(section or "")
         if key in recipe.params:
-            annotation = recipe.hints.get(key, recipe.params[key].annotation)
-            kwargs[key] = coerce(key, annotation, raw, "argument")
+            kwargs[key] = coerce(key, _param_type(recipe, key), raw, "argument")
         elif key in recipe.fields:
             _set_nested(tree, key, coerce(key, recipe.fields[key].annotation, raw, "override"))
         elif recipe.var_kwargs and "." not in key:

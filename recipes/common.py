@@ -1,4 +1,4 @@
-"""What the recipes share: the seed's PPO config paths, run names, checkpoint files and progress lines.
+"""What the recipes share: config sections, run names, checkpoint files and progress lines.
 
 No training library is imported here, so the toy recipe (and the runner's ``--help``) stay fast.
 """
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from orchestrator.contract import format_progress
 from orchestrator.run import RecipeError, UsageError
@@ -25,30 +25,6 @@ class Section(BaseModel):
     """A part of a recipe config: unknown keys and NaN/inf values are errors; immutable once built."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-# -- the seed's PPO paths: trainer.optimizer.learning_rate, trainer.losses.loss_configs.ppo.* --------------------
-
-
-class OptimizerConfig(Section):
-    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
-    max_grad_norm: float = Field(0.5, gt=0, description="gradient clipping norm")
-
-
-class PPOConfig(Section):
-    clip_coef: float = Field(0.2, gt=0, description="PPO policy ratio clip range")
-    ent_coef: float = Field(0.0, ge=0, description="entropy bonus weight")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
-    vf_coef: float = Field(0.5, ge=0, description="value loss weight")
-    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
-
-
-class LossConfigs(Section):
-    ppo: PPOConfig = PPOConfig()
-
-
-class LossesConfig(Section):
-    loss_configs: LossConfigs = LossConfigs()
 
 
 # -- runs and checkpoints ----------------------------------------------------------------------------------------

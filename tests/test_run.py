@@ -77,6 +77,9 @@ MY_RECIPES = textwrap.dedent(
     def bug(run: str) -> None:
         raise ZeroDivisionError("a real bug")
 
+    def untyped(n=3, name="x"):
+        return {"score": n * 2, "name": name}
+
     def returns_nothing() -> None:
         print("did some work")
     '''
@@ -127,7 +130,7 @@ def test_seed_style_command_on_the_demo_recipe(tmp_path: Path) -> None:
     assert kwargs["run"] == "demo_trial_0001"
     assert trainer["optimizer"]["learning_rate"] == 0.001 and trainer["total_timesteps"] == 20000
     assert trainer["losses"]["loss_configs"]["ppo"] == {
-        "clip_coef": 0.25, "ent_coef": 0.01, "gae_lambda": 0.9, "vf_coef": 0.4, "gamma": 0.99,
+        "clip_coef": 0.25, "ent_coef": 0.01, "gae_lambda": 0.9, "vf_coef": 0.4, "gamma": 0.98,
     }
 
 
@@ -202,12 +205,14 @@ def test_help(tmp_path: Path) -> None:
     assert "run" in recipe.stdout and "required" in recipe.stdout
 
 
-def test_failures_inside_the_recipe_exit_1(workdir: Path) -> None:
+def test_recipe_outcomes_decide_the_exit(workdir: Path) -> None:
     explained = job("my_recipes.explained_failure", "--args", "run=r7", cwd=workdir)
     assert explained.returncode == 1 and "Traceback" not in explained.stderr
     assert "no checkpoint for r7" in explained.stderr
     bug = job("my_recipes.bug", "--args", "run=r", cwd=workdir)
     assert bug.returncode == 1 and "ZeroDivisionError: a real bug" in bug.stderr  # a real bug keeps its traceback
+    untyped = job("my_recipes.untyped", "n=4", "name=5", cwd=workdir)
+    assert untyped.returncode == 0 and '"score": 8, "name": "5"' in untyped.stdout  # types from the defaults
     nothing = job("my_recipes.returns_nothing", cwd=workdir)
     assert nothing.returncode == 0 and "SWEEP_RESULT" not in nothing.stdout and "did some work" in nothing.stdout
 
