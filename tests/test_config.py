@@ -124,7 +124,7 @@ def test_bad_parameters_get_one_clear_message(
         (["max_trials=0"], "max_trials: Input should be greater than or equal to 1"),
         (["max_paralel_jobs=2"], "max_paralel_jobs: unknown field"),
         (["noequals"], "expected key=value"),
-        (["dispatcher_type=moon"], "dispatcher_type 'moon' is not one of"),
+        (["dispatcher_type=moon"], "dispatcher_type 'moon' names 'moon', which is not installed"),
     ],
 )
 def test_bad_command_line_values(
