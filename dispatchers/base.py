@@ -7,12 +7,12 @@ Contract:
 
 - ``submit(spec)`` starts the job and returns its handle. It is idempotent on ``spec.key``: when a job with that
   key already exists, it returns that job's handle and starts nothing.
-- ``find(key)`` returns the handle of an existing job with that key, or None. The service calls it on restart
+- ``find(spec)`` returns the handle of an existing job with ``spec.key``, or None. The service calls it on restart
   for every job it requested but never saw submitted.
-- ``watch(handle)`` yields ``JobUpdate``s (Started, Progress, Output) and ends with exactly one ``Exited``.
-  It must work on a job started by an earlier service process (reattach), replaying nothing the service
-  already counted is not required: progress may repeat, the exit may not be lost.
-- ``cancel(handle)`` stops the job; it is safe on a job that already ended.
+- ``watch(spec, handle)`` yields ``JobUpdate``s (Started, Progress, Output) and ends with exactly one ``Exited``.
+  It must work on a job started by an earlier service process (reattach): progress and output may repeat,
+  the exit may not be lost.
+- ``cancel(spec, handle)`` stops the job; it is safe on a job that already ended.
 - ``aclose()`` releases the dispatcher's resources; running jobs keep running.
 
 Any exception from a dispatcher, or a ``watch`` that hangs past the job's timeout, becomes a failed job with the
