@@ -32,7 +32,7 @@ def _trial_run(state: SweepState, trial: int) -> str:
 
 def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingScheduler") -> tuple[str, str] | None:
     """``(component, message)`` for an event just folded into ``state``; None for events not worth a line."""
-    max_trials = (thaw(state.config) or {}).get("max_trials", "?")
+    max_trials = state.config.get("max_trials", "?")  # not thaw(config): this runs for every event
     match event:
         case ev.SweepCreated():
             return "SweepOrchestrator", f"Starting sweep {event.sweep}: {max_trials} trials"

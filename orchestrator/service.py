@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from dispatchers.registry import RoutingDispatcher
@@ -35,6 +36,9 @@ from stores.base import Store
 # A dispatcher that neither reports nor gives up this long after the job's own limit is presumed hung.
 WATCH_GRACE_SECONDS = 60.0
 PROGRESS_EVERY_SECONDS = 1.0
+# Decisions folded ahead into one transaction, at most (each round's events change what the next decides).
+_MAX_DECISION_ROUNDS = 100
+_GATHER_ROUNDS = 4  # event-loop turns the loop waits for more events while they keep coming
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class SweepService:
         self._watching: set[str] = set()
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
+        self._observations = _Observations()
+        self._loggers: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------------------------
     async def run(self) -> SweepState:
@@ -131,14 +137,20 @@ class SweepService:
 
     # -- the loop ------------------------------------------------------------------------------------------
     async def _main_loop(self) -> None:
+        incoming: list[ev.Event] = []
         while True:
-            decision = self.scheduler.decide(self.state, time.time(), self._route)
-            if decision.events:
-                await self._commit(decision.events)
-                continue
-            if decision.suggest > 0 and not self._suggesting:
+            # What arrived and what the scheduler decides on it go to the store in one transaction (one fsync);
+            # nothing of it takes effect before that transaction is durable.
+            events, states, decision = self._plan(incoming)
+            if decision.suggest > 0 and not self._suggesting and not decision.events:
+                # The optimizer is pure computation: it may work on the planned state while that is being made
+                # durable. Its answer is numbered and logged only after this commit (see _to_events).
                 self._suggesting = True
-                self._spawn(self._suggest, decision.suggest)
+                self._spawn(self._suggest, decision.suggest, states[-1] if states else self.state)
+            await self._commit(events, states)
+            incoming = []
+            if decision.events:  # more decisions than one transaction holds: carry on before waiting
+                continue
             if self.state.finished:
                 print(summary(self.state, self.state.best_trial), flush=True)
                 return
@@ -146,12 +158,39 @@ class SweepService:
             batch: list[Any] = []
             with anyio.move_on_after(timeout):
                 batch.append(await self._recv.receive())
-            while True:  # take everything already queued: one store transaction for the lot
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except anyio.WouldBlock:
+            # Take everything already queued, and what tasks that are ready to run put there next (a job's submit,
+            # start and exit often come in quick succession): one store transaction, one fsync, for the lot.
+            for _ in range(_GATHER_ROUNDS):
+                before = len(batch)
+                while True:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                if len(batch) == before:
                     break
-            await self._commit(self._to_events(batch))
+                await anyio.lowlevel.checkpoint()
+            incoming = self._to_events(batch)
+
+    def _plan(self, incoming: list[ev.Event]) -> tuple[list[ev.Event], list[SweepState], Any]:
+        """Fold ``incoming`` into a tentative state, then the scheduler's decisions on it until it has none left.
+        Pure: the states are only candidates until ``_commit`` has made their events durable."""
+        events: list[ev.Event] = []
+        states: list[SweepState] = []
+        state = self.state
+        for event in incoming:
+            state = reduce(state, event)
+            events.append(event)
+            states.append(state)
+        for _ in range(_MAX_DECISION_ROUNDS):
+            decision = self.scheduler.decide(state, time.time(), self._route)
+            if not decision.events:
+                break
+            for event in decision.events:
+                state = reduce(state, event)
+                events.append(event)
+                states.append(state)
+        return events, states, decision
 
     def _to_events(self, batch: list[Any]) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -173,13 +212,19 @@ class SweepService:
             out.append(ev.TrialSuggested(trial=trial, run=run, params=s.params, info=s.info))
         return out
 
-    async def _commit(self, events: Sequence[ev.Event]) -> None:
-        """Append durably, then fold, tell subscribers, and only then start side effects."""
+    async def _commit(self, events: Sequence[ev.Event], states: Sequence[SweepState] | None = None) -> None:
+        """Append durably, then fold (``states``: the fold, already computed), tell subscribers, and only then
+        start side effects."""
         if not events:
             return
+        if states is None:
+            states, state = [], self.state
+            for event in events:
+                state = reduce(state, event)
+                states.append(state)
         stored = await anyio.to_thread.run_sync(self.store.append, list(events), limiter=self._store_limiter)
-        for item in stored:
-            self.state = reduce(self.state, item.event)
+        for item, state in zip(stored, states):
+            self.state = state
             self.last_seq = item.seq
             self._log_event(item.event)
             for sub in self.subscribers:
@@ -194,7 +239,12 @@ class SweepService:
             return  # the job's own progress line was already echoed
         line = describe(event, self.state, self.scheduler.name)
         if line is not None:
-            get_logger(line[0]).info(line[1])
+            logger = self._loggers.get(line[0])
+            if logger is None:  # binding a logger costs more than the line: keep the recent ones
+                if len(self._loggers) >= 256:
+                    self._loggers.clear()
+                logger = self._loggers[line[0]] = get_logger(line[0])
+            logger.info(line[1])
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._tg is not None
@@ -298,8 +348,8 @@ class SweepService:
         except Exception as exc:  # noqa: BLE001
             self.log.warning(f"could not cancel {spec.key}: {exc}")
 
-    async def _suggest(self, n: int) -> None:
-        observations, pending = observations_of(self.state)
+    async def _suggest(self, n: int, state: SweepState) -> None:
+        observations, pending = self._observations.of(state)
         try:
             suggestions = await anyio.to_thread.run_sync(
                 self.optimizer.suggest, observations, pending, n, limiter=self._optimizer_limiter
@@ -331,17 +381,53 @@ def _as_logged(value: Any) -> Any:
     return value
 
 
+class _Observations:
+    """``observations_of`` kept up to date incrementally: a finished trial never changes, so each is converted
+    once, and a suggestion costs O(trials in flight) plus a sort, not a thaw of every trial ever run."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, Observation] = {}
+        self._order: list[int] = []
+        self._open: set[int] = set()  # trials in flight when last looked at
+        self._seen = 0  # trials 1..seen have been looked at
+
+    def of(self, state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:
+        fresh = [n for n in self._open if n not in state.open_trials]
+        fresh += range(self._seen + 1, state.next_trial)
+        self._seen = state.next_trial - 1
+        changed = False
+        for number in fresh:
+            if number in state.open_trials:
+                self._open.add(number)
+                continue
+            self._open.discard(number)
+            obs = _observation(state, state.trials[number])
+            if obs is not None:
+                self._done[number] = obs
+                changed = True
+        if changed:
+            self._order = sorted(self._done)
+        pending = [thaw(t.params) for t in state.open_trial_list()]
+        return [self._done[n] for n in self._order], pending
+
+
+def _observation(state: SweepState, t: Any) -> Observation | None:
+    if t.status == "completed":
+        return Observation(thaw(t.params), t.score, t.cost or 0.0)
+    if t.status == "failed":
+        cost = sum(state.jobs[k].duration for k in t.jobs)
+        return Observation(thaw(t.params), None, cost, failed=True)
+    return None
+
+
 def observations_of(state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:
     """What the optimizer learns from: finished trials (failures included) and the params still in flight."""
     observations: list[Observation] = []
     pending: list[dict[str, Any]] = []
     for t in state.trial_list():
-        params = thaw(t.params)
-        if t.status == "completed":
-            observations.append(Observation(params, t.score, t.cost or 0.0))
-        elif t.status == "failed":
-            cost = sum(state.jobs[k].duration for k in t.jobs)
-            observations.append(Observation(params, None, cost, failed=True))
+        obs = _observation(state, t)
+        if obs is not None:
+            observations.append(obs)
         else:
-            pending.append(params)
+            pending.append(thaw(t.params))
     return observations, pending
