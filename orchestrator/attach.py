@@ -103,6 +103,9 @@ class Follower:
                         pass
                 if not self.connected and not wait:
                     return NOT_SERVING
+                # serve may have come and gone between two tries: what it did is in the log
+                if not self.url and await self.replay_log() and self.state.finished:
+                    return FINISHED
                 if not self._said_waiting:
                     what = "serve stopped" if self.connected else "serve is not running"
                     note(f"{what}; waiting for it (resuming after seq {self.last_seq}; Ctrl-C to quit)")
@@ -146,11 +149,18 @@ class Follower:
             return False
 
         def read() -> list[StoredEvent]:
+            import sqlite3
+
             from stores.sqlite import SQLiteStore
 
-            store = SQLiteStore(db)
+            try:
+                store = SQLiteStore(db)
+            except sqlite3.Error:
+                return []  # being created by a serve starting up: nothing to read yet
             try:
                 return list(store.read(self.last_seq))
+            except sqlite3.Error:
+                return []
             finally:
                 store.close()
 

@@ -260,7 +260,15 @@ async def serve_http(service: "SweepService", hub: EventHub) -> None:
             log.info(f"Event stream on {info['url']} (follow: python -m orchestrator attach --sweep {config.sweep_name})")
             await anyio.sleep_forever()
         finally:
+            hub.close()  # every stream ends; clients resume from their last seq (or are done)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(remove_endpoint, config.sweep_dir, pid)
-            hub.close()
+                with anyio.move_on_after(0.5):
+                    while hub.clients:
+                        await anyio.sleep(0.02)
+                if hub.clients:  # streams stuck writing to clients that do not read: cut them
+                    for connection in list(server.server_state.connections):
+                        transport = getattr(connection, "transport", None)
+                        if transport is not None:
+                            transport.abort()
             server.should_exit = True
