@@ -104,14 +104,38 @@ def wait_file(path: Path, timeout: float = 60) -> None:
 
 def run(clients: int, trials: int) -> dict:
     """One sweep with ``clients`` followers: two attach processes (when clients >= 2) and the rest in a helper."""
+    procs: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):  # remember every process, so none outlives a failed run
+        procs.append(real_popen(*args, **kwargs))
+        return procs[-1]
+
+    try:
+        return _run(clients, trials, popen)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _run(clients: int, trials: int, popen) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_attach_"))
+    gate = tmp / "gate"
+    try:
+        return _measure(clients, trials, popen, tmp, gate)
+    finally:
+        gate.touch()  # jobs waiting at the gate end on their own
+
+
+def _measure(clients: int, trials: int, popen, tmp: Path, gate: Path) -> dict:
     import httpx
     import psutil
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_attach_"))
-    gate = tmp / "gate"
     (tmp / "job.py").write_text(textwrap.dedent(JOB.format(gate=str(gate))))
     (tmp / "sweep.toml").write_text(SWEEP.format(trials=trials, python=PY, job=tmp / "job.py"))
-    serve = subprocess.Popen(
+    serve = popen(
         [PY, "-m", "orchestrator", "serve", "--sweep", "bench", "--config", "sweep.toml", "--log-format", "human"],
         cwd=tmp, env=env(), stdout=subprocess.PIPE, text=True, bufsize=1,
     )
@@ -123,7 +147,7 @@ def run(clients: int, trials: int) -> dict:
     if clients >= 2:
         for extra in (["--json"], []):
             followers.append(
-                subprocess.Popen(
+                popen(
                     [PY, "-m", "orchestrator", "attach", "--sweep", "bench", *extra],
                     cwd=tmp, env=env(), stdout=subprocess.PIPE, text=True, bufsize=1,
                 )
@@ -131,7 +155,7 @@ def run(clients: int, trials: int) -> dict:
     attach_json, attach_out = (Lines(f.stdout) for f in followers) if followers else (None, None)
     worker = None
     if clients > 2:
-        worker = subprocess.Popen([PY, __file__, "--worker", url, str(clients - 2)], stdout=subprocess.PIPE, text=True)
+        worker = popen([PY, __file__, "--worker", url, str(clients - 2)], stdout=subprocess.PIPE, text=True)
     end = time.monotonic() + 120
     while httpx.get(f"{url}/health", timeout=10).json()["clients"] < clients:
         if time.monotonic() > end:
