@@ -31,6 +31,7 @@ import os
 import random
 import re
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -337,6 +338,8 @@ class WandbMirror:
         self._open: OrderedDict[str, RunHandle] = OrderedDict()
         self._open_config: dict[str, str] = {}
         self._limiter = anyio.CapacityLimiter(1)
+        self._io_lock = threading.Lock()  # the worker-side state: open runs and the cursor
+        self._stopped = False
         self._wake: anyio.Event | None = None
         self._busy = False
         self._failures = 0
@@ -392,7 +395,10 @@ class WandbMirror:
                     continue
                 self._busy = True
                 try:
-                    await anyio.to_thread.run_sync(self._write_batch, batch, limiter=self._limiter)
+                    # Abandonable: a W&B call stuck in the network must not hold up the service's shutdown.
+                    await anyio.to_thread.run_sync(
+                        self._write_batch, batch, limiter=self._limiter, abandon_on_cancel=True
+                    )
                 except Exception as exc:  # noqa: BLE001 - W&B being down must never end the mirror
                     self._requeue(batch)
                     await self._back_off(exc)
@@ -403,9 +409,13 @@ class WandbMirror:
                 finally:
                     self._busy = False
         finally:
+            self._stopped = True
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.close_timeout):
-                    await anyio.to_thread.run_sync(self._close_all, limiter=self._limiter)
+                with anyio.move_on_after(self.close_timeout) as scope:
+                    await anyio.to_thread.run_sync(self._close_all, abandon_on_cancel=True)
+                if scope.cancelled_caught:
+                    _log().warning("W&B did not finish the open runs in time; the next start resumes them",
+                                   open=len(self._open))
 
     # -- status -----------------------------------------------------------------------------------------------
 
@@ -505,10 +515,20 @@ class WandbMirror:
         _write_json_atomic(self.cursor_path, self._cursor)
 
     def _write_batch(self, batch: _Batch) -> None:
+        with self._io_lock:
+            try:
+                self._write_batch_locked(batch)
+            finally:
+                if self._stopped:  # abandoned at shutdown and only now back from W&B: tidy up after ourselves
+                    self._close_all_locked()
+
+    def _write_batch_locked(self, batch: _Batch) -> None:
         state = batch.state
         changed = False
         try:
             for number in batch.trials:
+                if self._stopped:
+                    return  # shutting down: the rest waits for the next start
                 trial = state.trials.get(number)
                 if trial is not None:
                     changed |= self._write_run(trial_record(state, trial), batch, number)
@@ -577,6 +597,14 @@ class WandbMirror:
             self._close(run_id, 0)
 
     def _close_all(self) -> None:
+        if not self._io_lock.acquire(timeout=self.close_timeout):
+            return  # a write is still stuck in W&B: it closes the runs when it returns (see _write_batch)
+        try:
+            self._close_all_locked()
+        finally:
+            self._io_lock.release()
+
+    def _close_all_locked(self) -> None:
         for run_id in list(self._open):
             try:
                 self._close(run_id, 0)

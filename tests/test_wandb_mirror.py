@@ -119,7 +119,7 @@ def test_outage_in_the_middle_of_a_sweep(tmp_path: Path) -> None:
         if i == 0:
             assert await mirror.flush(30)
             client.down.set()  # W&B goes away ...
-            client.delay = 0.2  # ... and what still answers is slow
+            client.delay = 0.5  # ... and what still answers is slow
         if i == 1:
             await anyio.sleep(0.5)  # the sweep runs on while W&B is away
         if i == 2:
@@ -138,8 +138,8 @@ def test_outage_in_the_middle_of_a_sweep(tmp_path: Path) -> None:
         return took
 
     took = anyio.run(main)
-    assert max(took) < 0.005, f"publish took {max(took):.4f} s"
-    assert lag.worst < 0.15, f"the event loop stalled for {lag.worst:.3f} s"
+    assert max(took) < 0.02, f"publish took {max(took):.4f} s"
+    assert lag.worst < 0.3, f"the event loop stalled for {lag.worst:.3f} s"  # a W&B call takes 0.5 s
     print("outage:", seen, "errors", mirror.errors, "worst lag", lag.worst, "max publish", max(took))
     assert seen["failed_calls"] >= 1 and mirror.errors >= 1
     assert mirror.errors < 40, "retries must back off, not spin"
@@ -247,4 +247,45 @@ def test_a_new_destination_starts_a_fresh_cursor(tmp_path: Path) -> None:
     anyio.run(drive, make_mirror(SWEEP, tmp_path), log, script(SWEEP)[:1])
     other = WandbMirror(mirror_config(SWEEP, project="another"), tmp_path)
     assert other._cursor["runs"] == {}
+    log.close()
+
+
+def test_a_hung_wandb_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    """W&B stops answering at all: the mirror gives up waiting after close_timeout, and the next start (with W&B
+    back) writes everything."""
+    log = Log(tmp_path / "events.db")
+    mirror = make_mirror(SWEEP, tmp_path, flaky=True, close_timeout=0.5)
+    mirror.client.delay = 2.0  # every call hangs for 2 s
+
+    async def main() -> float:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mirror.run)
+            for stored, state in log.append(script(SWEEP)[0]):
+                mirror.publish(stored, state)
+            await anyio.sleep(0.2)  # a write is now stuck in W&B
+            t = time.perf_counter()
+            tg.cancel_scope.cancel()
+        return time.perf_counter() - t
+
+    assert anyio.run(main) < 2.0  # a W&B call hangs for 2 s; the close gives up after 0.5 s
+    # The next start is a new process in real life; here, wait for the abandoned call to come back and close its
+    # runs (a run id can be open only once per process).
+    mirror.client.delay = 0.0
+    deadline = time.monotonic() + 15
+    while mirror._open or mirror._io_lock.locked():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    log.close()
+    log = Log(tmp_path / "events.db")
+    second = make_mirror(SWEEP, tmp_path)
+
+    async def again() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(second.run)
+            second.reconcile(log.state, log.store.last_seq())
+            assert await second.flush(30)
+            tg.cancel_scope.cancel()
+
+    anyio.run(again)
+    check_mirrors(tmp_path, log.state)
     log.close()
