@@ -70,7 +70,7 @@ class OptimizingScheduler:
             *c.argv_prefix(),
             f"{c.recipe_module}.{c.eval_entrypoint}",
             "--args",
-            f"policy_uri=file://./{c.train_dir.as_posix()}/{trial.run}/checkpoints",
+            f"policy_uri=file://./train_dir/{trial.run}/checkpoints",  # the job contract: relative to its cwd
             f"run={trial.run}",
         ]
         if c.eval_overrides:
