@@ -8,6 +8,7 @@ the last sequence number it saw. With serve not running, the same events come fr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -19,7 +20,7 @@ from typing import Any, AsyncIterator, Callable
 import anyio
 import httpx
 
-from orchestrator.events import StoredEvent
+from orchestrator.events import StoredEvent, event_from_dict
 from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.reducer import reduce
 from orchestrator.render import describe, summary, trial_table
@@ -127,7 +128,7 @@ class Follower:
             try:
                 async for kind, data in _sse(r.aiter_lines()):
                     if kind == "message":
-                        stored = StoredEvent.model_validate_json(data)
+                        stored = _stored(data)
                         if stored.seq <= self.last_seq:
                             continue  # already seen
                         if stored.seq != self.last_seq + 1:
@@ -167,6 +168,12 @@ class Follower:
         for stored in await anyio.to_thread.run_sync(read):
             self._handle(stored, stored.model_dump_json())
         return True
+
+
+def _stored(data: str) -> StoredEvent:
+    """One stream message; an event type this version does not know becomes an UnknownEvent, not an error."""
+    raw = json.loads(data)
+    return StoredEvent(seq=raw["seq"], event=event_from_dict(raw["event"]))
 
 
 async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
@@ -346,5 +353,5 @@ def cmd_status_follow(ns: Any) -> int:
     """``status --follow``: the live trial table, driven by the event stream so it is never behind."""
     table = LiveTable(sys.stdout, ns.interval)
     follower = Follower(_sweep_dir(ns), table.on_event, token=_token(ns), url=getattr(ns, "url", None))
-    ns.history, ns.json, ns.summary = True, False, False
+    ns.json, ns.summary = False, False
     return _run(ns, follower, table.draw, during=table.loop)
