@@ -275,7 +275,7 @@ async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) 
     human = not getattr(ns, "json", False)
     outcome = await follower.follow(wait=False)
     if outcome == NOT_SERVING:
-        note(f"serve is not running for sweep {ns.sweep!r}" + ("" if ns.history else " (see --history)"))
+        note(f"serve is not running for sweep {ns.sweep!r}")
         if ns.history and await follower.replay_log() and not follower.state.finished:
             note(f"the stored history ends at seq {follower.last_seq}" if follower.last_seq else "nothing is stored yet")
         if follower.state.finished:
