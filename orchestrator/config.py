@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from optimizers.config import ProteinConfig
@@ -32,11 +32,12 @@ def default_sweep_name() -> str:
     return f"{user}.sweep.{time.strftime('%m%d%H%M')}"
 
 
-class WandbSettings(BaseSettings):
-    """The W&B mirror. ``mode`` offline needs no network; online needs WANDB_API_KEY in the environment."""
+class WandbSettings(BaseModel):
+    """The W&B mirror. Unset ``mode`` means online when WANDB_API_KEY is in the environment, else offline
+    (no network needed); ``disabled`` turns the mirror off. Set from the environment as SWEEP_WANDB__MODE."""
 
-    model_config = SettingsConfigDict(extra="forbid")
-    mode: Literal["offline", "online", "disabled"] = "offline"
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["offline", "online", "disabled"] | None = None
     project: str = "sweeps"
     entity: str | None = None
 

@@ -12,6 +12,8 @@ from orchestrator.hub import EventHub
 from orchestrator.service import SweepService
 from orchestrator.subscribers import Subscriber
 from stores.sqlite import SQLiteStore
+from stores.wandb import WandbMirror
+from stores.wandb_client import resolve_mode
 
 
 def build_service(config: SweepConfig, db: Path | None = None, log_format: str = "human") -> SweepService:
@@ -22,6 +24,8 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
     store = SQLiteStore(db or config.sweep_dir / "events.db")
     hub = EventHub(SQLiteStore(store.path))  # its own connection: catch-up reads never wait behind appends
     subscribers: list[Subscriber] = [hub]
+    if resolve_mode(config.wandb) != "disabled":
+        subscribers.append(WandbMirror(config, config.sweep_dir))
     return SweepService(
         config,
         store,

@@ -48,11 +48,9 @@ def resolve_mode(settings: Any, environ: Mapping[str, str] | None = None) -> Mod
     """The mode the mirror really uses: as configured, except that an unset ``mode`` goes online when
     ``WANDB_API_KEY`` is in the environment (the demo is offline by default, online with a key)."""
     env = os.environ if environ is None else environ
-    mode: Mode = settings.mode
-    explicit = "mode" in getattr(settings, "model_fields_set", {"mode"})
-    if not explicit and mode == "offline" and env.get("WANDB_API_KEY"):
-        return "online"
-    return mode
+    if settings.mode is None:
+        return "online" if env.get("WANDB_API_KEY") else "offline"
+    return settings.mode
 
 
 @dataclass(frozen=True)

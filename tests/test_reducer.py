@@ -86,9 +86,10 @@ def test_a_repeated_terminal_event_changes_nothing(events: list[ev.Event], data:
     repeatable = [e for e in events if isinstance(e, (ev.TrialCompleted, ev.TrialFailed, ev.JobExited, ev.SweepFinished))]
     if not repeatable:
         return
-    again = data.draw(st.sampled_from(repeatable))
-    twice = reduce(state, again)
-    assert twice.trials == state.trials and twice.jobs == state.jobs and twice.finished == state.finished
+    event = data.draw(st.sampled_from(repeatable))
+    once = reduce(state, event)
+    twice = reduce(once, event)  # a duplicate delivery changes nothing
+    assert twice.trials == once.trials and twice.jobs == once.jobs and twice.finished == once.finished
 
 
 def test_a_trial_walks_through_the_seed_statuses() -> None:
@@ -124,3 +125,16 @@ def test_out_of_order_and_unknown_events_are_ignored() -> None:
     )
     assert state.sweep == "s" and len(state.trials) == 0 and len(state.jobs) == 0
     assert state.events == 6
+
+
+def test_a_finished_sweep_resumed_with_more_trials_is_open_again() -> None:
+    base = [
+        ev.SweepCreated(sweep="s", config={"max_trials": 1}),
+        ev.TrialSuggested(trial=1, run="s_trial_0001", params={}),
+        ev.TrialFailed(trial=1, reason="x"),
+        ev.SweepFinished(best_trial=None),
+    ]
+    assert fold(base).finished
+    assert fold([*base, ev.SweepResumed(sweep="s", config={"max_trials": 1})]).finished
+    extended = fold([*base, ev.SweepResumed(sweep="s", config={"max_trials": 3})])
+    assert not extended.finished and extended.config["max_trials"] == 3
