@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from orchestrator.config import ConfigError, SweepConfig, config_path_for, load_config, parse_assignments
+from orchestrator.config import (
+    ConfigError,
+    SweepConfig,
+    WandbSettings,
+    config_path_for,
+    load_config,
+    parse_assignments,
+)
 from orchestrator.events import SweepCreated
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
@@ -92,22 +99,53 @@ def resolve_config(
     if train_dir:
         assignments["train_dir"] = train_dir
     file = config_file or config_path_for(sweep)
-    root = Path(assignments.get("train_dir") or (load_config(file, assignments).train_dir if file else "train_dir"))
+    from_file = load_config(file, assignments) if file else None
+    root = Path(assignments.get("train_dir") or (from_file.train_dir if from_file else "train_dir"))
     db = root / sweep / "events.db"
-    if _exists(db, "train_dir"):
-        store = SQLiteStore(db)
-        try:
-            first = next(store.read(0), None)
-        finally:
-            store.close()
-        if first is not None and isinstance(first.event, SweepCreated):
-            return load_config(None, assignments, base=first.event.config), db
-    if file is None:
+    stored = _stored_definition(db)
+    if stored is None and (assignments.get("store") or (from_file and from_file.store)) == "wandb":
+        wandb = from_file.wandb if from_file else WandbSettings(**assignments.get("wandb", {}))
+        stored = _restore_from_wandb(wandb, sweep, db)
+    if stored is not None:
+        return load_config(None, assignments, base=stored), db
+    if from_file is None:
         raise ConfigError(
             f"no sweep named {sweep!r}: there is no configs/{sweep}.toml and nothing stored in {root / sweep}; "
             "pass --config FILE"
         )
-    return load_config(file, assignments), db
+    return from_file, db
+
+
+def _stored_definition(db: Path) -> dict[str, Any] | None:
+    """The definition a sweep was created with, from its local event log; None when there is none."""
+    from stores.sqlite import SQLiteStore
+
+    if not _exists(db, "train_dir"):
+        return None
+    store = SQLiteStore(db)
+    try:
+        first = next(store.read(0), None)
+    finally:
+        store.close()
+    return first.event.config if first is not None and isinstance(first.event, SweepCreated) else None
+
+
+def _restore_from_wandb(wandb: WandbSettings, sweep: str, db: Path) -> dict[str, Any] | None:
+    """A new machine: rebuild the local log from the sweep's W&B group, then go on as if it had always been here."""
+    from stores.sqlite import SQLiteStore
+    from stores.wandb import restore_log_from_wandb
+    from stores.wandb_client import WandbError
+
+    store = SQLiteStore(db)
+    try:
+        restored = restore_log_from_wandb(wandb, sweep, store, "train_dir")
+    except WandbError as exc:
+        raise ConfigError(f"cannot resume {sweep!r} from W&B: {exc}") from None
+    finally:
+        store.close()
+    if restored:
+        print(f"[SweepOrchestrator] Rebuilt {len(restored)} events of sweep {sweep} from W&B", flush=True)
+    return _stored_definition(db)
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
@@ -126,8 +164,13 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         service = build_service(config, db, log_format=fmt)
     except OSError as exc:  # e.g. train_dir on a read-only or missing mount
         raise ConfigError(f"train_dir: cannot create the sweep's event log {db}: {exc.strerror or exc}") from None
+    async def serve() -> None:
+        # Not anyio.run(service.run): asyncio reprs the main task (and so its result, the final state: seconds for
+        # a 10,000-trial sweep) when it restores the SIGINT handler.
+        await service.run()
+
     try:
-        anyio.run(service.run)
+        anyio.run(serve)
     except LeaseHeld as held:
         print(
             f"error: sweep {config.sweep_name!r} is already being served by {held}. "

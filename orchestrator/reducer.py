@@ -41,7 +41,10 @@ def reduce(state: SweepState, event: ev.Event) -> SweepState:
         new = handler(state, event)
     except Exception:  # noqa: BLE001 - totality: a malformed event must not kill the fold
         new = None
-    return _evolve(new or state, events=state.events + 1)
+    if new is None or new is state:
+        return _evolve(state, events=state.events + 1)
+    new.__dict__["events"] = state.events + 1  # a copy the handler just made, seen by no one yet: no second copy
+    return new
 
 
 def _mark(index: Map, key: object, present: bool) -> Map:
@@ -70,7 +73,9 @@ def _sweep_resumed(state: SweepState, e: ev.SweepResumed) -> SweepState | None:
     if state.sweep is None:
         return None
     config = freeze(e.config) if e.config is not None else state.config
-    return _evolve(state, resumes=state.resumes + 1, config=config)
+    # A finished sweep resumed with a larger max_trials is open again: that is how a sweep is extended.
+    finished = state.finished and (e.config is None or config.get("max_trials", 0) <= len(state.trials))
+    return _evolve(state, resumes=state.resumes + 1, config=config, finished=finished)
 
 
 def _trial_suggested(state: SweepState, e: ev.TrialSuggested) -> SweepState | None:
