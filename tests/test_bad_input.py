@@ -87,6 +87,7 @@ def base_definition() -> dict[str, Any]:
     return {
         "max_trials": 3,
         "recipe_module": "recipes.toy",
+        "wandb": {"mode": "disabled"},
         "protein_config": {
             "metric": "score",
             "method": "random",
@@ -394,6 +395,7 @@ def test_hostile_parameter_names_and_values_reach_the_job_as_inert_argv(tmp_path
         "recipe_module": "recipes.toy",
         "command": ["{python}", str(ARGV_JOB)],
         "monitoring_interval": 600,
+        "wandb": {"mode": "disabled"},
         "train_overrides": {"note": "$(touch pwned_override) ; rm -rf x", "quote": "a'b\"c\nd"},
         "eval_overrides": {"eval.note": "`touch pwned_eval`"},
         "protein_config": {"metric": "score", "method": "random", "parameters": parameters},

@@ -67,6 +67,7 @@ def sweep(
         train_overrides={"toy.steps": 2, "toy.step_seconds": 0.01, **(train or {})},
         eval_overrides=evaluate or {},
         capture_output=False,
+        wandb={"mode": "disabled"},  # the W&B mirror has its own tests
         protein_config={
             "metric": "score",
             "method": "random",
