@@ -126,7 +126,8 @@ class WandbClient:
                 job_type=job_type,
                 tags=[t[:64] for t in tags if t],
                 config=config,
-                resume="allow",
+                # Offline runs cannot resume (wandb warns and starts a new file); online ones pick up the same run.
+                resume="allow" if self.mode == "online" else None,
                 reinit="create_new",
                 dir=str(self.root) if self.root is not None else None,
                 settings=wandb.Settings(

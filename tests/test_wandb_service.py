@@ -14,6 +14,7 @@ import pytest
 from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror
 from orchestrator.config import load_config
 from orchestrator.runtime import build_service
+from stores.wandb import WandbMirror
 from tests.conftest import write_sweep
 
 
@@ -34,7 +35,8 @@ def test_wandb_outage_in_the_middle_of_a_real_sweep(sweep_dir: Path, monkeypatch
     config = load_config(sweep_dir / "sweep.toml", {"sweep_name": "wbe2e", "monitoring_interval": 60})
     service = build_service(config, log_format="json")
     mirror = make_mirror("wbe2e", config.sweep_dir, flaky=True)
-    service.subscribers.append(mirror)
+    # serve's own mirror, swapped for the same mirror over a client with an outage switch.
+    service.subscribers = [s for s in service.subscribers if not isinstance(s, WandbMirror)] + [mirror]
     client = mirror.client
     lag = LoopLag()
     seen: dict[str, object] = {}
