@@ -29,7 +29,7 @@ class ParameterConfig(_Strict):
     distribution: Distribution
     min: float | None = None
     max: float | None = None
-    mean: float | None = None
+    mean: Any = None  # a number, or for a categorical one of the choices
     scale: float | Literal["auto"] = "auto"
     choices: list[Any] | None = None
 
@@ -43,6 +43,8 @@ class ParameterConfig(_Strict):
             return self
         if self.choices is not None:
             raise ValueError(f"'choices' only applies to distribution='categorical', not {self.distribution!r}")
+        if self.mean is not None and (isinstance(self.mean, bool) or not isinstance(self.mean, (int, float))):
+            raise ValueError(f"mean must be a number for distribution {self.distribution!r} (got {self.mean!r})")
         if self.min is None or self.max is None:
             raise ValueError(f"distribution {self.distribution!r} needs both 'min' and 'max'")
         if not (math.isfinite(self.min) and math.isfinite(self.max)):

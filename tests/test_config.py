@@ -172,3 +172,10 @@ def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str])
         main(command)
     assert exit_info.value.code == 0
     assert "--sweep" in capsys.readouterr().out or command == ["--help"]
+
+
+def test_a_categorical_takes_its_center_from_its_choices() -> None:
+    param = ParameterConfig(distribution="categorical", choices=["tanh", "relu"], mean="relu")
+    assert param.search_center == "relu"
+    with pytest.raises(ValueError, match="mean must be a number"):
+        ParameterConfig(distribution="uniform", min=0, max=1, mean="0.5x")
