@@ -16,6 +16,7 @@ from orchestrator import events as ev
 from orchestrator.state import JobState, SweepState, TrialState, freeze
 
 _T = TypeVar("_T")
+_EMPTY = Map()
 
 
 def _evolve(obj: _T, **changes: Any) -> _T:
@@ -120,9 +121,13 @@ def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
     job = state.jobs.get(e.key)
     if job is None or job.status == "exited":
         return None
+    # An ended job needs neither its command line nor its handle again (both stay in the log): dropping them
+    # keeps a long sweep's memory small.
     job = _evolve(
         job,
         status="exited",
+        argv=(),
+        handle=_EMPTY,
         ended_at=e.ts,
         exit_code=e.exit_code,
         result=freeze(e.result),
