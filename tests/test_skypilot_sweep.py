@@ -37,12 +37,14 @@ def test_hybrid_sweep_trains_on_skypilot_and_evaluates_locally(tmp_path: Path) -
         by_kind = {(j.kind, j.dispatcher) for j in state.jobs.values()}
         assert by_kind == {("train", "skypilot"), ("eval", "local")}
         fake = FakeSky(state_dir)
+        handles = {e.key: e.handle for e in events if e.type == "JobSubmitted"}  # the log keeps every handle
         for job in state.jobs.values():
             if job.kind == "train":
-                assert job.handle["mode"] == "managed" and job.handle["job_name"] == job.key
-                sky_job = fake.job(job.handle["job_id"])
+                handle = handles[job.key]
+                assert handle["mode"] == "managed" and handle["job_name"] == job.key
+                sky_job = fake.job(handle["job_id"])
                 assert sky_job["status"] == "SUCCEEDED" and sky_job["name"] == job.key
-                assert "accelerators:\n    A10G: 1" in fake.task_yaml(job.handle["job_id"])
+                assert "accelerators:\n    A10G: 1" in fake.task_yaml(handle["job_id"])
                 assert job.step is not None  # SkyPilot's log stream became progress events
         assert len(list((state_dir / "managed").iterdir())) == 3  # one SkyPilot job per train, no more
         for trial in state.trial_list():  # eval read the checkpoint the SkyPilot job wrote
