@@ -10,6 +10,8 @@ Unlike a fire-and-forget launcher this dispatcher knows its jobs:
 
 - the SkyPilot job name is derived from the stable job key (``job_name(key)``), so after a restart
   ``find(spec)`` lists the managed jobs and finds the job by its name (submission is idempotent on the key);
+  before that it waits for a launch of that name the API server is still processing (a service that died
+  waiting for ``sky.jobs.launch`` left it in flight, and its job is not in the queue until it finishes);
 - the handle records SkyPilot's job id; ``watch`` polls the job's status and follows its logs, turning progress
   lines into ``Progress``, every line into ``Output``, the ``SWEEP_RESULT`` line into the result, a preemption
   into an ``Output`` note (SkyPilot recovers the job; progress may repeat), and the final status into
@@ -168,7 +170,8 @@ class SkySDK:
     """SkyPilot 0.14's client SDK, narrowed to the calls this dispatcher makes. Each call sends a request to the
     API server (started on 127.0.0.1 by SkyPilot itself when none is configured) and waits for its result with
     ``sky.get``. Records are SkyPilot's own: ``responses.ManagedJobRecord`` (``status`` a
-    ``sky.jobs.ManagedJobStatus``) and ``responses.ClusterJobRecord`` (``status`` a ``sky.JobStatus``)."""
+    ``sky.jobs.ManagedJobStatus``), ``responses.ClusterJobRecord`` (``status`` a ``sky.JobStatus``) and
+    ``payloads.RequestPayload`` (the API server's requests)."""
 
     _FIELDS = ("job_id", "task_id", "job_name", "task_name", "resources", "submitted_at", "start_at", "end_at",
                "job_duration", "recovery_count", "status", "failure_reason", "details")
@@ -220,6 +223,58 @@ class SkySDK:
 
     def cancel_cluster(self, cluster_name: str, job_id: int) -> None:
         self.sky.get(self.sky.cancel(cluster_name, job_ids=[job_id]))
+
+    # Requests the API server is still processing (``sky api status``)
+    def requests_in_flight(self) -> list[Any]:
+        """The API server's unfinished requests (PENDING, WAITING, RUNNING) as SkyPilot's own
+        ``payloads.RequestPayload``s; for your own requests ``request_body`` is the request's body as JSON
+        (a ``jobs.launch`` body carries the job's ``name``, a ``launch`` body the task YAML and ``cluster_name``).
+        Empty when the local API server is not running (it then has no request in flight)."""
+        return list(self.sky.api_status(all_status=False, fields=list(self._REQUEST_FIELDS)))
+
+    def wait_request(self, request_id: str) -> None:
+        """Wait until a request has finished, however it ends: the caller reads the outcome elsewhere (a launch's
+        job is then in the queue, or it is not). A wait that breaks while the request still runs raises."""
+        try:
+            self.sky.get(request_id)
+        except Exception:
+            records = self.sky.api_status(request_ids=[request_id])
+            if any(r.status in _ACTIVE_REQUEST for r in records):
+                raise  # the wait broke, not the request: do not let a running launch pass for a finished one
+
+    _REQUEST_FIELDS = ("request_id", "name", "request_body", "status", "cluster_name", "created_at")
+
+
+_ACTIVE_REQUEST = ("PENDING", "WAITING", "RUNNING")  # sky.server.requests.requests.RequestStatus.active_statuses()
+
+
+def launch_request_job_name(record: Any) -> tuple[str, str | None] | None:
+    """``(job name, cluster name or None)`` of an unfinished launch request (``sky.jobs.launch``: a managed job;
+    ``sky.launch``: a job on a cluster), from SkyPilot's ``RequestPayload``; None for any other request, or one whose
+    body is not visible to us (another user's)."""
+    import json
+
+    kind = record.name.removeprefix("sky.")  # the server records "sky.jobs.launch", "sky.launch"
+    if kind not in ("jobs.launch", "launch") or record.status not in _ACTIVE_REQUEST:
+        return None
+    try:
+        body = json.loads(record.request_body or "null")
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    if kind == "jobs.launch" and body.get("name"):
+        return str(body["name"]), None  # sky.jobs.launch(task, name=...) names the managed job
+    try:  # the dag YAML: its first document names the dag, which is the (single) task's name
+        import yaml
+
+        first = next(iter(yaml.safe_load_all(body.get("task") or "")), None)
+    except Exception:  # noqa: BLE001 - an unreadable body is not our launch
+        return None
+    name = first.get("name") if isinstance(first, dict) else None
+    if not name:
+        return None
+    return str(name), (body.get("cluster_name") if kind == "launch" else None)
 
 
 def load_sdk(path: str | None, options: dict[str, Any]) -> Any:
@@ -390,10 +445,12 @@ class SkyPilotDispatcher:
         name = job_name(spec.key)
         if self.options.launch_mode == "cluster":
             cluster = self._cluster(spec)
+            await self._await_launches(name, cluster)
             records = await self._call("cluster_jobs", cluster)
             ids = [r.job_id for r in records if r.job_name == name]
             return self._handle(spec, max(ids), cluster=cluster) if ids else None
         wanted = self._template_job_name(spec) if self.options.command_template else name
+        await self._await_launches(wanted, None)
         # refresh: a stopped jobs controller is started again rather than reporting no jobs (no double runs)
         records = await self._call("managed_jobs", name=wanted, refresh=True)
         ids = [r.job_id for r in records if r.job_name == wanted and r.job_id is not None]
@@ -435,6 +492,21 @@ class SkyPilotDispatcher:
         return self._watch(spec, handle)
 
     # --- internals
+
+    async def _await_launches(self, name: str, cluster: str | None) -> None:
+        """Wait for launches of this job that the API server is still processing.
+
+        A job is in SkyPilot's queue only once its launch request has finished (for a managed job that can take
+        minutes when the jobs controller has to start). A service that died while waiting for the launch left
+        the request running on the API server: looking only at the queue, its successor would launch the job a
+        second time. So ``find`` first waits for such a request to finish, then reads the queue. This order has
+        no gap: a request that finishes between the two calls has put its job in the queue. (A launch still on
+        its way to the API server when the service died never started; the lease rules out a second service
+        launching concurrently.)"""
+        records = await self._call("requests_in_flight")
+        for record in records:
+            if launch_request_job_name(record) == (name, cluster):
+                await self._call("wait_request", record.request_id)
 
     def _handle(self, spec: JobSpec, job_id: int, cluster: str | None = None) -> JobHandle:
         data: dict[str, Any] = {"job_id": int(job_id), "mode": "cluster" if cluster else "managed"}

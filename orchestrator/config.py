@@ -68,6 +68,10 @@ class SweepConfig(BaseSettings):
     max_retries: int = Field(1, ge=0, description="extra attempts per job before the trial fails")
     retry_backoff: float = Field(2.0, ge=0, description="seconds before the first retry, doubling after")
     job_timeout: float | None = Field(None, gt=0, description="seconds; default 2 x max_suggestion_cost")
+    watch_grace: float = Field(
+        60.0, ge=0, description="seconds past job_timeout (counted from the job's request) before a dispatcher "
+        "that reports no exit is presumed hung: the job is cancelled and fails"
+    )
     seed: int | None = 0
     store: Literal["sqlite", "wandb"] = "sqlite"
     wandb: WandbSettings = WandbSettings()

@@ -34,8 +34,6 @@ from orchestrator.state import JobState, SweepState, thaw
 from orchestrator.subscribers import Subscriber
 from stores.base import Store
 
-# A dispatcher that neither reports nor gives up this long after the job's own limit is presumed hung.
-WATCH_GRACE_SECONDS = 60.0
 PROGRESS_EVERY_SECONDS = 1.0
 # Decisions folded ahead into one transaction, at most (each round's events change what the next decides).
 _MAX_DECISION_ROUNDS = 100
@@ -294,7 +292,8 @@ class SweepService:
                 handle = await self._submit(spec, resume)
                 if handle is None:
                     return
-            await self._watch(spec, handle, deadline=job.requested_at + spec.timeout + WATCH_GRACE_SECONDS)
+            # A dispatcher that neither reports nor gives up this long after the job's own limit is presumed hung.
+            await self._watch(spec, handle, deadline=job.requested_at + spec.timeout + self.config.watch_grace)
         finally:
             self._watching.discard(job.key)
 
@@ -347,7 +346,10 @@ class SweepService:
             with anyio.move_on_after(15, shield=True):
                 await self._cancel_quietly(spec, handle)
             exited = ev.JobExited(
-                key=spec.key, exit_code=None, error=f"no exit reported within {spec.timeout:.0f}s (+grace): cancelled"
+                key=spec.key,
+                exit_code=None,
+                error=f"dispatcher {spec.dispatcher!r} reported no exit within job_timeout {spec.timeout:g} s + "
+                f"watch_grace {self.config.watch_grace:g} s of the job's request: presumed hung, cancelled",
             )
         except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
             exited = ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} failed while watching: {exc}")

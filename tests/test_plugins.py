@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,30 @@ def test_a_plugin_that_raises_or_hangs_fails_its_job_and_the_service_lives_on(tm
     assert [t.status for t in trials] == ["failed", "failed", "completed", "completed"]
     assert "echo refuses bad_trial_0001.train.1" in trials[0].reason
     assert "dispatcher 'echo'" in trials[1].reason and "did not return within 2 s" in trials[1].reason
+
+
+def test_a_plugin_whose_watch_hangs_fails_that_job_after_watch_grace_and_it_is_cancelled(
+        tmp_path: Path, plugin_site: Path) -> None:
+    """``watch`` never yields: the service gives up at job_timeout + watch_grace (counted from the request),
+    cancels the job through the plugin, fails it with a reason saying so, and the sweep finishes."""
+    options = '\n[dispatcher_options.echo]\nhang_watch_on = "_trial_0001.train"\n'
+    write_toy_sweep(tmp_path / "sweep.toml", "echo", options, max_trials=3, parallel=2)
+    t0 = time.monotonic()
+    proc = serve("hang", tmp_path, "--args", "job_timeout=4", "watch_grace=1", pythonpath=[plugin_site])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert time.monotonic() - t0 < 60  # bounded by the 5 s limit, not the default 60 s grace
+    state, events = stored(tmp_path, "hang")
+    assert state.finished
+    trials = state.trial_list()
+    assert [t.status for t in trials] == ["failed", "completed", "completed"]
+    assert "watch_grace 1 s" in trials[0].reason and "presumed hung, cancelled" in trials[0].reason
+    assert "dispatcher 'echo'" in trials[0].reason
+    (exited,) = [e for e in events if e.type == "JobExited" and e.key == "hang_trial_0001.train.1"]
+    assert exited.exit_code is None
+    jobs = tmp_path / "train_dir" / ".echo"
+    assert (jobs / "hang_trial_0001.train.1" / "cancelled").exists()  # the service cancelled the hung job
+    assert not (jobs / "hang_trial_0002.train.1" / "cancelled").exists()
 
 
 def test_a_plugin_that_cannot_be_loaded_stops_the_sweep_at_start_up_with_its_name(tmp_path: Path) -> None:

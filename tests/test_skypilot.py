@@ -54,7 +54,7 @@ class ThreadCheckingSky(FakeSky):
 
     def __getattribute__(self, name: str) -> Any:
         if name in ("launch_managed", "managed_jobs", "tail_managed_logs", "cancel_managed", "launch_cluster",
-                    "cluster_jobs", "tail_cluster_logs", "cancel_cluster"):
+                    "cluster_jobs", "tail_cluster_logs", "cancel_cluster", "requests_in_flight", "wait_request"):
             if threading.current_thread() is ThreadCheckingSky.main:
                 raise AssertionError(f"SkyPilot SDK call {name} made on the event loop thread")
         return super().__getattribute__(name)
@@ -203,6 +203,81 @@ def test_a_restarted_service_finds_the_running_job_by_name_and_reattaches(tmp_pa
     exited = updates[-1]
     assert isinstance(exited, Exited) and exited.exit_code == 0 and exited.result["score"] == 0.5
     assert any(isinstance(u, Started) for u in updates)
+
+
+LAUNCHER_THAT_DIES = textwrap.dedent(
+    """
+    # A service in its own process: it submits one job and waits for sky.jobs.launch; the test kills it then.
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    import anyio
+    from dispatchers.skypilot import SkyPilotDispatcher
+    from orchestrator.jobs import JobSpec
+    options, spec = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    anyio.run(SkyPilotDispatcher(name="skypilot", **options).submit, JobSpec(**spec))
+    """
+)
+
+
+@pytest.mark.parametrize("launch_mode", ["managed", "cluster"])
+def test_a_launch_still_in_flight_when_the_service_died_is_waited_for_not_launched_again(
+        tmp_path: Path, sky_state: Path, launch_mode: str) -> None:
+    """The service dies while SkyPilot's API server is still processing its launch request: the job is not in
+    the queue yet. The next service's find() waits for that request and finds the job it launched; submit()
+    starts nothing: exactly one SkyPilot job."""
+    spec = spec_for(tmp_path)
+    options = {"sdk": "tests.fakes.sky:FakeSky", "python": sys.executable, "launch_mode": launch_mode,
+               "sdk_options": {"state_dir": str(sky_state), "launch_s": 4.0}}
+    spec_json = {f: getattr(spec, f) for f in ("key", "sweep", "run", "trial", "kind", "attempt", "argv", "env",
+                                               "dispatcher")}
+    script = tmp_path / "first_life.py"
+    script.write_text(LAUNCHER_THAT_DIES)
+    first = subprocess.Popen([sys.executable, str(script), str(ROOT), json.dumps(options), json.dumps(spec_json)])
+    try:
+        deadline = time.time() + 60
+        while not list((sky_state / "requests").glob("*.json")) if sky_state.exists() else True:
+            assert first.poll() is None and time.time() < deadline, "the first service never sent its launch"
+            time.sleep(0.05)
+    finally:
+        first.kill()  # SIGKILL: no cleanup, the launch request stays on the "API server"
+        first.wait(timeout=30)
+    jobs_dir = sky_state / ("managed" if launch_mode == "managed" else "cluster-sweep-s")
+    assert not jobs_dir.exists()  # the request is in flight: no job in SkyPilot's queue yet
+
+    async def second_life() -> tuple[Any, Any, float, list[Any]]:
+        d = make(sky_state, python=sys.executable, launch_mode=launch_mode)
+        t0 = time.monotonic()
+        found = await d.find(spec)
+        waited = time.monotonic() - t0
+        again = await d.submit(spec)
+        return found, again, waited, await collect(d, spec, again)
+
+    found, again, waited, updates = anyio.run(second_life)
+    assert found is not None and found.data["job_id"] == 1, "find() did not see the launch in flight"
+    assert again == found and waited > 0.5  # it waited for the request rather than launching again
+    assert len(list(jobs_dir.iterdir())) == 1  # exactly one SkyPilot job
+    assert updates[-1].exit_code == 0 and updates[-1].result["score"] == 0.5
+
+
+def test_a_launch_that_failed_on_the_api_server_is_launched_again(tmp_path: Path, sky_state: Path) -> None:
+    """A launch request in flight that then fails started no job: find() waits for it, finds nothing, and
+    submit() launches (once)."""
+    spec = spec_for(tmp_path)
+    failing = FakeSky(sky_state, launch_s=1.0, fail_launch=True)
+    task = make(sky_state, python=sys.executable).build_task(spec)
+    thread = threading.Thread(target=lambda: pytest.raises(RuntimeError, failing.launch_managed, task, spec.key))
+    thread.start()  # a client waiting for its launch, in the background
+
+    async def main() -> tuple[Any, Any]:
+        d = make(sky_state, python=sys.executable)
+        while not list((sky_state / "requests").glob("*.json")) if sky_state.exists() else True:
+            await anyio.sleep(0.02)
+        return await d.find(spec), await d.submit(spec)
+
+    found, handle = anyio.run(main)
+    thread.join(timeout=30)
+    assert found is None and handle.data["job_id"] == 1
+    assert len(list((sky_state / "managed").iterdir())) == 1
 
 
 def test_find_returns_none_for_a_job_never_launched(tmp_path: Path, sky_state: Path) -> None:
@@ -386,3 +461,23 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
     assert "--overrides toy.steps=100" in out
     # SkyPilot's optimizer ran and chose the only feasible offer: on-demand A10G on Fluidstack.
     assert "Fluidstack (norway_4_eu)" in out and "A10G:1" in out and "Dryrun finished." in out
+
+    # The seam's request listing against the same real API server: the field list is accepted, no launch is in
+    # flight any more, and the dry run's own `launch` request (as the server lists it, had it still been
+    # running) is recognised as the launch of that job on that cluster.
+    check = textwrap.dedent(
+        """
+        from dispatchers.skypilot import SkySDK, launch_request_job_name
+        sdk = SkySDK()
+        in_flight = sdk.requests_in_flight()  # the server's own daemons are always "RUNNING" requests
+        assert in_flight and not [r for r in in_flight if launch_request_job_name(r)], in_flight
+        listed = sdk.sky.api_status(all_status=True, fields=list(sdk._REQUEST_FIELDS))
+        (launch,) = [r for r in listed if r.name == "sky.launch"]
+        sdk.wait_request(launch.request_id)  # finished: returns at once
+        print("parsed", launch_request_job_name(launch.model_copy(update={"status": "RUNNING"})))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=sky_home, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parsed ('dry.sweep_trial_0001.train.1', 'sweep-dry-sweep')" in proc.stdout

@@ -13,7 +13,7 @@ from tests.fakes.sky import FakeSky
 from tests.fakes.sweeps import serve, stored, write_toy_sweep
 
 
-def sky_options(state: Path, workdir: Path) -> str:
+def sky_options(state: Path, workdir: Path, extra_sdk_options: str = "") -> str:
     return (
         "\n[dispatcher_options.skypilot]\n"
         'gpus = "A10G:1"\n'
@@ -21,7 +21,7 @@ def sky_options(state: Path, workdir: Path) -> str:
         f'workdir = "{workdir}"\n'
         "poll_interval = 0.1\n"
         'sdk = "tests.fakes.sky:FakeSky"\n'
-        f'sdk_options = {{state_dir = "{state}", pending_s = 0.3, starting_s = 0.3}}\n'
+        f'sdk_options = {{state_dir = "{state}", pending_s = 0.3, starting_s = 0.3{extra_sdk_options}}}\n'
     )
 
 
@@ -79,3 +79,41 @@ def test_a_killed_service_reattaches_to_its_running_skypilot_job(tmp_path: Path)
         assert fake.job(1)["status"] == "SUCCEEDED" and fake.job(1)["attempt"] == 1
     finally:
         FakeSky(state_dir).kill_all()
+
+
+def test_a_service_killed_while_its_launch_is_in_flight_does_not_launch_the_job_twice(tmp_path: Path) -> None:
+    """The service dies while the API server is still processing its ``sky.jobs.launch`` (held in flight by the
+    fake until released). The restarted service must wait for that request, not launch the job again."""
+    state_dir = tmp_path / "sky"
+    write_toy_sweep(tmp_path / "sweep.toml", "hybrid_remote_train",
+                    sky_options(state_dir, tmp_path, ", hold_launches = true"), max_trials=1, parallel=1)
+    fake = FakeSky(state_dir)
+    try:
+        proc = serve("fl", tmp_path)
+        deadline = time.time() + 60
+        while not fake.launch_requests():
+            assert proc.poll() is None and time.time() < deadline, "the service never sent its launch"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert not (state_dir / "managed").exists()  # no job yet: the request is still in flight
+
+        proc = serve("fl", tmp_path)
+        deadline = time.time() + 90
+        while True:  # until the restarted service waits for the request in flight, or has launched again
+            requests = fake.launch_requests()
+            if len(requests) > 1 or proc.pid in requests[0].get("waiters", []):
+                break
+            assert proc.poll() is None and time.time() < deadline, "the restarted service never reached the job"
+            time.sleep(0.1)
+        assert len(fake.launch_requests()) == 1, "the restarted service launched the job a second time"
+        fake.release_launches()
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        state, events = stored(tmp_path, "fl")
+        assert [t.status for t in state.trial_list()] == ["completed"]
+        assert len(list((state_dir / "managed").iterdir())) == 1  # exactly one SkyPilot job
+        (submitted,) = [e for e in events if e.type == "JobSubmitted" and e.key == "fl_trial_0001.train.1"]
+        assert submitted.reattached and submitted.handle["job_id"] == 1
+    finally:
+        fake.kill_all()

@@ -3,7 +3,14 @@
 It behaves like SkyPilot 0.14 as the dispatcher sees it, and returns SkyPilot's own types:
 
 - ``launch_managed(task, name)`` takes a real ``sky.Task`` (it is serialized to YAML, as the real client does
-  before sending it to the API server) and returns a job id; ids increase from 1.
+  before sending it to the API server) and returns a job id; ids increase from 1. Like the real one it is a
+  request to an API server, recorded in the fake's request table, which the "server" finishes ``launch_s``
+  seconds later (or, with ``hold_launches``, once the test calls ``release_launches()``) whether or not the
+  caller still waits: only then does the job exist (get an id, appear in the queue). A caller killed meanwhile
+  leaves the request in flight, and it completes without it.
+- ``requests_in_flight()`` returns the unfinished requests as ``sky.server.requests.payloads.RequestPayload``s
+  with the body as JSON, as ``sky.api_status()`` does (a real ``JobsLaunchBody`` / ``LaunchBody``);
+  ``wait_request(request_id)`` waits until one has finished, like ``sky.get`` (a failed launch is not an error).
 - ``managed_jobs(...)`` returns ``sky.schemas.api.responses.ManagedJobRecord``s whose ``status`` is a
   ``sky.jobs.ManagedJobStatus`` that moves PENDING -> STARTING -> RUNNING -> SUCCEEDED / FAILED, RECOVERING
   after ``preempt(job_id)`` (then STARTING -> RUNNING again, ``recovery_count`` + 1), CANCELLING -> CANCELLED
@@ -45,28 +52,34 @@ _CLUSTER_STATUS = {
     "CANCELLED": JobStatus.CANCELLED,
 }
 _TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "FAILED_SETUP", "FAILED_NO_RESOURCE"}
+_ACTIVE_REQUEST = ("PENDING", "WAITING", "RUNNING")
 
 
 class FakeSky:
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, pending_s: float = 0.2,
-                 starting_s: float = 0.2, recover_s: float = 0.3, poll_s: float = 0.05) -> None:
+                 starting_s: float = 0.2, recover_s: float = 0.3, poll_s: float = 0.05, launch_s: float = 0.0,
+                 fail_launch: bool = False, hold_launches: bool = False) -> None:
         state_dir = state_dir or os.environ.get("FAKE_SKY_STATE")
         if not state_dir:
             raise ValueError("FakeSky needs state_dir (or FAKE_SKY_STATE in the environment)")
         self.root = Path(state_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self.pending_s, self.starting_s, self.recover_s, self.poll_s = pending_s, starting_s, recover_s, poll_s
+        self.launch_s = launch_s  # how long the API server takes to process a launch request
+        self.fail_launch = fail_launch  # the launch request fails on the server (no job)
+        self.hold_launches = hold_launches  # launch requests stay in flight until release_launches()
         self.calls: list[str] = []  # which seam methods were called, for tests
 
     # ---------------------------------------------------------------- managed jobs
 
     def launch_managed(self, task: Any, name: str) -> int:
         self.calls.append("launch_managed")
-        return self._create("managed", name, task)
+        return self._launch("jobs.launch", "managed", name, task)
 
     def managed_jobs(self, *, name: str | None = None, job_ids: list[int] | None = None,
                      refresh: bool = False) -> list[ManagedJobRecord]:
         self.calls.append("managed_jobs")
+        self._process_requests()
         out = []
         for job in self._all("managed"):
             if name is not None and name not in job["name"]:
@@ -99,10 +112,11 @@ class FakeSky:
         self.calls.append("launch_cluster")
         if dryrun:
             return None
-        return self._create(f"cluster-{cluster_name}", task.name, task)
+        return self._launch("launch", f"cluster-{cluster_name}", task.name, task, cluster_name=cluster_name)
 
     def cluster_jobs(self, cluster_name: str) -> list[ClusterJobRecord]:
         self.calls.append("cluster_jobs")
+        self._process_requests()
         ns = f"cluster-{cluster_name}"
         out = []
         for job in self._all(ns):
@@ -122,6 +136,28 @@ class FakeSky:
         self.calls.append("cancel_cluster")
         self._cancel(f"cluster-{cluster_name}", job_id)
 
+    # ---------------------------------------------------------------- the API server's requests
+
+    def requests_in_flight(self) -> list[Any]:
+        from sky.server.requests.payloads import RequestPayload
+
+        self.calls.append("requests_in_flight")
+        self._process_requests()
+        out = []
+        for req in self._requests():
+            if req["status"] in _ACTIVE_REQUEST:
+                # What the server's listing sends (requests.encode_requests): the body as JSON, no return value.
+                out.append(RequestPayload(
+                    request_id=req["request_id"], name=req["name"], entrypoint="", request_body=req["body"],
+                    status=req["status"], created_at=req["created_at"], user_id="fake", return_value="null",
+                    error="null", pid=None, schedule_type="long", cluster_name=req["cluster_name"],
+                ))
+        return sorted(out, key=lambda r: -r.created_at)
+
+    def wait_request(self, request_id: str) -> None:
+        self.calls.append("wait_request")
+        self._wait(request_id)
+
     # ---------------------------------------------------------------- test controls (not part of the seam)
 
     def preempt(self, job_id: int, namespace: str = "managed") -> None:
@@ -133,6 +169,14 @@ class FakeSky:
             self._kill(job)
             job.update(status="RECOVERING", since=time.time(), recovery_count=job["recovery_count"] + 1)
             self._save(namespace, job)
+
+    def release_launches(self) -> None:
+        """Let the API server finish the launch requests held back by ``hold_launches``."""
+        (self.root / "released").touch()
+
+    def launch_requests(self) -> list[dict[str, Any]]:
+        """Every launch request the API server received, oldest first."""
+        return sorted(self._requests(), key=lambda r: r["created_at"])
 
     def job(self, job_id: int, namespace: str = "managed") -> dict[str, Any]:
         return self._refresh(namespace, job_id)
@@ -183,28 +227,100 @@ class FakeSky:
                 jobs.append(json.loads((d / "job.json").read_text()))
         return jobs
 
-    def _create(self, ns: str, name: str, task: Any) -> int:
-        from sky.utils import yaml_utils
+    def _launch(self, request_name: str, ns: str, name: str, task: Any, cluster_name: str | None = None) -> int:
+        """The client side of a launch: send the request, then wait for its result (``sky.get``)."""
+        request_id = self._request(request_name, ns, name, task, cluster_name)
+        req = self._wait(request_id)
+        if req["status"] != "SUCCEEDED":
+            raise RuntimeError(req["error"])
+        return int(req["job_id"])
+
+    def _request(self, request_name: str, ns: str, name: str, task: Any, cluster_name: str | None) -> str:
+        """The API server accepts a launch request: the task as the client serialized it; no job yet."""
+        import uuid
+
+        from sky.server.requests import payloads
+        from sky.utils import dag_utils, yaml_utils
 
         config = task.to_yaml_config()  # what the real client sends to the API server
         redacted = task.to_yaml_config(use_user_specified_yaml=True)  # secrets redacted, for the file
         if not config.get("run"):
             raise ValueError("The task has no run command.")
-        with self._locked():
-            base = self.root / ns
-            base.mkdir(parents=True, exist_ok=True)
-            job_id = 1 + max((int(d.name) for d in base.iterdir() if d.name.isdigit()), default=0)
-            d = self._dir(ns, job_id)
-            d.mkdir()
-            (d / "task.yaml").write_text(yaml_utils.dump_yaml_str(redacted))
-            resources = next(iter(task.resources))
-            job = {
-                "id": job_id, "name": name, "status": "PENDING", "since": time.time(), "submitted_at": time.time(),
-                "recovery_count": 0, "attempt": 0, "resources": f"{task.num_nodes}x {resources}",
-                "run": config["run"], "envs": {**config.get("envs", {}), **{k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()}},
+        dag = dag_utils.convert_entrypoint_to_dag(task)
+        if request_name == "jobs.launch":
+            dag.name = name
+            body = payloads.JobsLaunchBody(task=dag_utils.dump_dag_to_yaml_str(dag), name=name)
+        else:
+            body = payloads.LaunchBody(task=dag_utils.dump_dag_to_yaml_str(dag), cluster_name=cluster_name)
+        resources = next(iter(task.resources))
+        now = time.time()
+        req = {  # "name": the server records request names with its "sky." prefix
+            "request_id": uuid.uuid4().hex, "name": "sky." + request_name, "status": "RUNNING", "created_at": now,
+            "done_at": now + self.launch_s, "fail": self.fail_launch, "held": self.hold_launches, "cluster_name": cluster_name,
+            "body": body.model_dump_json(), "ns": ns, "error": None, "job_id": None,
+            "task_yaml": yaml_utils.dump_yaml_str(redacted),
+            "job": {
+                "name": name, "status": "PENDING", "recovery_count": 0, "attempt": 0,
+                "resources": f"{task.num_nodes}x {resources}", "run": config["run"],
+                "envs": {**config.get("envs", {}), **{k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()}},
                 "workdir": config.get("workdir") if isinstance(config.get("workdir"), str) else None,
-            }
-            self._save(ns, job)
+            },
+        }
+        with self._locked():
+            (self.root / "requests").mkdir(exist_ok=True)
+            self._save_request(req)
+        return req["request_id"]
+
+    def _wait(self, request_id: str) -> dict[str, Any]:
+        path = self.root / "requests" / f"{request_id}.json"
+        with self._locked():  # who waits for it (tests look): the process that sent it, or a successor
+            if path.exists():
+                req = json.loads(path.read_text())
+                self._save_request({**req, "waiters": [*req.get("waiters", []), os.getpid()]})
+        while True:
+            self._process_requests()
+            path = self.root / "requests" / f"{request_id}.json"
+            if not path.exists():
+                raise ValueError(f"Request {request_id} not found.")
+            req = json.loads(path.read_text())
+            if req["status"] not in _ACTIVE_REQUEST:
+                return req
+            time.sleep(self.poll_s)
+
+    def _requests(self) -> list[dict[str, Any]]:
+        base = self.root / "requests"
+        return [json.loads(p.read_text()) for p in base.glob("*.json")] if base.exists() else []
+
+    def _save_request(self, req: dict[str, Any]) -> None:
+        path = self.root / "requests" / f"{req['request_id']}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(req))
+        os.replace(tmp, path)
+
+    def _process_requests(self) -> None:
+        """The API server finishes the launch requests that are due (whoever is still waiting for them)."""
+        with self._locked():
+            for req in sorted(self._requests(), key=lambda r: r["created_at"]):
+                if req["status"] not in _ACTIVE_REQUEST or time.time() < req["done_at"]:
+                    continue
+                if req.get("held") and not (self.root / "released").exists():
+                    continue
+                if req["fail"]:
+                    req.update(status="FAILED", error="fake-sky: the launch failed on the API server")
+                else:
+                    req.update(status="SUCCEEDED", job_id=self._insert(req["ns"], req["job"], req["task_yaml"]))
+                self._save_request(req)
+
+    def _insert(self, ns: str, job: dict[str, Any], task_yaml: str) -> int:
+        """The job enters the queue (called with the lock held): it gets its id now."""
+        base = self.root / ns
+        base.mkdir(parents=True, exist_ok=True)
+        job_id = 1 + max((int(d.name) for d in base.iterdir() if d.name.isdigit()), default=0)
+        d = self._dir(ns, job_id)
+        d.mkdir()
+        (d / "task.yaml").write_text(task_yaml)
+        now = time.time()
+        self._save(ns, {**job, "id": job_id, "since": now, "submitted_at": now})
         return job_id
 
     def _duration(self, job: dict[str, Any]) -> float | None:

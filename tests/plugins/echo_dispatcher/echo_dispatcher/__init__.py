@@ -8,8 +8,9 @@ It shows the whole plugin contract (see the orchestrator's docs/dispatchers.md) 
   ended, so ``find`` knows the job after the service restarts.
 
 Its jobs are children of the service (a restart of the service ends them; ``watch`` then reports that), which
-is fine for a demo, not for long training runs. Two options make it misbehave on purpose, for tests:
-``raise_on`` (a key substring: ``submit`` raises) and ``hang_on`` (``submit`` never returns).
+is fine for a demo, not for long training runs. Three options make it misbehave on purpose, for tests (each a
+key substring): ``raise_on`` (``submit`` raises), ``hang_on`` (``submit`` never returns) and ``hang_watch_on``
+(``watch`` never yields anything). ``cancel`` leaves a ``cancelled`` file in the job's directory.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Pro
 
 class EchoDispatcher:
     def __init__(self, name: str = "echo", state_dir: str = "train_dir/.echo", raise_on: str | None = None,
-                 hang_on: str | None = None) -> None:
+                 hang_on: str | None = None, hang_watch_on: str | None = None) -> None:
         self.name = name
         self.state_dir = Path(state_dir)
-        self.raise_on, self.hang_on = raise_on, hang_on
+        self.raise_on, self.hang_on, self.hang_watch_on = raise_on, hang_on, hang_watch_on
         self._procs: dict[str, Any] = {}
 
     def _dir(self, key: str) -> Path:
@@ -55,6 +56,8 @@ class EchoDispatcher:
         return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))})
 
     async def watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
+        if self.hang_watch_on and self.hang_watch_on in spec.key:
+            await anyio.sleep_forever()  # never reports, never ends: only the service's limit stops it
         exit_file = self._dir(spec.key) / "exit.json"
         proc = self._procs.get(spec.key)
         if proc is None:  # a job started by an earlier service process
@@ -84,6 +87,7 @@ class EchoDispatcher:
         yield Exited(**exited)
 
     async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
+        (self._dir(spec.key) / "cancelled").touch()
         proc = self._procs.get(spec.key)
         if proc is not None and proc.returncode is None:
             proc.terminate()
