@@ -488,6 +488,15 @@ class SkyPilotDispatcher:
     async def aclose(self) -> None:
         pass  # jobs keep running on SkyPilot; the API server is SkyPilot's own
 
+    async def dry_run(self, spec: JobSpec) -> str:
+        """Hand the job's task to SkyPilot's real ``sky.launch(..., dryrun=True)``: the client, the API server
+        and the optimizer run (bad GPU names, clouds, regions fail here); nothing is provisioned.
+        Used by ``python -m orchestrator dryrun``."""
+        task = self.build_task(spec)
+        cluster = self.options.cluster_name or cluster_name_for(spec.sweep)
+        await self._call("launch_cluster", task, cluster, dryrun=True)
+        return f"task {task.name}: {task.run}\nDry run of {spec.key} on {cluster}: finished"
+
     def watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
         return self._watch(spec, handle)
 
@@ -692,52 +701,3 @@ def _parse_line(text: str) -> dict[str, Any] | Progress | str | None:
         step, total, sps = progress
         return Progress(step=step, total=total, sps=sps)
     return None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# python -m dispatchers.skypilot dryrun --config FILE [--args k=v ...]: check a sweep's SkyPilot setup.
-
-
-def _dryrun_main(argv: list[str]) -> int:
-    """Build the first train job of a sweep exactly as the dispatcher would and hand it to SkyPilot's real
-    ``sky.launch(..., dryrun=True)``: the client, the API server and the optimizer run; nothing is provisioned."""
-    import argparse
-    from pathlib import Path
-
-    from dispatchers.registry import RoutingDispatcher, build_dispatcher
-    from orchestrator.config import ConfigError, load_config, parse_assignments
-    from orchestrator.jobs import job_key
-
-    parser = argparse.ArgumentParser(prog="python -m dispatchers.skypilot")
-    parser.add_argument("command", choices=["dryrun"])
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--args", nargs="*", default=[], help="sweep settings, k=v")
-    parser.add_argument("--kind", choices=["train", "eval"], default="train")
-    ns = parser.parse_args(argv)
-    try:
-        cfg = load_config(ns.config, parse_assignments(ns.args, "--args"))
-        router: RoutingDispatcher = build_dispatcher(cfg.dispatcher_type, cfg.dispatcher_options)
-        name = router.route(ns.kind)
-        dispatcher = router.get(name)
-        if not hasattr(dispatcher, "build_task"):  # (this module runs as __main__: no isinstance)
-            raise DispatcherError(f"{ns.kind} jobs of this sweep go to {name!r}, not to SkyPilot")
-    except (ConfigError, DispatcherError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run = f"{cfg.sweep_name}_trial_0001"
-    entry = cfg.train_entrypoint if ns.kind == "train" else cfg.eval_entrypoint
-    overrides = cfg.train_overrides if ns.kind == "train" else cfg.eval_overrides
-    argv_job = cfg.argv_prefix() + [f"{cfg.recipe_module}.{entry}", "--args", f"run={run}"]
-    if overrides:
-        argv_job += ["--overrides", *(f"{k}={v}" for k, v in overrides.items())]
-    spec = JobSpec(key=job_key(run, ns.kind, 1), sweep=cfg.sweep_name, run=run, trial=1, kind=ns.kind, attempt=1,
-                   argv=argv_job, dispatcher=name)
-    task = dispatcher.build_task(spec)
-    cluster = dispatcher.options.cluster_name or cluster_name_for(cfg.sweep_name)
-    print(f"task {task.name}: {task.run}")
-    dispatcher.sdk.launch_cluster(task, cluster, dryrun=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_dryrun_main(sys.argv[1:]))

@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-format", choices=["auto", "human", "json"], default="auto")
 
+    dryrun = sub.add_parser(
+        "dryrun",
+        help="build the sweep's first job and hand it to its dispatcher's dry run (SkyPilot: sky.launch dryrun)",
+    )
+    _sweep_args(dryrun)
+    dryrun.add_argument("--config", type=Path, help="sweep definition (TOML); default configs/NAME.toml")
+    dryrun.add_argument("--args", nargs="*", default=[], metavar="K=V", help="sweep fields, e.g. dispatcher_type=skypilot")
+    dryrun.add_argument("--kind", choices=["train", "eval"], default="train")
+
     status = sub.add_parser("status", help="print the trial table from the sweep's event log")
     _sweep_args(status)
     status.add_argument("--follow", "--live", action="store_true", help="keep the table live from serve's stream")
@@ -188,6 +197,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dryrun(ns: argparse.Namespace) -> int:
+    from orchestrator.dryrun import dry_run
+
+    config, _ = resolve_config(ns.sweep, ns.config, parse_assignments(ns.args, "--args"), ns.train_dir)
+    print(dry_run(config, ns.kind), flush=True)
+    return 0
+
+
 def cmd_status(ns: argparse.Namespace) -> int:
     if ns.follow:
         from orchestrator.attach import cmd_status_follow
@@ -218,7 +235,7 @@ def cmd_attach(ns: argparse.Namespace) -> int:
     return attach(ns)
 
 
-COMMANDS = {"serve": cmd_serve, "status": cmd_status, "attach": cmd_attach}
+COMMANDS = {"serve": cmd_serve, "dryrun": cmd_dryrun, "status": cmd_status, "attach": cmd_attach}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

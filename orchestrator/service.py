@@ -30,7 +30,7 @@ from orchestrator.logs import get_logger
 from orchestrator.reducer import reduce
 from orchestrator.render import describe, short, summary, trial_table
 from orchestrator.scheduler import make_scheduler
-from orchestrator.state import JobState, SweepState, thaw
+from orchestrator.state import JobState, SweepState, TrialState, thaw
 from orchestrator.subscribers import Subscriber
 from stores.base import Store
 
@@ -261,22 +261,7 @@ class SweepService:
 
     # -- effects -------------------------------------------------------------------------------------------
     def _spec(self, job: JobState) -> JobSpec:
-        trial = self.state.trials[job.trial]
-        return JobSpec(
-            key=job.key,
-            sweep=self.config.sweep_name,
-            run=trial.run,
-            trial=job.trial,
-            kind=job.kind,  # type: ignore[arg-type]
-            attempt=job.attempt,
-            argv=list(job.argv),
-            env={"SWEEP_NAME": self.config.sweep_name, "SWEEP_RUN": trial.run, "SWEEP_JOB_KEY": job.key},
-            cwd=os.getcwd(),  # type: ignore[arg-type]
-            log_dir=self.config.sweep_dir / trial.run,
-            timeout=self.config.timeout,
-            capture_output=self.config.capture_output,
-            dispatcher=job.dispatcher,
-        )
+        return job_spec(self.config, self.state.trials[job.trial], job)
 
     def _start_job(self, job: JobState, resume: bool) -> None:
         if job.key in self._watching:
@@ -431,6 +416,25 @@ def _observation(state: SweepState, t: Any) -> Observation | None:
         cost = sum(state.jobs[k].duration for k in t.jobs)
         return Observation(thaw(t.params), None, cost, failed=True)
     return None
+
+
+def job_spec(config: SweepConfig, trial: TrialState, job: JobState) -> JobSpec:
+    """What a dispatcher is handed for one job of one trial."""
+    return JobSpec(
+        key=job.key,
+        sweep=config.sweep_name,
+        run=trial.run,
+        trial=job.trial,
+        kind=job.kind,  # type: ignore[arg-type]
+        attempt=job.attempt,
+        argv=list(job.argv),
+        env={"SWEEP_NAME": config.sweep_name, "SWEEP_RUN": trial.run, "SWEEP_JOB_KEY": job.key},
+        cwd=os.getcwd(),  # type: ignore[arg-type]
+        log_dir=config.sweep_dir / trial.run,
+        timeout=config.timeout,
+        capture_output=config.capture_output,
+        dispatcher=job.dispatcher,
+    )
 
 
 def observations_of(state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:

@@ -451,14 +451,14 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
         + 'setup = "pip install -e ."\nenv = {WANDB_MODE = "offline"}\n'
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "dispatchers.skypilot", "dryrun", "--config", str(config), "--args",
-         "sweep_name=dry.sweep"],
+        [sys.executable, "-m", "orchestrator", "dryrun", "--sweep", "dry.sweep", "--config", str(config)],
         cwd=tmp_path, env=sky_home, capture_output=True, text=True, timeout=120,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "task dry.sweep_trial_0001.train.1: python -m orchestrator.run recipes.toy.train" in out
-    assert "--overrides toy.steps=100" in out
+    # The scheduler's own command line: the fixed overrides and the first trial's hyperparameters (the center).
+    assert "--overrides toy.steps=100 toy.x=0.0 toy.lr=0.001" in out
     # SkyPilot's optimizer ran and chose the only feasible offer: on-demand A10G on Fluidstack.
     assert "Fluidstack (norway_4_eu)" in out and "A10G:1" in out and "Dryrun finished." in out
 
