@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +142,14 @@ class LocalDispatcher:
     async def aclose(self) -> None:
         """Reap launchers that already ended. Running jobs keep running (a restarted service reattaches)."""
         self._reap()
+
+    async def dry_run(self, spec: JobSpec) -> str:
+        """What would run, after checking that the program exists (``python -m orchestrator dryrun``)."""
+        program = spec.argv[0]
+        found = shutil.which(program, path=os.environ.get("PATH")) if os.sep not in program else program
+        if not found or not os.access(found, os.X_OK):
+            raise ValueError(f"command: {program!r} is not an executable program here (check the sweep's `command`)")
+        return f"{spec.key} would run in {spec.cwd}:\n  {shlex.join(spec.argv)}\nlogs in {Path(spec.log_dir) / f'{spec.kind}.{spec.attempt}'}"
 
     # -- internals --------------------------------------------------------------------------------------------
 

@@ -31,4 +31,7 @@ def dry_run(config: SweepConfig, kind: str) -> str:
     scheduler = make_scheduler(config)
     argv = scheduler.train_argv(trial) if kind == "train" else scheduler.eval_argv(trial)
     job = JobState(job_key(trial.run, kind, 1), 1, kind, 1, tuple(argv), name)
-    return anyio.run(check, job_spec(config, trial, job))
+    try:
+        return anyio.run(check, job_spec(config, trial, job))
+    except ValueError as exc:  # the dispatcher's own verdict on the job, e.g. a missing program
+        raise ConfigError(str(exc)) from None

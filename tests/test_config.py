@@ -179,3 +179,18 @@ def test_a_categorical_takes_its_center_from_its_choices() -> None:
     assert param.search_center == "relu"
     with pytest.raises(ValueError, match="mean must be a number"):
         ParameterConfig(distribution="uniform", min=0, max=1, mean="0.5x")
+
+
+def test_dryrun_shows_the_first_job_as_serve_would_run_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD_PARAMS + "mean = 1e-3\n")
+    assert main(["dryrun", "--sweep", "dry", "--config", str(path), "--train-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "dry_trial_0001.train.1 would run" in out
+    assert "recipes.cartpole.train --args run=dry_trial_0001 --overrides trainer.optimizer.learning_rate=0.001" in out
+    assert not (tmp_path / "dry" / "events.db").exists()  # nothing was started or recorded
+
+
+def test_dryrun_catches_a_command_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD_PARAMS)
+    code = main(["dryrun", "--sweep", "dry", "--config", str(path), "--args", 'command=["no-such-python"]'])
+    assert code == 2 and "'no-such-python' is not an executable program" in capsys.readouterr().err
