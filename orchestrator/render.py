@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from orchestrator import events as ev
-from orchestrator.state import SweepState, TrialState, thaw
+from orchestrator.state import SweepState, TrialState, ordered_params, thaw
 
 
 def short(run: str) -> str:
@@ -123,6 +123,7 @@ def summary(state: SweepState, best: int | None) -> str:
     else:
         lines.append(f"Best run: {best_trial.run}  score={best_trial.score:.6g}  cost={best_trial.cost:.1f}")
         lines.append("Best config:")
-        lines += [f"  {k}: {fmt_value(v)}" for k, v in thaw(best_trial.params).items()]
+        names = ((thaw(state.config) or {}).get("protein_config") or {}).get("parameters") or {}
+        lines += [f"  {k}: {fmt_value(v)}" for k, v in ordered_params(best_trial, names).items()]
     lines.append(bar)
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from orchestrator import events as ev
 from orchestrator.config import SweepConfig
 from orchestrator.contract import extract_score
 from orchestrator.jobs import job_key
-from orchestrator.state import JobState, SweepState, TrialState, thaw
+from orchestrator.state import JobState, SweepState, TrialState, ordered_params, thaw
 
 
 @dataclass
@@ -54,7 +54,7 @@ class OptimizingScheduler:
     # -- job command lines -------------------------------------------------------------------------------
     def train_argv(self, trial: TrialState) -> list[str]:
         c = self.config
-        overrides = {**c.train_overrides, **thaw(trial.params)}
+        overrides = {**c.train_overrides, **ordered_params(trial, c.protein_config.parameters)}
         return [
             *c.argv_prefix(),
             f"{c.recipe_module}.{c.train_entrypoint}",

@@ -110,6 +110,14 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def ordered_params(trial: TrialState, names: Any) -> dict[str, Any]:
+    """A trial's parameters in the sweep's own order (``names``): a Map iterates in hash order, which changes
+    from one process to the next, and a command line or a summary should not."""
+    params = thaw(trial.params)
+    ordered = {name: params[name] for name in names if name in params}
+    return {**ordered, **params}
+
+
 def thaw(value: Any) -> Any:
     """Back to plain dicts and lists (for JSON, the optimizer and display)."""
     if isinstance(value, Map):
