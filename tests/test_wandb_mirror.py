@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from fakes.wandb_files import read_offline_runs, segment_files
-from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, mirror_config
+from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, mirror_config, hermetic_wandb
 from fakes.wandb_script import METRIC, Log, definition, params, run_name, script
 from orchestrator.config import WandbSettings
 from stores.wandb import CURSOR_FILE, WandbMirror, flatten, resolve_mode, unflatten
@@ -25,13 +25,7 @@ SWEEP = "wbtest.sweep.01"
 
 @pytest.fixture(autouse=True)
 def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
+    hermetic_wandb(tmp_path, monkeypatch)
 
 
 async def drive(mirror: WandbMirror, log: Log, phases, between=None, flush: float = 30.0) -> list[float]:

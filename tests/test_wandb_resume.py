@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from fakes.wandb_files import read_offline_runs
-from fakes.wandb_helpers import make_mirror
+from fakes.wandb_helpers import make_mirror, hermetic_wandb
 from fakes.wandb_script import METRIC, Log, definition, evaluate, params, run_name, script, suggest, train
 from fakes.wandb_server import FakeWandbServer, ServedRun
 from orchestrator import events as ev
@@ -31,14 +31,7 @@ SETTINGS = WandbSettings(mode="online", project="sweeps", entity="test-entity")
 
 @pytest.fixture(autouse=True)
 def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_ENTITY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_API_KEY", KEY)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
+    hermetic_wandb(tmp_path, monkeypatch, api_key=KEY)
 
 
 def machine_a(sweep_dir: Path, phases: list[list[ev.Event]]) -> Log:

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror
+from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, hermetic_wandb
 from orchestrator.config import load_config
 from orchestrator.runtime import build_service
 from stores.wandb import WandbMirror
@@ -20,13 +20,7 @@ from tests.conftest import write_sweep
 
 @pytest.fixture(autouse=True)
 def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
+    hermetic_wandb(tmp_path, monkeypatch)
 
 
 def test_wandb_outage_in_the_middle_of_a_real_sweep(sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -117,3 +117,19 @@ def check_mirrors(sweep_dir: Path, state: SweepState) -> dict:
     assert {k: v for k, v in sweep_run.config.items() if k != "_wandb"} == _json(dict(sweep_record(state).config))
     assert {k: v for k, v in sweep_run.summary.items() if not k.startswith("_")} == _json(sweep_record(state).summary)
     return runs
+
+
+_WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_ENTITY")
+
+
+def hermetic_wandb(home: Path, monkeypatch: Any, api_key: str | None = None) -> None:
+    """wandb with no settings from the machine: its config, cache and data under ``home``, quiet, no reporting."""
+    for name in _WANDB_VARS:
+        monkeypatch.delenv(name, raising=False)
+    if api_key is not None:
+        monkeypatch.setenv("WANDB_API_KEY", api_key)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / ".wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(home / ".wandb-data"))
