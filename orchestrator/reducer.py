@@ -13,10 +13,9 @@ from typing import Any, Iterable, TypeVar
 from immutables import Map
 
 from orchestrator import events as ev
-from orchestrator.state import JobState, SweepState, TrialState, freeze
+from orchestrator.state import EMPTY, JobState, SweepState, TrialState, freeze
 
 _T = TypeVar("_T")
-_EMPTY = Map()
 
 
 def _evolve(obj: _T, **changes: Any) -> _T:
@@ -127,7 +126,7 @@ def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
         job,
         status="exited",
         argv=(),
-        handle=_EMPTY,
+        handle=EMPTY,
         ended_at=e.ts,
         exit_code=e.exit_code,
         result=freeze(e.result),

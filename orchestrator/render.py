@@ -123,7 +123,7 @@ def summary(state: SweepState, best: int | None) -> str:
     else:
         lines.append(f"Best run: {best_trial.run}  score={best_trial.score:.6g}  cost={best_trial.cost:.1f}")
         lines.append("Best config:")
-        names = ((thaw(state.config) or {}).get("protein_config") or {}).get("parameters") or {}
+        names = (state.config.get("protein_config") or {}).get("parameters") or {}
         lines += [f"  {k}: {fmt_value(v)}" for k, v in ordered_params(best_trial, names).items()]
     lines.append(bar)
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Sweep state: immutable values folded from the event log.
 
-Maps are ``immutables.Map`` (a persistent hash map) so each event costs O(log n) rather than a copy of every
+Trials and jobs are kept in ``immutables.Map`` (a persistent hash map) so each event costs O(log n) rather than a copy of every
 trial: a 10,000-trial sweep replays in well under a second.
 """
 
@@ -10,6 +10,24 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from immutables import Map
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A read-only dict for event payloads (parameters, configs, results): it keeps their order, which a
+    command line, a summary and a config dump should show as written, and it is hashable."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("state is immutable: build a new value instead")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+
+EMPTY = FrozenDict()
 
 TrialStatus = Literal["pending", "training", "training_done", "evaluating", "completed", "failed"]
 JobStatus = Literal["requested", "submitted", "running", "exited"]
@@ -25,7 +43,7 @@ class JobState:
     argv: tuple[str, ...]
     dispatcher: str
     status: JobStatus = "requested"
-    handle: Map = Map()
+    handle: FrozenDict = EMPTY
     requested_at: float = 0.0
     started_at: float | None = None
     ended_at: float | None = None
@@ -50,15 +68,15 @@ class JobState:
 class TrialState:
     trial: int
     run: str
-    params: Map
-    info: Map = Map()
+    params: FrozenDict
+    info: FrozenDict = EMPTY
     status: TrialStatus = "pending"
     jobs: tuple[str, ...] = ()
     suggested_at: float = 0.0
     ended_at: float | None = None
     score: float | None = None
     cost: float | None = None
-    metrics: Map = Map()
+    metrics: FrozenDict = EMPTY
     reason: str | None = None
 
     @property
@@ -69,7 +87,7 @@ class TrialState:
 @dataclass(frozen=True)
 class SweepState:
     sweep: str | None = None
-    config: Map = Map()
+    config: FrozenDict = EMPTY
     created_at: float | None = None
     resumes: int = 0
     trials: Map = Map()  # int -> TrialState
@@ -104,15 +122,14 @@ class SweepState:
 def freeze(value: Any) -> Any:
     """Deep-freeze JSON-like data so state stays hashable and immune to aliasing."""
     if isinstance(value, dict):
-        return Map({k: freeze(v) for k, v in value.items()})
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
     return value
 
 
 def ordered_params(trial: TrialState, names: Any) -> dict[str, Any]:
-    """A trial's parameters in the sweep's own order (``names``): a Map iterates in hash order, which changes
-    from one process to the next, and a command line or a summary should not."""
+    """A trial's parameters in the sweep's own order (``names``), whatever order the optimizer gave them in."""
     params = thaw(trial.params)
     ordered = {name: params[name] for name in names if name in params}
     return {**ordered, **params}
@@ -120,7 +137,7 @@ def ordered_params(trial: TrialState, names: Any) -> dict[str, Any]:
 
 def thaw(value: Any) -> Any:
     """Back to plain dicts and lists (for JSON, the optimizer and display)."""
-    if isinstance(value, Map):
+    if isinstance(value, (dict, Map)):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [thaw(v) for v in value]
