@@ -59,6 +59,17 @@ async def collect(d: LocalDispatcher, spec: JobSpec, handle, limit: float = 20.0
     return updates
 
 
+async def watch_until_waiting(d: LocalDispatcher, spec: JobSpec, handle, act) -> list:
+    """Every update of the job; ``await act()`` once when it prints ``waiting`` (the WAIT_FOR_GO jobs)."""
+    updates = []
+    with anyio.fail_after(20):
+        async for u in d.watch(spec, handle):
+            updates.append(u)
+            if isinstance(u, Output) and u.line == "waiting":
+                await act()
+    return updates
+
+
 async def wait_for_file(path: Path, limit: float = 10.0) -> None:
     with anyio.fail_after(limit):
         while not path.exists():
@@ -203,12 +214,10 @@ async def test_reattach_after_restart_to_a_running_job(tmp_path: Path) -> None:
     assert await second.find(spec_for(tmp_path, [PY, job], run="s_trial_0002")) is None
     found = await second.find(spec)
     assert found is not None and found.data["job_pid"] == handle.data["job_pid"]
-    updates = []
-    with anyio.fail_after(20):
-        async for u in second.watch(spec, found):
-            updates.append(u)
-            if isinstance(u, Output) and u.line == "waiting":
-                (tmp_path / "go").touch()
+    async def act() -> None:
+        (tmp_path / "go").touch()
+
+    updates = await watch_until_waiting(second, spec, found, act)
     assert lines(updates)[0] == "waiting"
     ex = only_exit(updates)
     assert ex.exit_code == 0 and ex.result == {"score": 2.5}
@@ -237,12 +246,10 @@ async def test_launcher_killed_with_sigkill_is_a_lost_launcher(tmp_path: Path) -
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
     job_pid, job_ticks = handle.data["job_pid"], handle.data["job_ticks"]
-    updates = []
-    with anyio.fail_after(20):
-        async for u in d.watch(spec, handle):
-            updates.append(u)
-            if isinstance(u, Output) and u.line == "waiting":
-                os.kill(handle.data["launcher_pid"], signal.SIGKILL)
+    async def act() -> None:
+        os.kill(handle.data["launcher_pid"], signal.SIGKILL)
+
+    updates = await watch_until_waiting(d, spec, handle, act)
     ex = only_exit(updates)
     assert ex.exit_code is None and ex.result is None
     assert ex.error.startswith(LOST_LAUNCHER) and "waiting" in ex.error
@@ -276,13 +283,11 @@ async def test_cancel(tmp_path: Path) -> None:
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
-    updates = []
-    with anyio.fail_after(20):
-        async for u in d.watch(spec, handle):
-            updates.append(u)
-            if isinstance(u, Output) and u.line == "waiting":
-                await d.cancel(spec, handle)
-                assert not _alive(handle.data["job_pid"], handle.data["job_ticks"])
+    async def act() -> None:
+        await d.cancel(spec, handle)
+        assert not _alive(handle.data["job_pid"], handle.data["job_ticks"])
+
+    updates = await watch_until_waiting(d, spec, handle, act)
     ex = only_exit(updates)
     assert ex.exit_code == -signal.SIGTERM and ex.error.startswith("cancelled after")
     await d.cancel(spec, handle)  # safe once it has ended
@@ -360,12 +365,10 @@ async def test_launcher_forwards_sigterm_to_the_job(tmp_path: Path) -> None:
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
-    updates = []
-    with anyio.fail_after(20):
-        async for u in d.watch(spec, handle):
-            updates.append(u)
-            if isinstance(u, Output) and u.line == "waiting":
-                os.kill(handle.data["launcher_pid"], signal.SIGTERM)
+    async def act() -> None:
+        os.kill(handle.data["launcher_pid"], signal.SIGTERM)
+
+    updates = await watch_until_waiting(d, spec, handle, act)
     ex = only_exit(updates)
     assert "got SIGTERM, saving a checkpoint" in lines(updates)
     assert ex.exit_code == 5 and ex.error.startswith("exited with code 5")

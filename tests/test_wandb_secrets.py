@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from fakes.wandb_files import read_offline_runs
-from fakes.wandb_helpers import make_mirror
+from fakes.wandb_helpers import hermetic_wandb, make_mirror
 from fakes.wandb_script import Log, script
 from fakes.wandb_server import FakeWandbServer
 from orchestrator.config import WandbSettings
@@ -25,15 +25,8 @@ TOKEN = "tok-Zq8pL0s9XyQ2"
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    hermetic_wandb(tmp_path, monkeypatch, api_key=KEY)
     monkeypatch.setenv("SWEEP_HTTP_TOKEN", TOKEN)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".wandb-data"))
 
 
 @pytest.fixture
