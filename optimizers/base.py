@@ -7,8 +7,9 @@ restarted service can rebuild it from the event log alone.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence, overload
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,63 @@ class Observation:
     score: float | None
     cost: float
     failed: bool = False
+
+
+class ObservationLog(Sequence[Observation]):
+    """Every observation of a sweep, kept compactly: a trial costs a tuple of its values (its names are shared with
+    every trial that has the same ones) and three numbers, about a third of an ``Observation`` with its dict. Each
+    ``Observation`` is built when read, so an optimizer that only counts them (random search) builds none.
+
+    Append-only; ``view()`` is a fixed-length snapshot that a worker thread may read while more are appended.
+    """
+
+    def __init__(self) -> None:
+        self._names: list[tuple[str, ...]] = []
+        self._values: list[tuple[Any, ...]] = []
+        self._score = array("d")
+        self._cost = array("d")
+        self._failed = bytearray()
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._length: int | None = None  # set on views
+
+    def append(self, obs: Observation) -> None:
+        if self._length is not None:
+            raise TypeError("a view of an ObservationLog is read-only")
+        names = tuple(obs.params)
+        self._names.append(self._shared.setdefault(names, names))
+        self._values.append(tuple(obs.params.values()))
+        self._score.append(float("nan") if obs.score is None else obs.score)
+        self._cost.append(obs.cost)
+        self._failed.append(obs.failed)
+
+    def view(self) -> "ObservationLog":
+        snapshot = object.__new__(ObservationLog)
+        snapshot.__dict__.update(self.__dict__)
+        snapshot._length = len(self)
+        return snapshot
+
+    def __len__(self) -> int:
+        return len(self._values) if self._length is None else self._length
+
+    def _row(self, i: int) -> Observation:
+        failed = bool(self._failed[i])
+        score = None if failed else self._score[i]
+        return Observation(dict(zip(self._names[i], self._values[i])), score, self._cost[i], failed)
+
+    @overload
+    def __getitem__(self, i: int) -> Observation: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Observation]: ...
+    def __getitem__(self, i: int | slice) -> Observation | list[Observation]:
+        if isinstance(i, slice):
+            return [self._row(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("observation index out of range")
+        return self._row(i % n)
+
+    def __iter__(self) -> Iterator[Observation]:
+        return (self._row(i) for i in range(len(self)))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import httpx
 from orchestrator.events import StoredEvent, event_from_dict
 from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.reducer import reduce
-from orchestrator.render import describe, summary, trial_table
+from orchestrator.render import describe, headline, summary, trial_table
 from orchestrator.state import SweepState
 
 EXIT_OK = 0
@@ -290,7 +290,7 @@ async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) 
     if outcome == FINISHED:
         at_end()
         if human and getattr(ns, "summary", True) and follower.state.sweep is not None:
-            print(summary(follower.state, follower.state.best_trial), flush=True)
+            print(summary(follower.state), flush=True)
     return EXIT_OK
 
 
@@ -312,11 +312,8 @@ class LiveTable:
         self.dirty = True
 
     def text(self) -> str:
-        state = self.state
-        done = sum(t.terminal for t in state.trials.values())
-        phase = "finished" if state.finished else "in progress"
-        head = f"Sweep {state.sweep}: {phase}, {done}/{len(state.trials)} trials done  ({time.strftime('%H:%M:%S')})"
-        return head + "\n" + trial_table(state)
+        head = f"{headline(self.state)}  ({time.strftime('%H:%M:%S')})"
+        return head + "\n" + trial_table(self.state)
 
     def draw(self) -> None:
         text = self.text()

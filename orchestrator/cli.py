@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_args(status)
     status.add_argument("--follow", "--live", action="store_true", help="keep the table live from serve's stream")
     status.add_argument("--interval", type=float, default=None, metavar="S", help="seconds between tables off a TTY")
+    status.add_argument("--all", action="store_true", help="list every trial, not only the recent ones and those in flight")
     _follow_args(status)
 
     attach = sub.add_parser(
@@ -210,22 +211,25 @@ def cmd_status(ns: argparse.Namespace) -> int:
         from orchestrator.attach import cmd_status_follow
 
         return cmd_status_follow(ns)
+    from orchestrator.history import all_trials
     from orchestrator.reducer import fold
-    from orchestrator.render import trial_table
+    from orchestrator.render import headline, trial_table
     from stores.sqlite import SQLiteStore
 
     db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
     if not _exists(db, "--train-dir"):
         raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
     store = SQLiteStore(db)
+    trials = None
     try:
-        state = fold(s.event for s in store.read(0))
+        if ns.all:
+            state, trials = all_trials(s.event for s in store.read(0))
+        else:
+            state = fold(s.event for s in store.read(0))
     finally:
         store.close()
-    done = sum(t.terminal for t in state.trials.values())
-    phase = "finished" if state.finished else "in progress"
-    print(f"Sweep {state.sweep}: {phase}, {done}/{len(state.trials)} trials done")
-    print(trial_table(state))
+    print(headline(state))
+    print(trial_table(state, trials=trials))
     return 0
 
 

@@ -5,7 +5,8 @@
   header (what browsers' EventSource sends on reconnect) counts as ``since``. ``event: lagging`` tells a client it
   fell more than a buffer behind and is being caught up from the log; ``: keepalive`` comments come when idle. The
   response completes after the event that finishes the sweep (or when serve stops: resume with ``since``).
-- ``GET /state``: the current SweepState as JSON (trials, jobs, config) with ``last_seq``.
+- ``GET /state``: the current SweepState as JSON (counts, config, the trials in flight and recently ended with
+  their jobs) with ``last_seq``.
 - ``GET /health``: liveness plus stream statistics.
 
 With ``http_token`` set, every request needs ``Authorization: Bearer <token>`` (401 otherwise). Where serve
@@ -119,7 +120,7 @@ def state_document(state: SweepState, last_seq: int) -> dict[str, Any]:
     """The state as plain JSON: what ``GET /state`` returns (non-finite numbers become null)."""
 
     def plain(obj: Any) -> dict[str, Any]:
-        return {f.name: _finite(thaw(getattr(obj, f.name))) for f in dataclasses.fields(obj)}
+        return {f.name: _plain_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
     return {
         "sweep": state.sweep,
@@ -130,9 +131,19 @@ def state_document(state: SweepState, last_seq: int) -> dict[str, Any]:
         "resumes": state.resumes,
         "events": state.events,
         "config": _finite(thaw(state.config)),
-        "trials": [plain(t) for t in state.trial_list()],
-        "jobs": [plain(j) for j in state.jobs.values()],
+        "trials_total": state.numbered,
+        "completed": state.completed,
+        "failed": state.failed,
+        "trials": [plain(t) for t in state.shown_trials()],  # in flight and recently ended, each with its jobs
     }
+
+
+def _plain_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain_value(v) for v in value]
+    return _finite(thaw(value))
 
 
 def _finite(value: Any) -> Any:

@@ -7,13 +7,14 @@ ignored, so replaying any prefix of any log is safe.
 
 from __future__ import annotations
 
+import math
 from functools import reduce as _fold
 from typing import Any, Iterable, TypeVar
 
 from immutables import Map
 
 from orchestrator import events as ev
-from orchestrator.state import EMPTY, JobState, SweepState, TrialState, freeze
+from orchestrator.state import EMPTY, RECENT_TRIALS, JobState, SweepState, TrialState, freeze
 
 _T = TypeVar("_T")
 
@@ -47,20 +48,72 @@ def reduce(state: SweepState, event: ev.Event) -> SweepState:
     return new
 
 
-def _mark(index: Map, key: object, present: bool) -> Map:
-    if present:
-        return index.set(key, None)
+def _mark(index: Map, key: object, value: object) -> Map:
+    """``index`` with ``key`` set to ``value``, or removed when ``value`` is None."""
+    if value is not None:
+        return index.set(key, value)
     return index.delete(key) if key in index else index
 
 
 def _put_trial(state: SweepState, trial: TrialState) -> SweepState:
-    open_trials = _mark(state.open_trials, trial.trial, not trial.terminal)
-    return _evolve(state, trials=state.trials.set(trial.trial, trial), open_trials=open_trials)
+    """An open trial changed (a new one, a new status or one of its jobs)."""
+    return _evolve(state, open_trials=state.open_trials.set(trial.trial, trial))
 
 
-def _put_job(state: SweepState, job: JobState) -> SweepState:
-    running = _mark(state.running_jobs, job.key, job.active)
-    return _evolve(state, jobs=state.jobs.set(job.key, job), running_jobs=running)
+def _put_job(state: SweepState, trial: TrialState, job: JobState) -> SweepState:
+    """``job`` (new or changed) into its trial, which is open."""
+    jobs = tuple(job if j.key == job.key else j for j in trial.jobs)
+    if job.key not in state.job_trials:
+        jobs += (job,)
+    state = _evolve(
+        state,
+        job_trials=state.job_trials.set(job.key, trial.trial),
+        running_jobs=_mark(state.running_jobs, job.key, None if not job.active else job.trial),
+    )
+    return _put_trial(state, _evolve(trial, jobs=jobs))
+
+
+def _end_trial(state: SweepState, trial: TrialState) -> SweepState:
+    """A trial completed or failed: it leaves the state's trials in flight for the short list of recent ones, and
+    its jobs leave the job indexes. The log keeps all of it."""
+    job_trials, running = state.job_trials, state.running_jobs
+    for job in trial.jobs:
+        job_trials = _mark(job_trials, job.key, None)
+        running = _mark(running, job.key, None)
+    completed = trial.status == "completed"
+    best = state.best
+    if completed and _better(trial, best, state.config):
+        best = trial
+    return _evolve(
+        state,
+        open_trials=state.open_trials.delete(trial.trial),
+        recent=(*state.recent[-(RECENT_TRIALS - 1):], trial),
+        job_trials=job_trials,
+        running_jobs=running,
+        completed=state.completed + completed,
+        failed=state.failed + (not completed),
+        best=best,
+    )
+
+
+def _better(trial: TrialState, best: TrialState | None, config: Any) -> bool:
+    score = trial.score
+    if score is None or not math.isfinite(score):
+        return False
+    if best is None or best.score is None:
+        return True
+    goal = (config.get("protein_config") or {}).get("goal", "maximize")
+    return score > best.score if goal != "minimize" else score < best.score  # ties: the earlier trial stays
+
+
+def _open_job(state: SweepState, key: str) -> tuple[TrialState, JobState] | None:
+    """The trial in flight and the job of ``key``, if that job has not exited."""
+    number = state.running_jobs.get(key)
+    if number is None:
+        return None
+    trial = state.open_trials[number]
+    job = trial.job(key)
+    return None if job is None else (trial, job)
 
 
 def _sweep_created(state: SweepState, e: ev.SweepCreated) -> SweepState | None:
@@ -74,7 +127,7 @@ def _sweep_resumed(state: SweepState, e: ev.SweepResumed) -> SweepState | None:
         return None
     config = freeze(e.config) if e.config is not None else state.config
     # A finished sweep resumed with a larger max_trials is open again: that is how a sweep is extended.
-    finished = state.finished and (e.config is None or config.get("max_trials", 0) <= len(state.trials))
+    finished = state.finished and (e.config is None or config.get("max_trials", 0) <= state.numbered)
     return _evolve(state, resumes=state.resumes + 1, config=config, finished=finished)
 
 
@@ -82,46 +135,50 @@ def _trial_suggested(state: SweepState, e: ev.TrialSuggested) -> SweepState | No
     # Numbering is gap-free: only the next number is accepted.
     if e.trial != state.next_trial or state.finished:
         return None
+    state = _evolve(state, numbered=e.trial)
     return _put_trial(state, TrialState(e.trial, e.run, freeze(e.params), freeze(e.info), suggested_at=e.ts))
 
 
 def _job_requested(state: SweepState, e: ev.JobRequested) -> SweepState | None:
-    trial = state.trials.get(e.trial)
-    if trial is None or trial.terminal or e.key in state.jobs:
+    trial = state.open_trials.get(e.trial)
+    if trial is None or e.key in state.job_trials:
         return None
     job = JobState(e.key, e.trial, e.kind, e.attempt, tuple(e.argv), e.dispatcher, requested_at=e.ts)
     status = "training" if e.kind == "train" else "evaluating"
-    state = _put_job(state, job)
-    return _put_trial(state, _evolve(trial, status=status, jobs=trial.jobs + (e.key,)))
+    return _put_job(state, _evolve(trial, status=status), job)
 
 
 def _job_submitted(state: SweepState, e: ev.JobSubmitted) -> SweepState | None:
-    job = state.jobs.get(e.key)
-    if job is None or job.status != "requested":
+    found = _open_job(state, e.key)
+    if found is None or found[1].status != "requested":
         return None
-    return _put_job(state, _evolve(job, status="submitted", handle=freeze(e.handle)))
+    trial, job = found
+    return _put_job(state, trial, _evolve(job, status="submitted", handle=freeze(e.handle)))
 
 
 def _job_started(state: SweepState, e: ev.JobStarted) -> SweepState | None:
-    job = state.jobs.get(e.key)
-    if job is None or job.status == "exited":
+    found = _open_job(state, e.key)
+    if found is None:
         return None
-    return _put_job(state, _evolve(job, status="running", started_at=job.started_at or e.ts))
+    trial, job = found
+    return _put_job(state, trial, _evolve(job, status="running", started_at=job.started_at or e.ts))
 
 
 def _job_progress(state: SweepState, e: ev.JobProgress) -> SweepState | None:
-    job = state.jobs.get(e.key)
-    if job is None or job.status == "exited":
+    found = _open_job(state, e.key)
+    if found is None:
         return None
-    return _put_job(state, _evolve(job, step=e.step, total=e.total, sps=e.sps))
+    trial, job = found
+    return _put_job(state, trial, _evolve(job, step=e.step, total=e.total, sps=e.sps))
 
 
 def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
-    job = state.jobs.get(e.key)
-    if job is None or job.status == "exited":
+    found = _open_job(state, e.key)
+    if found is None:
         return None
+    trial, job = found
     # An ended job needs neither its command line nor its handle again (both stay in the log): dropping them
-    # keeps a long sweep's memory small.
+    # keeps the state small.
     job = _evolve(
         job,
         status="exited",
@@ -133,32 +190,31 @@ def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
         error=e.error,
         duration=e.duration,
     )
-    state = _put_job(state, job)
-    trial = state.trials[job.trial]
-    if job.kind == "train" and job.succeeded and not trial.terminal:
-        state = _put_trial(state, _evolve(trial, status="training_done"))
-    return state
+    if job.kind == "train" and job.succeeded:
+        trial = _evolve(trial, status="training_done")
+    return _put_job(state, trial, job)
 
 
 def _trial_completed(state: SweepState, e: ev.TrialCompleted) -> SweepState | None:
-    trial = state.trials.get(e.trial)
-    if trial is None or trial.terminal:
+    trial = state.open_trials.get(e.trial)
+    if trial is None:
         return None
     done = _evolve(trial, status="completed", score=e.score, cost=e.cost, metrics=freeze(e.metrics), ended_at=e.ts)
-    return _put_trial(state, done)
+    return _end_trial(state, done)
 
 
 def _trial_failed(state: SweepState, e: ev.TrialFailed) -> SweepState | None:
-    trial = state.trials.get(e.trial)
-    if trial is None or trial.terminal:
+    trial = state.open_trials.get(e.trial)
+    if trial is None:
         return None
-    return _put_trial(state, _evolve(trial, status="failed", reason=e.reason, ended_at=e.ts))
+    return _end_trial(state, _evolve(trial, status="failed", reason=e.reason, ended_at=e.ts))
 
 
 def _sweep_finished(state: SweepState, e: ev.SweepFinished) -> SweepState | None:
+    # The best trial is the reducer's own record (the event's copy is for readers of the log).
     if state.finished:
         return None
-    return _evolve(state, finished=True, best_trial=e.best_trial)
+    return _evolve(state, finished=True)
 
 
 _HANDLERS = {

@@ -26,7 +26,7 @@ def fmt_params(params: dict[str, Any]) -> str:
 
 
 def _trial_run(state: SweepState, trial: int) -> str:
-    t = state.trials.get(trial)
+    t = state.trial(trial)
     return short(t.run) if t else f"trial_{trial:04d}"
 
 
@@ -37,8 +37,7 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
         case ev.SweepCreated():
             return "SweepOrchestrator", f"Starting sweep {event.sweep}: {max_trials} trials"
         case ev.SweepResumed():
-            done = sum(t.terminal for t in state.trials.values())
-            return "SweepOrchestrator", f"Resuming sweep {event.sweep}: {done}/{len(state.trials)} trials done"
+            return "SweepOrchestrator", f"Resuming sweep {event.sweep}: {state.ended}/{state.numbered} trials done"
         case ev.TrialSuggested():
             source = event.info.get("source", "")
             note = f" [{source}]" if source else ""
@@ -49,19 +48,19 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
             return _trial_run(state, event.trial), f"{event.kind} job {event.key} requested on {event.dispatcher}"
         case ev.JobSubmitted():
             how = "reattached to" if event.reattached else "submitted"
-            job = state.jobs.get(event.key)
+            job = state.job(event.key)
             ident = next((f"{k} {event.handle[k]}" for k in ("job_pid", "pid", "job_id") if k in event.handle), "")
             where = f" ({ident})" if ident else ""
             return (_trial_run(state, job.trial) if job else event.key), f"{how} {event.key}{where}"
         case ev.JobProgress():
-            job = state.jobs.get(event.key)
+            job = state.job(event.key)
             if job is None:
                 return None
             total = event.total or 0
             pct = 100 * event.step / total if total else 0.0
             return _trial_run(state, job.trial), f"{job.kind}: {pct:.1f}% of {total / 1e3:.2f} ksteps, {event.sps or 0:.0f} sps"
         case ev.JobExited():
-            job = state.jobs.get(event.key)
+            job = state.job(event.key)
             if job is None:
                 return None
             if event.exit_code == 0 and not event.error:
@@ -77,47 +76,52 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
     return None
 
 
-def _progress(state: SweepState, trial: TrialState) -> str:
+def headline(state: SweepState) -> str:
+    phase = "finished" if state.finished else "in progress"
+    return f"Sweep {state.sweep}: {phase}, {state.ended}/{state.numbered} trials done"
+
+
+def _progress(trial: TrialState) -> str:
     if not trial.jobs:
         return ""
-    job = state.jobs[trial.jobs[-1]]
+    job = trial.jobs[-1]
     if job.active and job.total:
         return f"{job.kind} {100 * (job.step or 0) / job.total:.0f}%"
     return f"{job.kind} {job.status}"
 
 
-def _runtime(state: SweepState, trial: TrialState, now: float) -> float:
-    return sum(
-        ((state.jobs[k].ended_at or now) - state.jobs[k].started_at)
-        for k in trial.jobs
-        if state.jobs[k].started_at is not None
-    )
+def _runtime(trial: TrialState, now: float) -> float:
+    return sum((j.ended_at or now) - j.started_at for j in trial.jobs if j.started_at is not None)
 
 
-def trial_table(state: SweepState, now: float | None = None) -> str:
+def trial_table(state: SweepState, now: float | None = None, trials: list[TrialState] | None = None) -> str:
+    """The trials in flight and the recently ended ones (or ``trials``, e.g. every trial from the log)."""
     now = now or time.time()
     header = f"{'trial':<12} {'status':<14} {'progress':<16} {'score':>10} {'cost':>9} {'runtime':>9}"
     lines = [header, "-" * len(header)]
-    for t in state.trial_list():
+    shown = state.shown_trials() if trials is None else trials
+    hidden = state.numbered - len(shown)
+    if hidden > 0:
+        lines.append(f"({hidden} earlier trials not shown: `status --all` lists every trial)")
+    for t in shown:
         score = f"{t.score:.4g}" if t.score is not None else "-"
         cost = f"{t.cost:.1f}" if t.cost is not None else "-"
         lines.append(
-            f"{short(t.run):<12} {t.status:<14} {_progress(state, t):<16} {score:>10} {cost:>9} "
-            f"{_runtime(state, t, now):>8.1f}s"
+            f"{short(t.run):<12} {t.status:<14} {_progress(t):<16} {score:>10} {cost:>9} "
+            f"{_runtime(t, now):>8.1f}s"
         )
         if t.status == "failed" and t.reason:
             lines.append(f"{'':<12} reason: {t.reason[:200]}")
     return "\n".join(lines)
 
 
-def summary(state: SweepState, best: int | None) -> str:
+def summary(state: SweepState, trials: list[TrialState] | None = None) -> str:
+    """The end-of-sweep report: counts, the trial table (see ``trial_table``) and the best trial's config."""
     bar = "=" * 80
-    done = [t for t in state.trials.values() if t.status == "completed"]
-    failed = [t for t in state.trials.values() if t.status == "failed"]
     lines = [bar, "SWEEP SUMMARY", bar, f"Sweep: {state.sweep}"]
-    lines.append(f"Trials: {len(state.trials)} ({len(done)} completed, {len(failed)} failed)")
-    lines += ["", trial_table(state), ""]
-    best_trial = state.trials.get(best) if best else None
+    lines.append(f"Trials: {state.numbered} ({state.completed} completed, {state.failed} failed)")
+    lines += ["", trial_table(state, trials=trials), ""]
+    best_trial = state.best
     if best_trial is None:
         lines.append("Best run: none (no trial completed)")
     else:

@@ -83,12 +83,12 @@ class OptimizingScheduler:
         d = Decision()
         if state.finished or state.sweep is None:
             return d
-        free = self.config.max_parallel_jobs - len(state.active_jobs())
+        free = self.config.max_parallel_jobs - len(state.running_jobs)
         waiting: list[TrialState] = []
         open_trials = 0
         for trial in state.open_trial_list():
             open_trials += 1
-            want = self._next_step(state, trial, now, d)
+            want = self._next_step(trial, now, d)
             if want is None:
                 continue
             kind, attempt = want
@@ -102,18 +102,18 @@ class OptimizingScheduler:
                 break
             d.events.append(self._request(trial, "train", 1, route))
             free -= 1
-        remaining = self.config.max_trials - len(state.trials)
+        remaining = self.config.max_trials - state.numbered
         if self.max_open_trials is not None:
             d.suggest = min(remaining, max(0, self.max_open_trials - open_trials))
         else:
             d.suggest = min(remaining, max(0, free))
         if remaining <= 0 and open_trials == 0 and not d.events:
-            d.events.append(ev.SweepFinished(best_trial=self.best_trial(state)))
+            d.events.append(ev.SweepFinished(best_trial=state.best_trial))
         return d
 
-    def _next_step(self, state: SweepState, trial: TrialState, now: float, d: Decision) -> tuple[str, int] | None:
+    def _next_step(self, trial: TrialState, now: float, d: Decision) -> tuple[str, int] | None:
         """The job this trial needs next, or None (busy, waiting, or just decided an outcome)."""
-        trains = state.jobs_of(trial.trial, "train")
+        trains = trial.jobs_of("train")
         if not trains:
             return ("train", 1)
         train = trains[-1]
@@ -121,7 +121,7 @@ class OptimizingScheduler:
             return None
         if not train.succeeded:
             return self._retry_or_fail(trial, train, _job_error(train), now, d)
-        evals = state.jobs_of(trial.trial, "eval")
+        evals = trial.jobs_of("eval")
         if not evals:
             return ("eval", 1)
         last = evals[-1]
@@ -170,13 +170,6 @@ class OptimizingScheduler:
             cost = train.duration  # the documented default: seconds of training
         metrics = {**(train_result.get("metrics") or {}), **(eval_result.get("metrics") or {})}
         return ev.TrialCompleted(trial=trial.trial, score=score, cost=float(cost), metrics=metrics)
-
-    def best_trial(self, state: SweepState) -> int | None:
-        done = [t for t in state.trials.values() if t.status == "completed" and t.score is not None]
-        if not done:
-            return None
-        pick = max if self.maximize else min
-        return pick(done, key=lambda t: (t.score, -t.trial)).trial
 
 
 class SequentialScheduler(OptimizingScheduler):

@@ -21,7 +21,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from dispatchers.registry import RoutingDispatcher
-from optimizers.base import Observation, Optimizer, Suggestion
+from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator import events as ev
 from orchestrator.config import SweepConfig
@@ -76,7 +76,7 @@ class SweepService:
         self._watching: set[str] = set()
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
-        self._observations = _Observations()
+        self._observations = ObservationLog()  # every ended trial, for the optimizer (the state keeps recent ones)
         self._loggers: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------------------------
@@ -113,8 +113,12 @@ class SweepService:
             gc.disable()
             try:
                 state, last = SweepState(), 0
+                catching_up = self._catching_up()
                 for stored in self.store.read(0):
-                    state, last = reduce(state, stored.event), stored.seq
+                    state, last = self._fold(state, stored.event), stored.seq
+                    for sub, after in catching_up:
+                        if stored.seq > after:
+                            sub.publish(stored, state)
             finally:
                 if paused:
                     gc.enable()
@@ -122,6 +126,15 @@ class SweepService:
             return state, last
 
         self.state, self.last_seq = await anyio.to_thread.run_sync(fold_log, limiter=self._store_limiter)
+
+    def _catching_up(self) -> list[tuple[Subscriber, int]]:
+        """Subscribers that want the logged events after their own cursor (see ``orchestrator.subscribers``)."""
+        out = []
+        for sub in self.subscribers:
+            after = getattr(sub, "catch_up_from", lambda: None)()
+            if after is not None:
+                out.append((sub, after))
+        return out
 
     async def _open(self) -> None:
         name = self.config.sweep_name
@@ -161,7 +174,7 @@ class SweepService:
             if decision.events:  # more decisions than one transaction holds: carry on before waiting
                 continue
             if self.state.finished:
-                print(summary(self.state, self.state.best_trial), flush=True)
+                print(summary(self.state), flush=True)
                 return
             timeout = math.inf if decision.wake_at is None else max(0.0, decision.wake_at - time.time())
             batch: list[Any] = []
@@ -188,7 +201,7 @@ class SweepService:
         states: list[SweepState] = []
         state = self.state
         for event in incoming:
-            state = reduce(state, event)
+            state = self._fold(state, event)
             events.append(event)
             states.append(state)
         for _ in range(_MAX_DECISION_ROUNDS):
@@ -196,10 +209,18 @@ class SweepService:
             if not decision.events:
                 break
             for event in decision.events:
-                state = reduce(state, event)
+                state = self._fold(state, event)
                 events.append(event)
                 states.append(state)
         return events, states, decision
+
+    def _fold(self, state: SweepState, event: ev.Event) -> SweepState:
+        """``reduce``, plus what the optimizer learns from a trial that this event ended. Every event the service
+        folds (replayed, planned or its own) comes through here, and every plan is committed before the next."""
+        after = reduce(state, event)
+        if after.ended > state.ended:
+            self._observations.append(_observation(after.recent[-1]))
+        return after
 
     def _to_events(self, batch: list[Any]) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -229,7 +250,7 @@ class SweepService:
         if states is None:
             states, state = [], self.state
             for event in events:
-                state = reduce(state, event)
+                state = self._fold(state, event)
                 states.append(state)
         stored = await anyio.to_thread.run_sync(self.store.append, list(events), limiter=self._store_limiter)
         for item, state in zip(stored, states):
@@ -239,7 +260,7 @@ class SweepService:
             for sub in self.subscribers:
                 sub.publish(item, self.state)
             if isinstance(item.event, ev.JobRequested):
-                job = self.state.jobs.get(item.event.key)
+                job = self.state.job(item.event.key)
                 if job is not None and job.status == "requested":
                     self._start_job(job, resume=False)
 
@@ -261,7 +282,7 @@ class SweepService:
 
     # -- effects -------------------------------------------------------------------------------------------
     def _spec(self, job: JobState) -> JobSpec:
-        return job_spec(self.config, self.state.trials[job.trial], job)
+        return job_spec(self.config, self.state.open_trials[job.trial], job)
 
     def _start_job(self, job: JobState, resume: bool) -> None:
         if job.key in self._watching:
@@ -347,7 +368,8 @@ class SweepService:
             self.log.warning(f"could not cancel {spec.key}: {exc}")
 
     async def _suggest(self, n: int, state: SweepState) -> None:
-        observations, pending = self._observations.of(state)
+        observations = self._observations.view()  # ``state``'s ended trials: it was planned, so already folded
+        pending = [thaw(t.params) for t in state.open_trial_list()]
         try:
             suggestions = await anyio.to_thread.run_sync(
                 self.optimizer.suggest, observations, pending, n, limiter=self._optimizer_limiter
@@ -379,43 +401,11 @@ def _as_logged(value: Any) -> Any:
     return value
 
 
-class _Observations:
-    """``observations_of`` kept up to date incrementally: a finished trial never changes, so each is converted
-    once, and a suggestion costs O(trials in flight) plus a sort, not a thaw of every trial ever run."""
-
-    def __init__(self) -> None:
-        self._done: dict[int, Observation] = {}
-        self._order: list[int] = []
-        self._open: set[int] = set()  # trials in flight when last looked at
-        self._seen = 0  # trials 1..seen have been looked at
-
-    def of(self, state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:
-        fresh = [n for n in self._open if n not in state.open_trials]
-        fresh += range(self._seen + 1, state.next_trial)
-        self._seen = state.next_trial - 1
-        changed = False
-        for number in fresh:
-            if number in state.open_trials:
-                self._open.add(number)
-                continue
-            self._open.discard(number)
-            obs = _observation(state, state.trials[number])
-            if obs is not None:
-                self._done[number] = obs
-                changed = True
-        if changed:
-            self._order = sorted(self._done)
-        pending = [thaw(t.params) for t in state.open_trial_list()]
-        return [self._done[n] for n in self._order], pending
-
-
-def _observation(state: SweepState, t: Any) -> Observation | None:
+def _observation(t: TrialState) -> Observation:
+    """What the optimizer learns from an ended trial; a failure costs what its jobs ran."""
     if t.status == "completed":
         return Observation(thaw(t.params), t.score, t.cost or 0.0)
-    if t.status == "failed":
-        cost = sum(state.jobs[k].duration for k in t.jobs)
-        return Observation(thaw(t.params), None, cost, failed=True)
-    return None
+    return Observation(thaw(t.params), None, t.spent, failed=True)
 
 
 def job_spec(config: SweepConfig, trial: TrialState, job: JobState) -> JobSpec:
@@ -435,16 +425,3 @@ def job_spec(config: SweepConfig, trial: TrialState, job: JobState) -> JobSpec:
         capture_output=config.capture_output,
         dispatcher=job.dispatcher,
     )
-
-
-def observations_of(state: SweepState) -> tuple[list[Observation], list[dict[str, Any]]]:
-    """What the optimizer learns from: finished trials (failures included) and the params still in flight."""
-    observations: list[Observation] = []
-    pending: list[dict[str, Any]] = []
-    for t in state.trial_list():
-        obs = _observation(state, t)
-        if obs is not None:
-            observations.append(obs)
-        else:
-            pending.append(thaw(t.params))
-    return observations, pending

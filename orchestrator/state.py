@@ -1,7 +1,9 @@
 """Sweep state: immutable values folded from the event log.
 
-Trials and jobs are kept in ``immutables.Map`` (a persistent hash map) so each event costs O(log n) rather than a copy of every
-trial: a 10,000-trial sweep replays in well under a second.
+The state holds what the next decision needs and no more, so a week-long sweep's memory stays flat: the trials in
+flight (each with its jobs), the last ``RECENT_TRIALS`` ended trials (for tables and subscribers), the best trial
+and the counts. Every older trial lives in the log, which :func:`orchestrator.history.ended_trials` reads back.
+Trials in flight are kept in an ``immutables.Map`` (a persistent hash map), so an event costs O(log n).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 
 
 EMPTY = FrozenDict()
+RECENT_TRIALS = 50  # ended trials kept in state for tables and subscribers; the rest are in the log
 
 TrialStatus = Literal["pending", "training", "training_done", "evaluating", "completed", "failed"]
 JobStatus = Literal["requested", "submitted", "running", "exited"]
@@ -71,7 +74,7 @@ class TrialState:
     params: FrozenDict
     info: FrozenDict = EMPTY
     status: TrialStatus = "pending"
-    jobs: tuple[str, ...] = ()
+    jobs: tuple[JobState, ...] = ()  # every attempt of every job, in the order requested
     suggested_at: float = 0.0
     ended_at: float | None = None
     score: float | None = None
@@ -83,6 +86,17 @@ class TrialState:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def jobs_of(self, kind: str) -> list[JobState]:
+        return [j for j in self.jobs if j.kind == kind]
+
+    def job(self, key: str) -> JobState | None:
+        return next((j for j in reversed(self.jobs) if j.key == key), None)
+
+    @property
+    def spent(self) -> float:
+        """Seconds its jobs ran (what a failed trial cost)."""
+        return sum(j.duration for j in self.jobs)
+
 
 @dataclass(frozen=True)
 class SweepState:
@@ -90,33 +104,50 @@ class SweepState:
     config: FrozenDict = EMPTY
     created_at: float | None = None
     resumes: int = 0
-    trials: Map = Map()  # int -> TrialState
-    jobs: Map = Map()  # key -> JobState
     finished: bool = False
-    best_trial: int | None = None
     events: int = 0
-    # Indexes kept by the reducer so a decision costs O(trials in flight), not O(every trial ever run).
-    open_trials: Map = Map()  # trial number -> None, for trials not yet completed or failed
+    numbered: int = 0  # trials suggested so far: numbers 1..numbered
+    completed: int = 0
+    failed: int = 0
+    best: TrialState | None = None  # the best completed trial, by the sweep's goal
+    open_trials: Map = Map()  # trial number -> TrialState, for trials not yet completed or failed
+    recent: tuple[TrialState, ...] = ()  # the last RECENT_TRIALS ended trials, in the order they ended
+    job_trials: Map = Map()  # job key -> trial number, for every job of a trial in flight
     running_jobs: Map = Map()  # job key -> None, for jobs not yet exited
 
     @property
     def next_trial(self) -> int:
-        return len(self.trials) + 1
+        return self.numbered + 1
 
-    def trial_list(self) -> list[TrialState]:
-        return [self.trials[i] for i in sorted(self.trials)]
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed
 
-    def jobs_of(self, trial: int, kind: str) -> list[JobState]:
-        t = self.trials.get(trial)
-        if t is None:
-            return []
-        return [self.jobs[k] for k in t.jobs if self.jobs[k].kind == kind]
+    @property
+    def best_trial(self) -> int | None:
+        return self.best.trial if self.best is not None else None
+
+    def trial(self, number: int) -> TrialState | None:
+        """A trial in flight or among the recently ended ones (older trials are in the log only)."""
+        found = self.open_trials.get(number)
+        if found is None:
+            found = next((t for t in reversed(self.recent) if t.trial == number), None)
+        return found
+
+    def job(self, key: str) -> JobState | None:
+        """A job of a trial in flight."""
+        number = self.job_trials.get(key)
+        return None if number is None else self.open_trials[number].job(key)
 
     def open_trial_list(self) -> list[TrialState]:
-        return [self.trials[i] for i in sorted(self.open_trials)]
+        return [self.open_trials[i] for i in sorted(self.open_trials)]
+
+    def shown_trials(self) -> list[TrialState]:
+        """The recently ended trials and those in flight, by number: what tables show."""
+        return sorted([*self.recent, *self.open_trials.values()], key=lambda t: t.trial)
 
     def active_jobs(self) -> list[JobState]:
-        return [self.jobs[k] for k in self.running_jobs]
+        return [j for j in map(self.job, self.running_jobs) if j is not None]
 
 
 def freeze(value: Any) -> Any:

@@ -12,11 +12,12 @@ The mirror (:class:`WandbMirror`) follows the committed event stream and keeps o
 A run with the sweep's own name (job type ``sweep``) holds the sweep definition in its config and the sweep's
 totals and best trial in its summary.
 
-It never blocks and never loses: ``publish`` only marks the trial dirty (memory is bounded by the number of
-trials, not of events: what to write is rebuilt from the latest state, which the log can always rebuild).
-``run`` writes in a worker thread, retrying with exponential backoff while W&B is down; a cursor file
-(``<sweep_dir>/wandb_mirror.json``) records, per run, the seq and a digest of what was last written, so a
-restart writes only what changed and nothing twice.
+It never blocks and never loses: ``publish`` only keeps the latest (immutable) record of the trial an event
+touched, so memory is bounded by the trials changed since the last write, not by the events. ``run`` writes in a
+worker thread, retrying with exponential backoff while W&B is down. A cursor file (``<sweep_dir>/wandb_mirror.json``)
+records the seq up to which everything is written, and, for runs written after it, a digest of what was last
+written. At start-up the service replays to the mirror every logged event after that seq (``catch_up_from``), so a
+restart writes what it missed and nothing twice.
 
 :func:`events_from_wandb` reads a sweep's group back from the W&B API and rebuilds an event list that a fresh
 local log can start from.
@@ -142,13 +143,8 @@ def _metric_name(state: SweepState) -> str | None:
     return protein.get("metric") if protein is not None else None
 
 
-def _goal(state: SweepState) -> str:
-    protein = state.config.get("protein_config") if state.config else None
-    return (protein.get("goal") if protein is not None else None) or "maximize"
-
-
 def trial_record(state: SweepState, trial: TrialState) -> RunRecord:
-    """The W&B run of one trial, from the state alone."""
+    """The W&B run of one trial (``state`` gives the sweep's definition)."""
     params = thaw(trial.params)
     summary: dict[str, Any] = {
         "sweep/trial": trial.trial,
@@ -158,8 +154,8 @@ def trial_record(state: SweepState, trial: TrialState) -> RunRecord:
     }
     if trial.info:
         summary["sweep/info"] = thaw(trial.info)
-    trains = state.jobs_of(trial.trial, "train")
-    evals = state.jobs_of(trial.trial, "eval")
+    trains = trial.jobs_of("train")
+    evals = trial.jobs_of("eval")
     train = trains[-1] if trains else None
     progress = 0.0
     if train is not None:
@@ -210,28 +206,23 @@ def sweep_record(state: SweepState) -> RunRecord | None:
     """The sweep-level run: the definition (config) and the totals (summary)."""
     if state.sweep is None:
         return None
-    trials = state.trial_list()
-    done = [t for t in trials if t.status == "completed" and t.score is not None]
-    best = state.best_trial
-    if best is None and done:
-        pick = max if _goal(state) == "maximize" else min
-        best = pick(done, key=lambda t: t.score).trial  # type: ignore[arg-type, return-value]
+    best = state.best
     summary: dict[str, Any] = {
         "sweep/kind": "sweep",
         "sweep/name": state.sweep,
         "sweep/status": "finished" if state.finished else "running",
         "sweep/finished": state.finished,
-        "sweep/trials": len(trials),
-        "sweep/completed": len(done),
-        "sweep/failed": sum(t.status == "failed" for t in trials),
-        "sweep/active": sum(not t.terminal for t in trials),
+        "sweep/trials": state.numbered,
+        "sweep/completed": state.completed,
+        "sweep/failed": state.failed,
+        "sweep/active": len(state.open_trials),
         "sweep/resumes": state.resumes,
         "sweep/created_at": state.created_at,
-        "sweep/best_trial": best,
+        "sweep/best_trial": state.best_trial,
     }
-    if best is not None and best in state.trials:
-        summary["sweep/best_run"] = state.trials[best].run
-        summary["sweep/best_score"] = state.trials[best].score
+    if best is not None:
+        summary["sweep/best_run"] = best.run
+        summary["sweep/best_score"] = best.score
     return RunRecord(
         run_id=state.sweep,
         job_type="sweep",
@@ -241,15 +232,13 @@ def sweep_record(state: SweepState) -> RunRecord | None:
     )
 
 
-def _trial_of(event: Any, state: SweepState) -> int | None:
-    trial = getattr(event, "trial", None)
-    if isinstance(trial, int):
-        return trial
-    key = getattr(event, "key", None)
-    if key is not None:
-        job = state.jobs.get(key)
-        return job.trial if job is not None else None
-    return None
+def _trial_of(event: Any, state: SweepState) -> TrialState | None:
+    """The trial ``event`` touched, as it stands in ``state`` (the state just after the event)."""
+    number = getattr(event, "trial", None)
+    if not isinstance(number, int):
+        key = getattr(event, "key", None)
+        number = state.job_trials.get(key) if key is not None else None
+    return state.trial(number) if isinstance(number, int) else None
 
 
 _SWEEP_EVENTS = (
@@ -289,9 +278,9 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class _Batch:
     state: SweepState
     seq: int
-    trials: list[int]
+    trials: list[TrialState]
     sweep: bool
-    done: list[int]
+    done: list[int]  # trial numbers written
     sweep_done: bool = False
 
 
@@ -331,9 +320,8 @@ class WandbMirror:
         self._cursor = self._load_cursor()
         self._state: SweepState | None = None
         self._seq = 0
-        self._dirty: set[int] = set()
+        self._dirty: dict[int, TrialState] = {}  # trial number -> its latest record, until written
         self._sweep_dirty = False
-        self._full = False  # reconcile every trial against the cursor (after a restart)
         self._completed_at: dict[int, int] = {}  # trial -> seq of its TrialCompleted, until written
         self._open: OrderedDict[str, RunHandle] = OrderedDict()
         self._open_config: dict[str, str] = {}
@@ -352,33 +340,22 @@ class WandbMirror:
         """Note what changed and return at once (O(1); never touches W&B or the disk)."""
         if not self.enabled:
             return
-        first = self._state is None
         self._state = state
         self._seq = stored.seq
         event = stored.event
-        if first:
-            self._full = True  # the first state we see may carry trials changed while we were not running
         trial = _trial_of(event, state)
         if trial is not None:
-            self._dirty.add(trial)
+            self._dirty[trial.trial] = trial
             if isinstance(event, ev.TrialCompleted):
-                self._completed_at.setdefault(trial, stored.seq)
+                self._completed_at.setdefault(trial.trial, stored.seq)
         if isinstance(event, _SWEEP_EVENTS):
             self._sweep_dirty = True
         self._kick()
 
-    def reconcile(self, state: SweepState, seq: int) -> None:
-        """Compare every trial of ``state`` with what W&B was last given and write what differs.
-
-        Call it once after replaying the log at start-up (``seq`` = the log's last seq); the first ``publish``
-        does the same, so this is only needed when no event may follow (a finished sweep).
-        """
-        if not self.enabled:
-            return
-        self._state = state
-        self._seq = seq
-        self._full = True
-        self._kick()
+    def catch_up_from(self) -> int | None:
+        """The seq after which this mirror needs the logged events replayed to it at start-up: everything before
+        is in W&B already (None when disabled: nothing to catch up)."""
+        return int(self._cursor.get("seq", 0)) if self.enabled else None
 
     async def run(self) -> None:
         """Write to W&B until cancelled; on cancellation finish the open runs (shielded, bounded in time)."""
@@ -422,7 +399,7 @@ class WandbMirror:
     @property
     def pending(self) -> int:
         """Trials waiting to be written (0 when the mirror has caught up)."""
-        return len(self._dirty) + int(self._sweep_dirty) + int(self._full) + int(self._busy)
+        return len(self._dirty) + int(self._sweep_dirty) + int(self._busy)
 
     @property
     def mirrored_seq(self) -> int:
@@ -461,20 +438,17 @@ class WandbMirror:
         state = self._state
         if state is None:
             return None
-        if self._full:
-            self._full = False
-            self._dirty.update(state.trials.keys())
-            self._sweep_dirty = True
         if not self._dirty and not self._sweep_dirty:
             return None
-        trials = sorted(self._dirty)[: self.batch_size]
-        self._dirty.difference_update(trials)
+        trials = [self._dirty.pop(n) for n in sorted(self._dirty)[: self.batch_size]]
         sweep = self._sweep_dirty
         self._sweep_dirty = False
         return _Batch(state, self._seq, trials, sweep, done=[])
 
     def _requeue(self, batch: _Batch) -> None:
-        self._dirty.update(t for t in batch.trials if t not in batch.done)
+        for trial in batch.trials:
+            if trial.trial not in batch.done:
+                self._dirty.setdefault(trial.trial, trial)  # a newer record may have come in meanwhile
         if batch.sweep and not batch.sweep_done:
             self._sweep_dirty = True
 
@@ -526,24 +500,30 @@ class WandbMirror:
         state = batch.state
         changed = False
         try:
-            for number in batch.trials:
+            for trial in batch.trials:
                 if self._stopped:
                     return  # shutting down: the rest waits for the next start
-                trial = state.trials.get(number)
-                if trial is not None:
-                    changed |= self._write_run(trial_record(state, trial), batch, number)
-                batch.done.append(number)
+                changed |= self._write_run(trial_record(state, trial), batch, trial.trial)
+                batch.done.append(trial.trial)
             if batch.sweep:
                 record = sweep_record(state)
                 if record is not None:
                     changed |= self._write_run(record, batch, None)
                 batch.sweep_done = True
             if not self._dirty and not self._sweep_dirty and self._cursor.get("seq", 0) < batch.seq:
-                self._cursor["seq"] = batch.seq
+                self._advance(batch.seq)
                 changed = True
         finally:
             if changed:
                 self._save_cursor()
+
+    def _advance(self, seq: int) -> None:
+        """Everything up to ``seq`` is in W&B. A finished run written by then can never change again (a restart
+        replays only the events after ``seq``), so its entry goes: the cursor stays as small as the open runs."""
+        self._cursor["seq"] = seq
+        runs = self._cursor["runs"]
+        for run_id in [r for r, e in runs.items() if e.get("finished") and e.get("seq", seq + 1) <= seq]:
+            del runs[run_id]
 
     def _write_run(self, record: RunRecord, batch: _Batch, trial: int | None) -> bool:
         runs = self._cursor["runs"]

@@ -170,7 +170,7 @@ def expected_lines(stored: list[StoredEvent]) -> list[str]:
         line = describe(s.event, state, scheduler_name(state))
         if line is not None:
             lines.append(f"[{line[0]}] {line[1]}")
-    return lines + summary(state, state.best_trial).splitlines()
+    return lines + summary(state).splitlines()
 
 
 def assert_exactly_the_log(json_lines: list[str], stored: list[StoredEvent]) -> None:

@@ -404,14 +404,14 @@ def test_hostile_parameter_names_and_values_reach_the_job_as_inert_argv(tmp_path
     (tmp_path / "sweep.toml").write_text(toml_document(tree))
     config = load_config(tmp_path / "sweep.toml", {"sweep_name": "inject"})
     live = anyio.run(build_service(config).run)
-    assert live.finished and all(t.status == "completed" for t in live.trials.values())
+    assert live.finished and all(t.status == "completed" for t in live.shown_trials())
 
     records = {r["key"]: r["argv"] for r in map(json.loads, log.read_text().splitlines())}
     assert len(records) == 4  # two trials, a train and an eval each
     store = SQLiteStore(config.sweep_dir / "events.db")
     state = fold(s.event for s in store.read(0))
     store.close()
-    for trial in state.trial_list():
+    for trial in state.shown_trials():
         train = records[f"inject_trial_{trial.trial:04d}.train.1"]
         assert train[:4] == ["recipes.toy.train", "--args", f"run={trial.run}", "--overrides"]
         expected = [f"note={tree['train_overrides']['note']}", f"quote={tree['train_overrides']['quote']}"]

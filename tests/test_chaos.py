@@ -44,8 +44,8 @@ def test_twenty_sigkills_lose_nothing_and_run_nothing_twice(sweep_dir: Path) -> 
     store.close()
     state = fold(s.event for s in stored)
     assert [s.seq for s in stored] == list(range(1, len(stored) + 1))
-    assert state.finished and sorted(state.trials) == list(range(1, 11))
-    assert all(t.status == "completed" and t.score is not None for t in state.trials.values())
+    assert state.finished and sorted(t.trial for t in state.shown_trials()) == list(range(1, 11))
+    assert all(t.status == "completed" and t.score is not None for t in state.shown_trials())
     starts = Counter(key for kind, key, *_ in ledger(sweep_dir / "ledger.txt") if kind == "start")
     assert set(starts.values()) == {1}, [k for k, n in starts.items() if n > 1]
     assert len(starts) == 20  # one train and one eval per trial, never a second run of any key

@@ -24,7 +24,6 @@ from orchestrator.config import SweepConfig
 from orchestrator.logs import configure_logging
 from orchestrator.reducer import fold
 from orchestrator.runtime import build_service
-from orchestrator.service import observations_of
 from orchestrator.state import SweepState
 from stores.sqlite import SQLiteStore
 
@@ -115,7 +114,7 @@ def run(config: SweepConfig, spy: bool = False) -> tuple[SweepState, list[ev.Eve
 
 
 def attempts(state: SweepState, trial: int, kind: str) -> list[int]:
-    return [j.attempt for j in state.jobs_of(trial, kind)]
+    return [j.attempt for j in state.trial(trial).jobs_of(kind)]
 
 
 def reasons(events: list[ev.Event]) -> dict[int, str]:
@@ -137,10 +136,10 @@ def test_a_job_that_exits_non_zero_is_retried_with_doubling_backoff_then_fails_w
         assert reason.startswith("train failed after 3 attempts: exited with code 7")
         assert "toy train: exiting with 7 on purpose" in reason  # the job's last output lines are quoted
         assert "output.log" in reason  # and where the whole output is
-        jobs = state.jobs_of(trial, "train")
+        jobs = state.trial(trial).jobs_of("train")
         for before, after, wait in zip(jobs, jobs[1:], (0.2, 0.4)):  # backoff doubles between attempts
             assert after.requested_at - before.ended_at >= wait * 0.95
-    assert state.trials[1].status == state.trials[2].status == "failed"
+    assert state.trial(1).status == state.trial(2).status == "failed"
 
 
 @pytest.mark.parametrize(
@@ -180,7 +179,7 @@ def test_a_job_that_hangs_is_stopped_at_the_limit_derived_from_max_suggestion_co
     for trial in (1, 2):
         assert attempts(state, trial, "train") == [1, 2]
         assert "timed out after" in why[trial] and "(limit 2 s)" in why[trial], why[trial]
-        for job in state.jobs_of(trial, "train"):
+        for job in state.trial(trial).jobs_of("train"):
             assert 2.0 <= job.duration < 10.0  # stopped at its limit, not at the launcher's kill grace
 
 
@@ -233,11 +232,11 @@ def test_an_eval_that_fails_once_is_re_evaluated_not_retrained(workdir: Path) ->
     state, events, _ = run(sweep("flaky", train={"toy.fail_mode": "flaky", "toy.fail_in": "eval"}))
     assert reasons(events) == {}
     for trial in (1, 2):
-        t = state.trials[trial]
+        t = state.trial(trial)
         assert t.status == "completed" and t.score is not None
         assert attempts(state, trial, "train") == [1]
         assert attempts(state, trial, "eval") == [1, 2]
-        first, second = state.jobs_of(trial, "eval")
+        first, second = state.trial(trial).jobs_of("eval")
         assert first.exit_code == 3 and "failing this first attempt on purpose" in (first.error or "")
         assert second.succeeded
         run_dir = workdir / "train_dir" / "flaky" / t.run
@@ -261,10 +260,8 @@ def test_failed_trials_reach_the_optimizer(workdir: Path) -> None:
     assert [len(c) for c in spy.calls] == [0, 1, 2]
     for seen in spy.calls[1:]:
         assert all(o.failed and o.score is None for o in seen)
-    assert [o.params for o in spy.calls[2]] == [dict(state.trials[i].params) for i in (1, 2)]
-    observations, pending = observations_of(state)
-    assert pending == [] and len(observations) == 3
-    assert all(o.failed and o.score is None and o.cost > 0 for o in observations)  # cost: the seconds spent
+    assert [o.params for o in spy.calls[2]] == [dict(state.trial(i).params) for i in (1, 2)]
+    assert all(o.cost > 0 for seen in spy.calls[1:] for o in seen)  # a failure costs the seconds its jobs ran
 
 
 def test_a_mix_of_good_and_failing_trials_completes_with_the_best_of_the_good(workdir: Path) -> None:
@@ -276,11 +273,11 @@ def test_a_mix_of_good_and_failing_trials_completes_with_the_best_of_the_good(wo
         update={"protein_config": config.protein_config.model_validate({**config.protein_config.model_dump(), "parameters": params})}
     )
     state, events, _ = run(config)
-    statuses = {t.trial: (t.params["toy.fail_mode"], t.status) for t in state.trial_list()}
+    statuses = {t.trial: (t.params["toy.fail_mode"], t.status) for t in state.shown_trials()}
     assert {status for _, status in statuses.values()} == {"completed", "failed"}, statuses
     for mode, status in statuses.values():
         assert status == ("completed" if mode == "none" else "failed")
-    good = [t for t in state.trial_list() if t.status == "completed"]
+    good = [t for t in state.shown_trials() if t.status == "completed"]
     best = events[-1].best_trial
     assert best == (max(good, key=lambda t: t.score).trial if good else None)
 

@@ -46,8 +46,8 @@ def test_a_whole_sweep_runs_through_the_plugin(tmp_path: Path, plugin_site: Path
     assert proc.returncode == 0, out
     state, events = stored(tmp_path, "plug")
     assert state.finished
-    assert [t.status for t in state.trial_list()] == ["completed"] * 3
-    assert {j.dispatcher for j in state.jobs.values()} == {"echo"}
+    assert [t.status for t in state.shown_trials()] == ["completed"] * 3
+    assert {j.dispatcher for t in state.shown_trials() for j in t.jobs} == {"echo"}
     submitted = [e for e in events if e.type == "JobSubmitted"]
     assert len(submitted) == 6 and all(e.handle["dir"].endswith(e.key) for e in submitted)
     assert "[echo] Epoch" in out  # the plugin's Output lines reach the service's log
@@ -59,8 +59,8 @@ def test_per_kind_routing_mixes_the_plugin_with_the_local_dispatcher(tmp_path: P
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     state, _ = stored(tmp_path, "mix")
-    assert [t.status for t in state.trial_list()] == ["completed"] * 2
-    assert {(j.kind, j.dispatcher) for j in state.jobs.values()} == {("train", "echo"), ("eval", "local")}
+    assert [t.status for t in state.shown_trials()] == ["completed"] * 2
+    assert {(j.kind, j.dispatcher) for t in state.shown_trials() for j in t.jobs} == {("train", "echo"), ("eval", "local")}
 
 
 def test_a_plugin_that_raises_or_hangs_fails_its_job_and_the_service_lives_on(tmp_path: Path,
@@ -77,7 +77,7 @@ def test_a_plugin_that_raises_or_hangs_fails_its_job_and_the_service_lives_on(tm
     assert proc.returncode == 0, out
     state, _ = stored(tmp_path, "bad")
     assert state.finished
-    trials = state.trial_list()
+    trials = state.shown_trials()
     assert [t.status for t in trials] == ["failed", "failed", "completed", "completed"]
     assert "echo refuses bad_trial_0001.train.1" in trials[0].reason
     assert "dispatcher 'echo'" in trials[1].reason and "did not return within 2 s" in trials[1].reason
@@ -96,7 +96,7 @@ def test_a_plugin_whose_watch_hangs_fails_that_job_after_watch_grace_and_it_is_c
     assert time.monotonic() - t0 < 60  # bounded by the 5 s limit, not the default 60 s grace
     state, events = stored(tmp_path, "hang")
     assert state.finished
-    trials = state.trial_list()
+    trials = state.shown_trials()
     assert [t.status for t in trials] == ["failed", "completed", "completed"]
     assert "watch_grace 1 s" in trials[0].reason and "presumed hung, cancelled" in trials[0].reason
     assert "dispatcher 'echo'" in trials[0].reason

@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import events as ev
+from orchestrator.history import all_trials, ended_trials
 from orchestrator.reducer import fold, reduce
-from orchestrator.state import SweepState, TERMINAL
+from orchestrator.state import RECENT_TRIALS, SweepState
 
 TRIALS = st.integers(min_value=0, max_value=4)
 KINDS = st.sampled_from(["train", "eval"])
@@ -21,7 +22,11 @@ def _key(trial: int, kind: str, attempt: int) -> str:
 keys = st.builds(_key, TRIALS, KINDS, ATTEMPTS)
 
 any_event = st.one_of(
-    st.builds(ev.SweepCreated, sweep=st.just("s"), config=st.just({"max_trials": 4})),
+    st.builds(
+        ev.SweepCreated,
+        sweep=st.just("s"),
+        config=st.sampled_from([{"max_trials": 4}, {"max_trials": 4, "protein_config": {"goal": "minimize"}}]),
+    ),
     st.builds(ev.SweepResumed, sweep=st.just("s")),
     st.builds(
         lambda t: ev.TrialSuggested(trial=t, run=f"s_trial_{t:04d}", params={"x": t}),
@@ -49,26 +54,40 @@ any_event = st.one_of(
 )
 
 
-def assert_valid(state: SweepState) -> None:
-    assert sorted(state.trials) == list(range(1, len(state.trials) + 1)), "trial numbers are gap-free"
-    for number, trial in state.trials.items():
-        assert trial.trial == number
-        assert trial.status in {"pending", "training", "training_done", "evaluating", *TERMINAL}
-        for key in trial.jobs:
-            assert state.jobs[key].trial == number
-        if trial.status == "completed":
-            assert trial.score is not None
-    for key, job in state.jobs.items():
-        assert key in state.trials[job.trial].jobs
-        assert job.status in {"requested", "submitted", "running", "exited"}
-    assert set(state.open_trials) == {n for n, t in state.trials.items() if not t.terminal}
-    assert set(state.running_jobs) == {k for k, j in state.jobs.items() if j.active}
+def assert_valid(state: SweepState, events: list[ev.Event]) -> None:
+    open_trials = state.open_trials
+    ended = list(ended_trials(events))
+    # Every numbered trial is in flight or has ended, once; the state keeps only the recent ended ones.
+    numbers = sorted([*open_trials, *(t.trial for t in ended)])
+    assert numbers == list(range(1, state.numbered + 1)), "trial numbers are gap-free"
+    assert state.completed == sum(t.status == "completed" for t in ended)
+    assert state.failed == sum(t.status == "failed" for t in ended)
+    assert state.recent == tuple(ended[-RECENT_TRIALS:])
+    for number, trial in open_trials.items():
+        assert trial.trial == number and not trial.terminal
+        assert trial.status in {"pending", "training", "training_done", "evaluating"}
+        for job in trial.jobs:
+            assert job.trial == number and state.job_trials[job.key] == number
+            assert job.status in {"requested", "submitted", "running", "exited"}
+    for trial in ended:
+        assert trial.terminal and (trial.status != "completed" or trial.score is not None)
+    jobs = [j for t in open_trials.values() for j in t.jobs]
+    assert set(state.job_trials) == {j.key for j in jobs}
+    assert dict(state.running_jobs) == {j.key: j.trial for j in jobs if j.active}
+    # The best trial is the best completed one (the earliest among equals).
+    done = [t for t in ended if t.status == "completed"]
+    goal = state.config.get("protein_config", {}).get("goal", "maximize")
+    expected = None
+    for t in done:
+        if expected is None or (t.score > expected.score if goal == "maximize" else t.score < expected.score):
+            expected = t
+    assert state.best == expected
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(any_event, max_size=60))
 def test_any_sequence_folds_to_a_valid_state(events: list[ev.Event]) -> None:
-    assert_valid(fold(events))
+    assert_valid(fold(events), events)
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,7 +108,8 @@ def test_a_repeated_terminal_event_changes_nothing(events: list[ev.Event], data:
     event = data.draw(st.sampled_from(repeatable))
     once = reduce(state, event)
     twice = reduce(once, event)  # a duplicate delivery changes nothing
-    assert twice.trials == once.trials and twice.jobs == once.jobs and twice.finished == once.finished
+    assert twice.open_trials == once.open_trials and twice.recent == once.recent and twice.best == once.best
+    assert (twice.completed, twice.failed, twice.finished) == (once.completed, once.failed, once.finished)
 
 
 def test_a_trial_walks_through_the_seed_statuses() -> None:
@@ -108,8 +128,10 @@ def test_a_trial_walks_through_the_seed_statuses() -> None:
     for event, status in steps:
         state = reduce(state, event)
         if status:
-            assert state.trials[1].status == status
-    assert state.trials[1].score == 2.0 and state.trials[1].reason is None
+            assert state.trial(1).status == status
+    assert state.trial(1).score == 2.0 and state.trial(1).reason is None
+    assert [j.key for j in state.trial(1).jobs] == [f"{run}.train.1", f"{run}.eval.1"]  # it keeps its jobs
+    assert state.best == state.trial(1) and len(state.open_trials) == len(state.job_trials) == 0
 
 
 def test_out_of_order_and_unknown_events_are_ignored() -> None:
@@ -123,7 +145,7 @@ def test_out_of_order_and_unknown_events_are_ignored() -> None:
             ev.event_from_json("not json at all"),
         ]
     )
-    assert state.sweep == "s" and len(state.trials) == 0 and len(state.jobs) == 0
+    assert state.sweep == "s" and state.numbered == 0 and len(state.open_trials) == 0 and len(state.job_trials) == 0
     assert state.events == 6
 
 
@@ -138,3 +160,30 @@ def test_a_finished_sweep_resumed_with_more_trials_is_open_again() -> None:
     assert fold([*base, ev.SweepResumed(sweep="s", config={"max_trials": 1})]).finished
     extended = fold([*base, ev.SweepResumed(sweep="s", config={"max_trials": 3})])
     assert not extended.finished and extended.config["max_trials"] == 3
+
+
+def _long_sweep(trials: int) -> list[ev.Event]:
+    out: list[ev.Event] = [ev.SweepCreated(sweep="s", config={"max_trials": trials})]
+    for n in range(1, trials + 1):
+        run = f"s_trial_{n:04d}"
+        out += [
+            ev.TrialSuggested(trial=n, run=run, params={"x": n}),
+            ev.JobRequested(key=f"{run}.train.1", trial=n, kind="train", argv=["t", str(n)]),
+            ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0),
+            ev.JobRequested(key=f"{run}.eval.1", trial=n, kind="eval", argv=["e"]),
+            ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": n % 97}),
+        ]
+        out.append(ev.TrialCompleted(trial=n, score=n % 97, cost=1.0) if n % 5 else ev.TrialFailed(trial=n, reason="x"))
+    return [*out, ev.SweepFinished(best_trial=None)]
+
+
+def test_the_state_of_a_long_sweep_holds_only_recent_trials_and_the_log_has_them_all() -> None:
+    events = _long_sweep(500)
+    state = fold(events)
+    assert state.finished and state.numbered == 500 and (state.completed, state.failed) == (400, 100)
+    assert [t.trial for t in state.recent] == list(range(451, 501))
+    assert len(state.open_trials) == len(state.job_trials) == len(state.running_jobs) == 0
+    assert state.best_trial == 96 and state.best.score == 96  # the first of the trials that scored 96
+    again, trials = all_trials(events)
+    assert again == state and [t.trial for t in trials] == list(range(1, 501))
+    assert trials[95].score == 96 and trials[4].status == "failed" and len(trials[0].jobs) == 2

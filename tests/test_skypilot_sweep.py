@@ -33,12 +33,12 @@ def test_hybrid_sweep_trains_on_skypilot_and_evaluates_locally(tmp_path: Path) -
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         state, events = stored(tmp_path, "hy")
-        assert state.finished and [t.status for t in state.trial_list()] == ["completed"] * 3
-        by_kind = {(j.kind, j.dispatcher) for j in state.jobs.values()}
+        assert state.finished and [t.status for t in state.shown_trials()] == ["completed"] * 3
+        by_kind = {(j.kind, j.dispatcher) for t in state.shown_trials() for j in t.jobs}
         assert by_kind == {("train", "skypilot"), ("eval", "local")}
         fake = FakeSky(state_dir)
         handles = {e.key: e.handle for e in events if e.type == "JobSubmitted"}  # the log keeps every handle
-        for job in state.jobs.values():
+        for job in (j for t in state.shown_trials() for j in t.jobs):
             if job.kind == "train":
                 handle = handles[job.key]
                 assert handle["mode"] == "managed" and handle["job_name"] == job.key
@@ -47,7 +47,7 @@ def test_hybrid_sweep_trains_on_skypilot_and_evaluates_locally(tmp_path: Path) -
                 assert "accelerators:\n    A10G: 1" in fake.task_yaml(handle["job_id"])
                 assert job.step is not None  # SkyPilot's log stream became progress events
         assert len(list((state_dir / "managed").iterdir())) == 3  # one SkyPilot job per train, no more
-        for trial in state.trial_list():  # eval read the checkpoint the SkyPilot job wrote
+        for trial in state.shown_trials():  # eval read the checkpoint the SkyPilot job wrote
             assert trial.score is not None
     finally:
         FakeSky(state_dir).kill_all()
@@ -74,7 +74,7 @@ def test_a_killed_service_reattaches_to_its_running_skypilot_job(tmp_path: Path)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         state, events = stored(tmp_path, "rs")
-        assert state.finished and [t.status for t in state.trial_list()] == ["completed"]
+        assert state.finished and [t.status for t in state.shown_trials()] == ["completed"]
         assert len(list((state_dir / "managed").iterdir())) == 1  # reattached, never launched twice
         assert fake.job(1)["status"] == "SUCCEEDED" and fake.job(1)["attempt"] == 1
     finally:
@@ -111,7 +111,7 @@ def test_a_service_killed_while_its_launch_is_in_flight_does_not_launch_the_job_
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         state, events = stored(tmp_path, "fl")
-        assert [t.status for t in state.trial_list()] == ["completed"]
+        assert [t.status for t in state.shown_trials()] == ["completed"]
         assert len(list((state_dir / "managed").iterdir())) == 1  # exactly one SkyPilot job
         (submitted,) = [e for e in events if e.type == "JobSubmitted" and e.key == "fl_trial_0001.train.1"]
         assert submitted.reattached and submitted.handle["job_id"] == 1

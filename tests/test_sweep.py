@@ -43,15 +43,14 @@ def test_a_sweep_runs_train_then_eval_for_every_trial(sweep_dir: Path) -> None:
     assert proc.returncode == 0, out
     state, seqs = stored_state(sweep_dir, "s1")
     assert state.finished and seqs == list(range(1, len(seqs) + 1))
-    assert [t.status for t in state.trial_list()] == ["completed"] * 4
-    assert [t.run for t in state.trial_list()] == [f"s1_trial_{i:04d}" for i in range(1, 5)]
-    for t in state.trial_list():
+    assert [t.status for t in state.shown_trials()] == ["completed"] * 4
+    assert [t.run for t in state.shown_trials()] == [f"s1_trial_{i:04d}" for i in range(1, 5)]
+    for t in state.shown_trials():
         x = t.params["toy.x"]
         assert t.score == pytest.approx(-((x - 0.3) ** 2))
-        kinds = [state.jobs[k].kind for k in t.jobs]
-        assert kinds == ["train", "eval"]
-        train = state.jobs[t.jobs[0]]
-        assert train.ended_at <= state.jobs[t.jobs[1]].requested_at  # eval only after its train
+        assert [j.kind for j in t.jobs] == ["train", "eval"]
+        train, evaluation = t.jobs
+        assert train.ended_at <= evaluation.requested_at  # eval only after its train
         assert t.cost == pytest.approx(train.duration)
     starts = Counter(key for kind, key, *_ in ledger(sweep_dir / "ledger.txt") if kind == "start")
     assert set(starts.values()) == {1} and len(starts) == 8
@@ -70,7 +69,7 @@ def test_max_parallel_jobs_holds(sweep_dir: Path) -> None:
         peak = max(peak, running)
     assert peak == 2
     state, _ = stored_state(sweep_dir, "par")
-    assert len(state.trials) == 5 and len(state.jobs) == 10
+    assert state.numbered == 5 and sum(len(t.jobs) for t in state.shown_trials()) == 10
 
 
 def test_a_failing_job_is_retried_with_its_reason_recorded(sweep_dir: Path) -> None:
@@ -79,11 +78,11 @@ def test_a_failing_job_is_retried_with_its_reason_recorded(sweep_dir: Path) -> N
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     state, _ = stored_state(sweep_dir, "f")
-    first = state.trials[1]
+    first = state.trial(1)
     assert first.status == "completed"  # the retry (attempt 2) succeeded
-    assert [state.jobs[k].attempt for k in first.jobs if state.jobs[k].kind == "train"] == [1, 2]
-    assert "code 3" in state.jobs["f_trial_0001.train.1"].error
-    assert "simulated failure" in state.jobs["f_trial_0001.train.1"].error
+    assert [j.attempt for j in first.jobs_of("train")] == [1, 2]
+    assert "code 3" in first.job("f_trial_0001.train.1").error
+    assert "simulated failure" in first.job("f_trial_0001.train.1").error
 
 
 def test_a_second_serve_is_refused_while_the_first_runs(sweep_dir: Path) -> None:
@@ -124,8 +123,8 @@ def test_sigkill_in_the_middle_then_restart_runs_every_job_exactly_once(sweep_di
     assert proc.returncode == 0, out
     state, seqs = stored_state(sweep_dir, "crash")
     assert state.finished and seqs == list(range(1, len(seqs) + 1))
-    assert sorted(state.trials) == list(range(1, 7))
-    assert all(t.status == "completed" for t in state.trials.values())
+    assert [t.trial for t in state.shown_trials()] == list(range(1, 7))
+    assert all(t.status == "completed" for t in state.shown_trials())
     entries = ledger(sweep_dir / "ledger.txt")
     starts = Counter(key for kind, key, *_ in entries if kind == "start")
     assert len(starts) == 12 and set(starts.values()) == {1}, starts

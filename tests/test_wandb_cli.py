@@ -58,10 +58,10 @@ def test_serve_resumes_on_an_empty_machine_from_wandb(tmp_path: Path) -> None:
     store = SQLiteStore(machine_b / "train_dir" / "wbcli" / "events.db")
     state_b = fold(s.event for s in store.read(0))
     store.close()
-    assert state_b.finished and sorted(state_b.trials) == [1, 2, 3, 4]
+    assert state_b.finished and [t.trial for t in state_b.shown_trials()] == [1, 2, 3, 4]
     for n in (1, 2):  # what machine A did comes back as it was, and is not run again
-        assert dict(state_b.trials[n].params) == dict(state_a.trials[n].params)
-        assert state_b.trials[n].score == state_a.trials[n].score
-    assert all(t.status == "completed" for t in state_b.trials.values())
+        assert dict(state_b.trial(n).params) == dict(state_a.trial(n).params)
+        assert state_b.trial(n).score == state_a.trial(n).score
+    assert all(t.status == "completed" for t in state_b.shown_trials())
     started_on_b = Counter(key for kind, key, *_ in ledger(machine_b / "ledger.txt") if kind == "start")
     assert sorted(started_on_b) == [f"wbcli_trial_000{n}.{k}.1" for n in (3, 4) for k in ("eval", "train")]

@@ -57,8 +57,8 @@ def test_mirror_writes_one_run_per_trial_and_the_sweep_definition(tmp_path: Path
     mirror = make_mirror(SWEEP, tmp_path)
     anyio.run(drive, mirror, log, script(SWEEP))
     state = log.state
-    assert state.finished and len(state.trials) == 6
-    runs = check_mirrors(tmp_path, state)
+    assert state.finished and state.numbered == 6
+    runs = check_mirrors(tmp_path, log.store.path)
 
     # The seed's keys, the status and progress, the eval job's metrics, in the trial's own run.
     best = runs[run_name(SWEEP, 3)].summary
@@ -137,9 +137,9 @@ def test_outage_in_the_middle_of_a_sweep(tmp_path: Path) -> None:
     print("outage:", seen, "errors", mirror.errors, "worst lag", lag.worst, "max publish", max(took))
     assert seen["failed_calls"] >= 1 and mirror.errors >= 1
     assert mirror.errors < 40, "retries must back off, not spin"
-    assert seen["dirty"] <= 2 * len(log.state.trials)
+    assert seen["dirty"] <= 2 * log.state.numbered
     assert seen["cursor_seq"] < log.store.last_seq()
-    check_mirrors(tmp_path, log.state)
+    check_mirrors(tmp_path, log.store.path)
     assert mirror.mirrored_seq == log.store.last_seq()
     log.close()
 
@@ -169,23 +169,24 @@ def test_restart_continues_from_the_cursor_without_writing_twice(tmp_path: Path)
     log.close()
     before = {rid: len(r.segments) for rid, r in read_offline_runs(tmp_path).items()}
     cursor_before = json.loads((tmp_path / CURSOR_FILE).read_text())
-    assert cursor_before["runs"][run_name(SWEEP, 1)]["finished"] is True
+    # Trial 1 finished in phase 1, which is all written: the cursor's seq covers it, and it has no entry left.
+    assert run_name(SWEEP, 1) not in cursor_before["runs"] and run_name(SWEEP, 3) in cursor_before["runs"]
 
-    # A new process: replay the log, start a new mirror, let it reconcile, then carry on with phase 3.
+    # A new process: replay the log, start a new mirror (handed the events after its cursor), carry on with phase 3.
     log = Log(tmp_path / "events.db")
     second = make_mirror(SWEEP, tmp_path)
 
     async def session_two() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(second.run)
-            second.reconcile(log.state, log.store.last_seq())
+            log.replay_to(second)
             for stored, state in log.append(phases[2]):
                 second.publish(stored, state)
             assert await second.flush(30)
             tg.cancel_scope.cancel()
 
     anyio.run(session_two)
-    runs = check_mirrors(tmp_path, log.state)
+    runs = check_mirrors(tmp_path, log.store.path)
     after = {rid: len(r.segments) for rid, r in runs.items()}
     # Trials 1 and 2 were complete in W&B before the restart: not touched again.
     assert after[run_name(SWEEP, 1)] == before[run_name(SWEEP, 1)] == 1
@@ -202,7 +203,7 @@ def test_restart_continues_from_the_cursor_without_writing_twice(tmp_path: Path)
     async def session_three() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(third.run)
-            third.reconcile(log.state, log.store.last_seq())
+            log.replay_to(third)
             assert await third.flush(30)
             tg.cancel_scope.cancel()
 
@@ -216,7 +217,7 @@ def test_open_runs_are_bounded(tmp_path: Path) -> None:
     mirror = make_mirror(SWEEP, tmp_path, max_open_runs=2)
     anyio.run(drive, mirror, log, script(SWEEP)[:1])
     assert len(mirror._open) == 0  # closed at shutdown
-    check_mirrors(tmp_path, log.state)
+    check_mirrors(tmp_path, log.store.path)
     log.close()
 
 
@@ -276,10 +277,10 @@ def test_a_hung_wandb_does_not_hold_up_shutdown(tmp_path: Path) -> None:
     async def again() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(second.run)
-            second.reconcile(log.state, log.store.last_seq())
+            log.replay_to(second)
             assert await second.flush(30)
             tg.cancel_scope.cancel()
 
     anyio.run(again)
-    check_mirrors(tmp_path, log.state)
+    check_mirrors(tmp_path, log.store.path)
     log.close()

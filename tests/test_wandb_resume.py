@@ -91,22 +91,22 @@ def test_resume_on_an_empty_machine_from_wandb_alone(tmp_path: Path, served) -> 
     assert state.sweep == SWEEP
     assert _plain(state.config) == definition(SWEEP)
     assert load_config(base=_plain(state.config)).sweep_name == SWEEP  # the definition still loads
-    assert sorted(state.trials) == [1, 2, 3, 4]
+    assert [t.trial for t in state.shown_trials()] == [1, 2, 3, 4]
     for n in (1, 2, 3, 4):
-        assert dict(state.trials[n].params) == params(n) == dict(old.trials[n].params)
-        assert state.trials[n].run == run_name(SWEEP, n)
-    one = state.trials[1]
-    assert one.status == "completed" and one.score == 0.61 and one.cost == old.trials[1].cost
+        assert dict(state.trial(n).params) == params(n) == dict(old.trial(n).params)
+        assert state.trial(n).run == run_name(SWEEP, n)
+    one = state.trial(1)
+    assert one.status == "completed" and one.score == 0.61 and one.cost == old.trial(1).cost
     assert one.metrics[METRIC] == 0.61 and one.metrics["evaluator/eval_arena/survival_rate"] == pytest.approx(0.561)
-    assert state.trials[2].status == "failed" and state.trials[2].reason == "train exited with 1"
+    assert state.trial(2).status == "failed" and state.trial(2).reason == "train exited with 1"
     # Crashed in training, checkpoint here: training counts as done, the scheduler will request the eval.
-    three = state.trials[3]
+    three = state.trial(3)
     assert three.status == "training_done"
-    (train_job,) = state.jobs_of(3, "train")
+    (train_job,) = state.trial(3).jobs_of("train")
     assert train_job.succeeded and train_job.key == f"{run_name(SWEEP, 3)}.train.1"
     assert not state.active_jobs()
     # Pending with W&B still saying running, nothing to evaluate: failed, with a reason a person can act on.
-    four = state.trials[4]
+    four = state.trial(4)
     assert four.status == "failed" and "running" in four.reason and "checkpoint" in four.reason
     assert state.next_trial == 5 and not state.finished
 
@@ -119,14 +119,14 @@ def test_resume_on_an_empty_machine_from_wandb_alone(tmp_path: Path, served) -> 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(mirror.run)
-            mirror.reconcile(log_b.state, log_b.store.last_seq())
+            log_b.replay_to(mirror)
             for stored, st in log_b.append(more):
                 mirror.publish(stored, st)
             assert await mirror.flush(30)
             tg.cancel_scope.cancel()
 
     anyio.run(main)
-    assert log_b.state.trials[3].status == "completed" and log_b.state.trials[5].status == "completed"
+    assert log_b.state.trial(3).status == "completed" and log_b.state.trial(5).status == "completed"
     runs_b = read_offline_runs(machine_b / SWEEP)
     assert runs_b[run_name(SWEEP, 3)].summary["sweep/score"] == 0.93
     assert runs_b[run_name(SWEEP, 5)].group == SWEEP
@@ -142,8 +142,8 @@ def test_a_finished_sweep_comes_back_finished(tmp_path: Path, monkeypatch: pytes
         state = fold(events_from_wandb(SETTINGS, SWEEP, tmp_path / "b" / "train_dir"))
     old = log.state
     assert state.finished and state.best_trial == 3
-    for n, trial in old.trials.items():
-        got = state.trials[n]
+    for trial in old.shown_trials():
+        got = state.trial(trial.trial)
         assert (got.status, got.score, got.cost, dict(got.params)) == (trial.status, trial.score, trial.cost,
                                                                       dict(trial.params))
     log.close()
@@ -153,8 +153,8 @@ def test_missing_trials_keep_numbering_gap_free(tmp_path: Path, served) -> None:
     server, _ = served
     server.runs = [r for r in server.runs if r.id != run_name(SWEEP, 2)]
     state = fold(events_from_wandb(SETTINGS, SWEEP, tmp_path / "train_dir"))
-    assert sorted(state.trials) == [1, 2, 3, 4]
-    assert state.trials[2].status == "failed" and "never mirrored" in state.trials[2].reason
+    assert [t.trial for t in state.shown_trials()] == [1, 2, 3, 4]
+    assert state.trial(2).status == "failed" and "never mirrored" in state.trial(2).reason
 
 
 def test_an_unknown_sweep_gives_nothing(served) -> None:

@@ -14,7 +14,8 @@ import anyio
 
 from orchestrator.config import WandbSettings
 from fakes.wandb_files import read_offline_runs
-from orchestrator.state import SweepState
+from orchestrator.history import all_trials
+from stores.sqlite import SQLiteStore
 from stores.wandb import WandbMirror, sweep_record, trial_record, unflatten
 from stores.wandb_client import WandbClient, WandbError
 
@@ -89,11 +90,16 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
-def check_mirrors(sweep_dir: Path, state: SweepState) -> dict:
-    """Every trial run and the sweep run hold exactly what the final state says; no history row twice."""
+def check_mirrors(sweep_dir: Path, db: Path) -> dict:
+    """Every trial run and the sweep run hold exactly what the event log ``db`` says; no history row twice."""
+    store = SQLiteStore(db)
+    try:
+        state, trials = all_trials(s.event for s in store.read())
+    finally:
+        store.close()
     runs = read_offline_runs(sweep_dir)
-    assert set(runs) == {t.run for t in state.trial_list()} | {state.sweep}
-    for trial in state.trial_list():
+    assert set(runs) == {t.run for t in trials} | {state.sweep}
+    for trial in trials:
         run = runs[trial.run]
         expected = trial_record(state, trial)
         assert run.display_name == trial.run and run.group == state.sweep and state.sweep in run.tags

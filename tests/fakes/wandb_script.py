@@ -98,5 +98,14 @@ class Log:
             self.state = reduce(self.state, stored.event)
             yield stored, self.state
 
+    def replay_to(self, subscriber: Any) -> None:
+        """What the service does at start-up: replay the log, handing a subscriber the events after its cursor."""
+        after = subscriber.catch_up_from()
+        state = SweepState()
+        for stored in self.store.read():
+            state = reduce(state, stored.event)
+            if after is not None and stored.seq > after:
+                subscriber.publish(stored, state)
+
     def close(self) -> None:
         self.store.close()
