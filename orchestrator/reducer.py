@@ -87,7 +87,7 @@ def _end_trial(state: SweepState, trial: TrialState) -> SweepState:
     return _evolve(
         state,
         open_trials=state.open_trials.delete(trial.trial),
-        recent=(*state.recent[-(RECENT_TRIALS - 1):], trial),
+        recent=(*state.recent, trial)[-RECENT_TRIALS:],
         job_trials=job_trials,
         running_jobs=running,
         completed=state.completed + completed,

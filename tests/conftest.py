@@ -62,3 +62,22 @@ def serve_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, **extra}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def long_sweep(trials: int, sweep: str = "s") -> list:
+    """The events of a finished sweep of ``trials`` trials, train then eval each; every fifth trial fails and
+    trial n scores n % 97."""
+    from orchestrator import events as ev
+
+    out: list = [ev.SweepCreated(sweep=sweep, config={"max_trials": trials})]
+    for n in range(1, trials + 1):
+        run = f"{sweep}_trial_{n:04d}"
+        out += [
+            ev.TrialSuggested(trial=n, run=run, params={"x": n}),
+            ev.JobRequested(key=f"{run}.train.1", trial=n, kind="train", argv=["t", str(n)]),
+            ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0),
+            ev.JobRequested(key=f"{run}.eval.1", trial=n, kind="eval", argv=["e"]),
+            ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": n % 97}),
+        ]
+        out.append(ev.TrialCompleted(trial=n, score=n % 97, cost=1.0) if n % 5 else ev.TrialFailed(trial=n, reason="x"))
+    return [*out, ev.SweepFinished(best_trial=None)]

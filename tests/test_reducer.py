@@ -9,6 +9,7 @@ from orchestrator import events as ev
 from orchestrator.history import all_trials, ended_trials
 from orchestrator.reducer import fold, reduce
 from orchestrator.state import RECENT_TRIALS, SweepState
+from tests.conftest import long_sweep
 
 TRIALS = st.integers(min_value=0, max_value=4)
 KINDS = st.sampled_from(["train", "eval"])
@@ -162,23 +163,8 @@ def test_a_finished_sweep_resumed_with_more_trials_is_open_again() -> None:
     assert not extended.finished and extended.config["max_trials"] == 3
 
 
-def _long_sweep(trials: int) -> list[ev.Event]:
-    out: list[ev.Event] = [ev.SweepCreated(sweep="s", config={"max_trials": trials})]
-    for n in range(1, trials + 1):
-        run = f"s_trial_{n:04d}"
-        out += [
-            ev.TrialSuggested(trial=n, run=run, params={"x": n}),
-            ev.JobRequested(key=f"{run}.train.1", trial=n, kind="train", argv=["t", str(n)]),
-            ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0),
-            ev.JobRequested(key=f"{run}.eval.1", trial=n, kind="eval", argv=["e"]),
-            ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": n % 97}),
-        ]
-        out.append(ev.TrialCompleted(trial=n, score=n % 97, cost=1.0) if n % 5 else ev.TrialFailed(trial=n, reason="x"))
-    return [*out, ev.SweepFinished(best_trial=None)]
-
-
 def test_the_state_of_a_long_sweep_holds_only_recent_trials_and_the_log_has_them_all() -> None:
-    events = _long_sweep(500)
+    events = long_sweep(500)
     state = fold(events)
     assert state.finished and state.numbered == 500 and (state.completed, state.failed) == (400, 100)
     assert [t.trial for t in state.recent] == list(range(451, 501))

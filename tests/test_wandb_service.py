@@ -6,15 +6,18 @@ The service is built as ``orchestrator.runtime.build_service`` builds it, with t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
 import pytest
 
 from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, hermetic_wandb
+from orchestrator import reducer
 from orchestrator.config import load_config
 from orchestrator.runtime import build_service
-from stores.wandb import WandbMirror
+from stores.sqlite import SQLiteStore
+from stores.wandb import CURSOR_FILE, WandbMirror
 from tests.conftest import write_sweep
 
 
@@ -67,3 +70,39 @@ def test_wandb_outage_in_the_middle_of_a_real_sweep(sweep_dir: Path, monkeypatch
     # Afterwards (the service's drain at the end), W&B holds everything, once.
     check_mirrors(config.sweep_dir, config.sweep_dir / "events.db")
     assert mirror.mirrored_seq == service.last_seq
+
+
+def test_a_sweep_run_without_wandb_is_mirrored_in_full_once_resumed_with_it(
+    sweep_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state keeps only the most recent ended trials (here one), so what W&B missed must come from the log: at
+    start-up the service replays to the mirror every event after its cursor. A later start writes no trial again."""
+    monkeypatch.setattr(reducer, "RECENT_TRIALS", 1)
+    monkeypatch.setenv("JOB_SECONDS", "0.05")
+    write_sweep(sweep_dir / "sweep.toml", max_trials=4, parallel=2)
+
+    def serve(mode: str) -> tuple[object, WandbMirror | None]:
+        config = load_config(
+            sweep_dir / "sweep.toml", {"sweep_name": "wbcatch", "monitoring_interval": 60, "wandb": {"mode": mode}}
+        )
+        service = build_service(config, log_format="json")
+        mirror = next((s for s in service.subscribers if isinstance(s, WandbMirror)), None)
+        async def bounded():
+            with anyio.fail_after(120):
+                return await service.run()
+
+        return anyio.run(bounded), mirror
+
+    state, mirror = serve("disabled")
+    assert state.finished and state.completed == 4 and len(state.recent) == 1 and mirror is None
+    db = sweep_dir / "train_dir" / "wbcatch" / "events.db"
+
+    state, mirror = serve("offline")
+    assert mirror is not None and mirror.mirrored_seq == SQLiteStore(db).last_seq()
+    runs = check_mirrors(db.parent, db)  # every trial, not only the one the state remembers
+    assert len(runs) == 5 and runs["wbcatch"].summary["sweep/completed"] == 4
+
+    state, mirror = serve("offline")
+    assert mirror is not None and mirror.writes == 1  # the sweep's own run (one more resume); no trial again
+    cursor = json.loads((db.parent / CURSOR_FILE).read_text())
+    assert cursor["runs"] == {} and cursor["seq"] == SQLiteStore(db).last_seq()  # all written, all finished

@@ -1,0 +1,53 @@
+"""A long sweep's state holds only recent trials; ``status --all`` and the optimizer's history still see them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from optimizers.base import Observation, ObservationLog
+from orchestrator.cli import main
+from orchestrator.state import RECENT_TRIALS
+from stores.sqlite import SQLiteStore
+from tests.conftest import long_sweep
+
+
+def test_status_shows_the_recent_trials_and_all_lists_every_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = SQLiteStore(tmp_path / "long" / "events.db")
+    store.append(long_sweep(120, "long"))
+    store.close()
+
+    assert main(["status", "--sweep", "long", "--train-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith("trial_")]
+    assert out.startswith("Sweep long: finished, 120/120 trials done")
+    assert rows == [f"trial_{n:04d}" for n in range(121 - RECENT_TRIALS, 121)]
+    assert f"({120 - RECENT_TRIALS} earlier trials not shown: `status --all` lists every trial)" in out
+
+    assert main(["status", "--sweep", "long", "--train-dir", str(tmp_path), "--all"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("trial_")]
+    assert [r[0] for r in rows] == [f"trial_{n:04d}" for n in range(1, 121)]
+    assert [r[1] for r in rows].count("failed") == 24 and "earlier trials not shown" not in out
+    assert "reason: x" in out
+
+
+def test_the_observation_log_gives_back_what_it_was_given_and_its_views_stay_fixed() -> None:
+    log = ObservationLog()
+    given = [
+        Observation({"lr": 0.01, "batch": 64, "act": "relu"}, 0.5, 3.0),
+        Observation({"lr": 0.02, "batch": 128, "act": "tanh"}, None, 1.5, failed=True),
+        Observation({}, None, 0.0, failed=True),  # restored from W&B without parameters
+    ]
+    for obs in given[:2]:
+        log.append(obs)
+    view = log.view()
+    log.append(given[2])
+    assert list(log) == given and log[-1] == given[2] and log[1:] == given[1:]
+    assert len(view) == 2 and list(view) == given[:2]  # what a worker thread was handed does not grow under it
+    assert log._names[0] is log._names[1]  # the names are stored once
+    with pytest.raises(IndexError):
+        view[2]
+    with pytest.raises(TypeError):
+        view.append(given[0])
