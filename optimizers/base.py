@@ -28,9 +28,12 @@ class ObservationLog(Sequence[Observation]):
     ``Observation`` is built when read, so an optimizer that only counts them (random search) builds none.
 
     Append-only; ``view()`` is a fixed-length snapshot that a worker thread may read while more are appended.
+    With ``count_only`` it keeps nothing but how many it was given (for an optimizer that only counts them).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, count_only: bool = False) -> None:
+        self.count_only = count_only
+        self._count = 0
         self._names: list[tuple[str, ...]] = []
         self._values: list[tuple[Any, ...]] = []
         self._score = array("d")
@@ -42,6 +45,9 @@ class ObservationLog(Sequence[Observation]):
     def append(self, obs: Observation) -> None:
         if self._length is not None:
             raise TypeError("a view of an ObservationLog is read-only")
+        self._count += 1
+        if self.count_only:
+            return
         names = tuple(obs.params)
         self._names.append(self._shared.setdefault(names, names))
         self._values.append(tuple(obs.params.values()))
@@ -56,9 +62,11 @@ class ObservationLog(Sequence[Observation]):
         return snapshot
 
     def __len__(self) -> int:
-        return len(self._values) if self._length is None else self._length
+        return self._count if self._length is None else self._length
 
     def _row(self, i: int) -> Observation:
+        if self.count_only:
+            raise TypeError("this ObservationLog keeps only a count: the optimizer declared reads_observations=False")
         failed = bool(self._failed[i])
         score = None if failed else self._score[i]
         return Observation(dict(zip(self._names[i], self._values[i])), score, self._cost[i], failed)
@@ -88,6 +96,9 @@ class Suggestion:
 
 
 class Optimizer(Protocol):
+    """``reads_observations`` (optional, default True): False declares that ``suggest`` only counts the
+    observations (``len``), as random search does; the service then keeps a count instead of a history."""
+
     def suggest(
         self, observations: Sequence[Observation], pending: Sequence[dict[str, Any]], n: int = 1
     ) -> list[Suggestion]:

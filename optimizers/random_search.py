@@ -14,6 +14,8 @@ from optimizers.spaces import Space
 class RandomSearch:
     """Uniform samples in [-1, 1]^d, decoded; the search center first when the settings ask for it."""
 
+    reads_observations = False  # it only counts them (to seed itself), so the service keeps no history for it
+
     def __init__(self, config: ProteinConfig, seed: int | None = None):
         self.config = config
         self.space = Space(config.parameters)

@@ -76,7 +76,8 @@ class SweepService:
         self._watching: set[str] = set()
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
-        self._observations = ObservationLog()  # every ended trial, for the optimizer (the state keeps recent ones)
+        # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
+        self._observations = ObservationLog(count_only=not getattr(optimizer, "reads_observations", True))
         self._loggers: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------------------------

@@ -51,3 +51,12 @@ def test_the_observation_log_gives_back_what_it_was_given_and_its_views_stay_fix
         view[2]
     with pytest.raises(TypeError):
         view.append(given[0])
+
+
+def test_for_an_optimizer_that_only_counts_the_log_keeps_only_a_count() -> None:
+    log = ObservationLog(count_only=True)
+    for i in range(1000):
+        log.append(Observation({"lr": i / 1000}, float(i), 1.0))
+    assert len(log) == 1000 and len(log.view()) == 1000 and log._values == []
+    with pytest.raises(TypeError, match="reads_observations=False"):
+        log[0]
