@@ -166,14 +166,14 @@ class Follower:
                 store.close()
 
         for stored in await anyio.to_thread.run_sync(read):
-            self._handle(stored, stored.model_dump_json())
+            self._handle(stored, stored.to_json())
         return True
 
 
 def _stored(data: str) -> StoredEvent:
     """One stream message; an event type this version does not know becomes an UnknownEvent, not an error."""
     raw = json.loads(data)
-    return StoredEvent(seq=raw["seq"], event=event_from_dict(raw["event"]))
+    return StoredEvent(seq=int(raw["seq"]), event=event_from_dict(raw["event"]))
 
 
 async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:

@@ -8,6 +8,7 @@ a sequence number. An event type the running code does not know (written by a ne
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -133,12 +134,17 @@ Event = Annotated[
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-class StoredEvent(BaseModel):
-    """An event as the log holds it: its position (1-based, gap-free) and the event."""
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the log holds it: its position (1-based, gap-free) and the event (already validated: a plain
+    record, since replaying a long log builds one per event)."""
 
-    model_config = ConfigDict(frozen=True)
     seq: int
     event: Event
+
+    def to_json(self) -> str:
+        """``{"seq":N,"event":{...}}``, one line: how the stream carries it."""
+        return f'{{"seq":{int(self.seq)},"event":{self.event.model_dump_json()}}}'
 
 
 def event_to_json(event: _Event) -> str:

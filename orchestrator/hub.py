@@ -48,7 +48,7 @@ class Entry:
     @property
     def sse(self) -> bytes:
         if self._sse is None:
-            self._sse = f"id: {self.stored.seq}\ndata: {self.stored.model_dump_json()}\n\n".encode()
+            self._sse = f"id: {self.stored.seq}\ndata: {self.stored.to_json()}\n\n".encode()
         return self._sse
 
 

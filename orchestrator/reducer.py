@@ -60,17 +60,16 @@ def _put_trial(state: SweepState, trial: TrialState) -> SweepState:
     return _evolve(state, open_trials=state.open_trials.set(trial.trial, trial))
 
 
-def _put_job(state: SweepState, trial: TrialState, job: JobState) -> SweepState:
-    """``job`` (new or changed) into its trial, which is open."""
-    jobs = tuple(job if j.key == job.key else j for j in trial.jobs)
-    if job.key not in state.job_trials:
-        jobs += (job,)
-    state = _evolve(
-        state,
-        job_trials=state.job_trials.set(job.key, trial.trial),
-        running_jobs=_mark(state.running_jobs, job.key, None if not job.active else job.trial),
-    )
-    return _put_trial(state, _evolve(trial, jobs=jobs))
+def _put_job(state: SweepState, trial: TrialState, job: JobState, **trial_changes: Any) -> SweepState:
+    """``job`` (new or changed) into its trial, which is open; ``trial_changes`` too. One copy of each."""
+    known = job.key in state.job_trials
+    jobs = tuple(job if j.key == job.key else j for j in trial.jobs) if known else (*trial.jobs, job)
+    changes: dict[str, Any] = {"open_trials": state.open_trials.set(trial.trial, _evolve(trial, jobs=jobs, **trial_changes))}
+    if not known:
+        changes["job_trials"] = state.job_trials.set(job.key, trial.trial)
+    if job.active != (job.key in state.running_jobs):
+        changes["running_jobs"] = _mark(state.running_jobs, job.key, job.trial if job.active else None)
+    return _evolve(state, **changes)
 
 
 def _end_trial(state: SweepState, trial: TrialState) -> SweepState:
@@ -144,8 +143,7 @@ def _job_requested(state: SweepState, e: ev.JobRequested) -> SweepState | None:
     if trial is None or e.key in state.job_trials:
         return None
     job = JobState(e.key, e.trial, e.kind, e.attempt, tuple(e.argv), e.dispatcher, requested_at=e.ts)
-    status = "training" if e.kind == "train" else "evaluating"
-    return _put_job(state, _evolve(trial, status=status), job)
+    return _put_job(state, trial, job, status="training" if e.kind == "train" else "evaluating")
 
 
 def _job_submitted(state: SweepState, e: ev.JobSubmitted) -> SweepState | None:
@@ -191,7 +189,7 @@ def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
         duration=e.duration,
     )
     if job.kind == "train" and job.succeeded:
-        trial = _evolve(trial, status="training_done")
+        return _put_job(state, trial, job, status="training_done")
     return _put_job(state, trial, job)
 
 

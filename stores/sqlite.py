@@ -70,7 +70,7 @@ class SQLiteStore:
             if not rows:
                 return
             for seq, body in rows:
-                yield StoredEvent(seq=seq, event=event_from_json(body))
+                yield StoredEvent(seq, event_from_json(body))
             since = rows[-1][0]
 
     def last_seq(self) -> int:
