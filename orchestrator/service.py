@@ -76,8 +76,7 @@ class SweepService:
         self._watching: set[str] = set()
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
-        # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
-        self._observations = ObservationLog(count_only=not getattr(optimizer, "reads_observations", True))
+        self._observations = ObservationLog()  # rebuilt by the replay at the start of ``run``
         self._loggers: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------------------------
@@ -106,6 +105,9 @@ class SweepService:
         return self.state
 
     async def _replay(self) -> None:
+        # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
+        self._observations = ObservationLog(count_only=not getattr(self.optimizer, "reads_observations", True))
+
         def fold_log() -> tuple[SweepState, int]:
             # Replay builds a large, long-lived state in one go, and the cyclic GC would scan it again and again
             # as it grows (more than doubling the time to replay 100,000 events) without finding anything to
