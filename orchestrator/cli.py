@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_args(status)
     status.add_argument("--follow", "--live", action="store_true", help="keep the table live from serve's stream")
     status.add_argument("--interval", type=float, default=None, metavar="S", help="seconds between tables off a TTY")
-    status.add_argument("--all", action="store_true", help="list every trial, not only the recent ones and those in flight")
+    status.add_argument(
+        "--all", action="store_true", help="list every trial, not only those in flight and the last 50 ended"
+    )
     _follow_args(status)
 
     attach = sub.add_parser(

@@ -64,7 +64,8 @@ def _put_job(state: SweepState, trial: TrialState, job: JobState, **trial_change
     """``job`` (new or changed) into its trial, which is open; ``trial_changes`` too. One copy of each."""
     known = job.key in state.job_trials
     jobs = tuple(job if j.key == job.key else j for j in trial.jobs) if known else (*trial.jobs, job)
-    changes: dict[str, Any] = {"open_trials": state.open_trials.set(trial.trial, _evolve(trial, jobs=jobs, **trial_changes))}
+    trial = _evolve(trial, jobs=jobs, **trial_changes)
+    changes: dict[str, Any] = {"open_trials": state.open_trials.set(trial.trial, trial)}
     if not known:
         changes["job_trials"] = state.job_trials.set(job.key, trial.trial)
     if job.active != (job.key in state.running_jobs):
