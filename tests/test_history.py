@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from optimizers.base import Observation, ObservationLog
 from orchestrator.cli import main
+from orchestrator.http import state_document
+from orchestrator.reducer import fold
 from orchestrator.state import RECENT_TRIALS
 from stores.sqlite import SQLiteStore
 from tests.conftest import long_sweep
@@ -60,3 +63,14 @@ def test_for_an_optimizer_that_only_counts_the_log_keeps_only_a_count() -> None:
     assert len(log) == 1000 and len(log.view()) == 1000 and log._values == []
     with pytest.raises(TypeError, match="reads_observations=False"):
         log[0]
+
+
+def test_the_state_document_carries_the_counts_and_the_shown_trials_with_their_jobs() -> None:
+    events = long_sweep(60)[:-2]  # trial 60 has been evaluated, its outcome not decided yet
+    state = fold(events)
+    doc = json.loads(json.dumps(state_document(state, last_seq=len(events))))
+    assert (doc["trials_total"], doc["completed"], doc["failed"]) == (60, 48, 11)
+    assert [t["trial"] for t in doc["trials"]] == list(range(60 - RECENT_TRIALS, 61))
+    last = doc["trials"][-1]
+    assert last["status"] == "evaluating" and [j["kind"] for j in last["jobs"]] == ["train", "eval"]
+    assert last["jobs"][1]["result"] == {"score": 60 % 97} and doc["best_trial"] == 59
