@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,11 +30,16 @@ def _hermetic_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hermetic_wandb(tmp_path, monkeypatch)
 
 
-async def drive(mirror: WandbMirror, log: Log, phases, between=None, flush: float = 30.0) -> list[float]:
-    """Run the mirror in a task group and commit the phases; returns how long each publish() took."""
+async def drive(
+    mirror: WandbMirror, log: Log, phases, between=None, flush: float = 30.0, restart: bool = False
+) -> list[float]:
+    """Run the mirror in a task group and commit the phases; returns how long each publish() took. ``restart``:
+    first hand the mirror the logged events after its cursor, as a service starting up does."""
     took: list[float] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(mirror.run)
+        if restart:
+            log.replay_to(mirror)
         for i, phase in enumerate(phases):
             for stored, state in log.append(phase):
                 t = time.perf_counter()
@@ -178,16 +184,7 @@ def test_restart_continues_from_the_cursor_without_writing_twice(tmp_path: Path,
     log = Log(tmp_path / "events.db")
     second = make_mirror(SWEEP, tmp_path)
 
-    async def session_two() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(second.run)
-            log.replay_to(second)
-            for stored, state in log.append(phases[2]):
-                second.publish(stored, state)
-            assert await second.flush(30)
-            tg.cancel_scope.cancel()
-
-    anyio.run(session_two)
+    anyio.run(partial(drive, second, log, [phases[2]], restart=True))
     runs = check_mirrors(tmp_path, log.store.path)
     after = {rid: len(r.segments) for rid, r in runs.items()}
     # Trials 1 and 2 were complete in W&B before the restart: not touched again.
@@ -202,14 +199,7 @@ def test_restart_continues_from_the_cursor_without_writing_twice(tmp_path: Path,
     files = len(segment_files(tmp_path))
     third = make_mirror(SWEEP, tmp_path)
 
-    async def session_three() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(third.run)
-            log.replay_to(third)
-            assert await third.flush(30)
-            tg.cancel_scope.cancel()
-
-    anyio.run(session_three)
+    anyio.run(partial(drive, third, log, [], restart=True))
     assert third.writes == 0 and len(segment_files(tmp_path)) == files
     log.close()
 
@@ -276,13 +266,6 @@ def test_a_hung_wandb_does_not_hold_up_shutdown(tmp_path: Path) -> None:
     log = Log(tmp_path / "events.db")
     second = make_mirror(SWEEP, tmp_path)
 
-    async def again() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(second.run)
-            log.replay_to(second)
-            assert await second.flush(30)
-            tg.cancel_scope.cancel()
-
-    anyio.run(again)
+    anyio.run(partial(drive, second, log, [], restart=True))
     check_mirrors(tmp_path, log.store.path)
     log.close()
