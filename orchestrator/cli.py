@@ -136,7 +136,7 @@ def check_sweep_name(name: Any, how: str) -> str:
     if not isinstance(name, str) or not _SWEEP_NAME.fullmatch(name):
         raise ConfigError(
             f"sweep_name: use letters, digits, '.', '_' and '-' only, at most 128, starting with a letter or digit "
-            f"(got {how} {name!r})"
+            f"(got {how}{name!r})"
         )
     return name
 
@@ -152,7 +152,7 @@ def resolve_config(
     """The sweep's definition: the stored one when the sweep exists (plus command-line changes), else the file
     configs/DEFINITION.toml (or ``config_file``). The sweep is named ``sweep_name`` if given, else DEFINITION. A new
     sweep's random seed is part of the definition it records, so a resume proposes what it would have."""
-    sweep = check_sweep_name(assignments.get("sweep_name", definition), "sweep_name=")
+    sweep = check_sweep_name(assignments.get("sweep_name", definition), "--args sweep_name=")
     assignments = {**assignments, "sweep_name": sweep}
     if train_dir:
         assignments["train_dir"] = train_dir
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        check_sweep_name(ns.sweep, "--sweep")  # it names files: check it before any path is built from it
+        check_sweep_name(ns.sweep, "--sweep ")  # it names files: check it before any path is built from it
         return COMMANDS[ns.command](ns)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

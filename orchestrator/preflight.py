@@ -1,16 +1,14 @@
 """Preflight: before the first trial, check what would make every trial fail, and refuse to start (exit 2).
 
 - Jobs that run the project's runner (``python -m orchestrator.run``): the first trial's train and eval command
-  lines go through the runner's own validation (``--dry-run``: the recipe is imported and every argument and
-  override checked, nothing runs). Its one-line message names the field.
+  lines go through the runner's own validation (``orchestrator.run.check_command``, what its ``--dry-run`` does:
+  the recipe is imported and every argument and override checked; nothing runs). Its message names the field.
 - Dispatchers that can check their own setup offer ``preflight()`` (SkyPilot: a cloud is enabled).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
+import re
 
 import anyio
 
@@ -18,11 +16,12 @@ from dispatchers.registry import DispatcherError, build_dispatcher
 from optimizers.spaces import Space
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.jobs import job_key
+from orchestrator.run import PROG, UsageError, check_command
 from orchestrator.scheduler import make_scheduler, run_name
 from orchestrator.state import JobState, TrialState, freeze
 
 RUNNER = "orchestrator.run"
-CHECK_TIMEOUT = 120.0  # seconds for the runner to import a recipe and check one command line
+_NAMED = re.compile(r"(?:override|argument|config at) '([^']+)'")
 
 
 def first_trial(config: SweepConfig) -> TrialState:
@@ -38,36 +37,53 @@ def first_job(config: SweepConfig, kind: str, dispatcher: str) -> tuple[TrialSta
     return trial, JobState(job_key(trial.run, kind, 1), 1, kind, 1, tuple(argv), dispatcher)
 
 
-def runs_the_runner(config: SweepConfig) -> bool:
-    return any(part == RUNNER or part.replace(os.sep, "/").endswith("orchestrator/run.py") for part in config.command)
+def _runner_args(config: SweepConfig, argv: tuple[str, ...]) -> list[str] | None:
+    """The runner's own arguments in a job's argv, or None when the job does not run the project's runner."""
+    prefix = config.argv_prefix()
+    if prefix[-2:] != ["-m", RUNNER]:
+        return None
+    return list(argv[len(prefix):])
+
+
+def _field(config: SweepConfig, kind: str, message: str) -> str:
+    """The sweep field behind the runner's complaint: the override or parameter it names, else the likely one."""
+    overrides = config.train_overrides if kind == "train" else config.eval_overrides
+    where = "train_overrides" if kind == "train" else "eval_overrides"
+    if message.startswith(("unknown module", "expected a recipe")):
+        return "recipe_module"
+    if message.startswith("module "):
+        return "train_entrypoint" if kind == "train" else "eval_entrypoint"
+    named = _NAMED.search(message)
+    key = named.group(1) if named else ""
+    for candidate in (key, *(k for k in [*overrides, *config.protein_config.parameters] if k.startswith(key + "."))):
+        if candidate and candidate in overrides:
+            return f"{where}.{candidate}"
+        if candidate and kind == "train" and candidate in config.protein_config.parameters:
+            return f"protein_config.parameters.{candidate}"
+    return where
 
 
 def check_command_lines(config: SweepConfig) -> list[str]:
     """The runner's verdict on the first trial's train and eval command lines; ConfigError on a usage error."""
-    if not runs_the_runner(config):
-        return [f"preflight: jobs run {' '.join(config.command)!r}, not the project's runner: command lines not checked"]
-    if importlib.util.find_spec(config.recipe_module.split(".")[0]) is None:
-        return [f"preflight: recipe {config.recipe_module} is not importable here: command lines not checked"]
     notes = []
     for kind in ("train", "eval"):
         _, job = first_job(config, kind, "preflight")
-        argv = [*job.argv, "--dry-run"]
+        args = _runner_args(config, job.argv)
+        if args is None:
+            return [f"preflight: jobs run {' '.join(config.command)!r}, not {RUNNER}: command lines not checked"]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            notes.append(f"preflight: checking the {kind} command line took over {CHECK_TIMEOUT:g} s: not checked")
-            continue
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.splitlines() if line.strip()]
-            message = lines[-1] if lines else f"exit code {done.returncode}"
-            field = "train_overrides" if kind == "train" else "eval_overrides"
+            check_command(args)
+        except UsageError as exc:
             entry = config.train_entrypoint if kind == "train" else config.eval_entrypoint
+            hint = "" if "--help" in str(exc) else f"\n  (what the recipe takes: {PROG} {config.recipe_module}.{entry} --help)"
             raise ConfigError(
-                f"preflight: the {kind} jobs' command line fails the recipe's check, so every trial would fail:\n"
-                f"  {message}\n"
-                f"  (check {field}, protein_config.parameters and recipe_module: "
-                f"python -m orchestrator.run {config.recipe_module}.{entry} --help lists what the recipe takes)"
-            )
+                f"{_field(config, kind, str(exc))}: preflight: every {kind} job (recipe_module {config.recipe_module}) "
+                f"would fail with\n"
+                f"  {PROG}: error: {exc}{hint}"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. the recipe's own imports exist only where jobs run
+            notes.append(f"preflight: {kind} command line not checked here ({type(exc).__name__}: {exc})")
+            continue
         notes.append(f"preflight: {kind} command line checked against {config.recipe_module}")
     return notes
 
@@ -86,7 +102,7 @@ def check_dispatchers(config: SweepConfig) -> list[str]:
         try:
             notes += anyio.run(check)
         except ValueError as exc:  # the dispatcher's verdict: this sweep cannot run there
-            raise ConfigError(f"preflight: dispatcher {name!r}: {exc}") from None
+            raise ConfigError(f"dispatcher_type: preflight of {name!r}: {exc}") from None
     return notes
 
 

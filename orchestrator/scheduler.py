@@ -87,7 +87,8 @@ class OptimizingScheduler:
         if state.finished or state.sweep is None or state.stopped is not None:
             return d
         limit = self.config.max_consecutive_failures
-        if limit is not None and state.failure_streak >= limit:
+        # Stop early only while there are trials left to spend: a sweep that used its budget just finishes.
+        if limit is not None and state.failure_streak >= limit and state.numbered < self.config.max_trials:
             d.events.append(ev.SweepStopped(
                 reason=f"{state.failure_streak} trials in a row failed for the same reason "
                 f"(max_consecutive_failures={limit}): {state.streak_reason}"
