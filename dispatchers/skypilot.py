@@ -247,7 +247,13 @@ class SkySDK:
     # The setup (preflight and dry run)
     def enabled_clouds(self) -> list[str]:
         """The clouds SkyPilot may launch on (``sky check`` enables them from the credentials it finds)."""
-        return [str(cloud) for cloud in self.sky.get(self.sky.enabled_clouds())]
+        from sky.client import sdk  # not re-exported as sky.enabled_clouds
+
+        clouds = self.sky.get(sdk.enabled_clouds())  # the cache `sky check` fills
+        if not clouds:  # never checked here: check now, as sky.launch does on an empty cache
+            self.sky.get(sdk.check(infra_list=None, verbose=False))
+            clouds = self.sky.get(sdk.enabled_clouds())
+        return [str(cloud) for cloud in clouds]
 
     def local_api_server_running(self) -> bool | None:
         """Whether SkyPilot's local API server answers (asking does not start it); None when a remote API server

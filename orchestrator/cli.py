@@ -254,8 +254,7 @@ def cmd_dryrun(ns: argparse.Namespace) -> int:
     from orchestrator.dryrun import dry_run_report
 
     config, _ = resolve_config(ns.sweep, ns.config, command_assignments(ns), ns.train_dir)
-    for line in dry_run_report(config, ns.kind):
-        print(line, flush=True)
+    dry_run_report(config, ns.kind, lambda line: print(line, flush=True))
     return 0
 
 

@@ -7,6 +7,8 @@ them: a local API server it started is stopped again (``sky api stop``), and it 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import anyio
 
 from dispatchers.registry import DispatcherError, build_dispatcher
@@ -33,8 +35,9 @@ def dry_run(config: SweepConfig, kind: str) -> str:
         raise ConfigError(str(exc)) from None
 
 
-def dry_run_report(config: SweepConfig, kind: str) -> list[str]:
-    """The preflight, then the dispatcher's dry run; a local SkyPilot API server they started is stopped again."""
+def dry_run_report(config: SweepConfig, kind: str, say: Callable[[str], None]) -> None:
+    """The preflight, then the dispatcher's dry run, each line to ``say`` as it comes; a local SkyPilot API server
+    they started is stopped again."""
     try:
         router = build_dispatcher(config.dispatcher_type, config.dispatcher_options)
     except DispatcherError as exc:
@@ -44,17 +47,16 @@ def dry_run_report(config: SweepConfig, kind: str) -> list[str]:
         dispatcher = router.get(name)
         if hasattr(dispatcher, "api_server_running") and anyio.run(dispatcher.api_server_running) is False:
             servers[name] = dispatcher  # not running now: whatever starts it is this dry run
-    lines: list[str] = []
     try:
-        lines += preflight(config)
-        lines.append(dry_run(config, kind))
+        for line in preflight(config):
+            say(line)
+        say(dry_run(config, kind))
     finally:
         for name, dispatcher in servers.items():
             try:
                 anyio.run(dispatcher.stop_api_server)
             except Exception as exc:  # noqa: BLE001 - say what is left running and how to stop it
-                print(f"note: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
-                      "stop it with: sky api stop", flush=True)
+                say(f"{name}: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
+                    "stop it with: sky api stop")
             else:
-                lines.append(f"{name}: stopped SkyPilot's local API server again (this dry run started it)")
-    return lines
+                say(f"{name}: stopped SkyPilot's local API server again (this dry run started it)")

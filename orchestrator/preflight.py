@@ -103,6 +103,10 @@ def check_dispatchers(config: SweepConfig) -> list[str]:
             notes += anyio.run(check)
         except ValueError as exc:  # the dispatcher's verdict: this sweep cannot run there
             raise ConfigError(f"dispatcher_type: preflight of {name!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - it could not even ask (say, its API server is unreachable)
+            raise ConfigError(
+                f"dispatcher_type: preflight of {name!r} could not check its setup: {type(exc).__name__}: {exc}"
+            ) from None
     return notes
 
 
