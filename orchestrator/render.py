@@ -70,7 +70,8 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
         case ev.TrialCompleted():
             return "SweepOrchestrator", f"{_trial_run(state, event.trial)} completed: score={event.score:.4g} cost={event.cost:.1f}"
         case ev.TrialFailed():
-            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {event.reason}"
+            # the job's failure line just above quoted its output; here, the line that explains it
+            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {explain(event.reason)}"
         case ev.SweepStopped():
             return "SweepOrchestrator", f"Sweep stopped: {event.reason}"
         case ev.SweepFinished():
