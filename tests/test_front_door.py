@@ -83,6 +83,9 @@ def test_the_seed_command_shape_names_runs_and_resumes_the_sweep(tmp_path: Path)
     assert "Resuming sweep my_test_sweep: 2/2 trials done" in again.stdout
     state = fold(events(tmp_path, "my_test_sweep"))
     assert state.finished and state.numbered == 3
+    # the sweep's own name works too: its definition is in its log
+    dry = orchestrator(tmp_path, "dryrun", "--sweep", "my_test_sweep")
+    assert dry.returncode == 0 and "my_test_sweep_trial_0001.train.1 would run" in dry.stdout, dry.stderr
 
 
 @pytest.mark.parametrize(

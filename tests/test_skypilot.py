@@ -488,7 +488,7 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
         in_flight = sdk.requests_in_flight()  # the server's own daemons are always "RUNNING" requests
         assert in_flight and not [r for r in in_flight if launch_request_job_name(r)], in_flight
         listed = sdk.sky.api_status(all_status=True, fields=list(sdk._REQUEST_FIELDS))
-        (launch,) = [r for r in listed if r.name == "sky.launch"]
+        launch = [r for r in listed if r.name == "sky.launch"][-1]  # this dry run's (the first one's may be listed too)
         sdk.wait_request(launch.request_id)  # finished: returns at once
         print("parsed", launch_request_job_name(launch.model_copy(update={"status": "RUNNING"})))
         """
