@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m orchestrator serve --sweep demo_$$(date +%m%d_%H%M%S) --config configs/demo.toml --log-format human
+	$(PY) -m orchestrator serve --sweep demo --args sweep_name=demo_$$(date +%m%d_%H%M%S) --log-format human
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

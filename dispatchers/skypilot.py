@@ -244,6 +244,29 @@ class SkySDK:
 
     _REQUEST_FIELDS = ("request_id", "name", "request_body", "status", "cluster_name", "created_at")
 
+    # The setup (preflight and dry run)
+    def enabled_clouds(self) -> list[str]:
+        """The clouds SkyPilot may launch on (``sky check`` enables them from the credentials it finds)."""
+        from sky.client import sdk  # not re-exported as sky.enabled_clouds
+
+        clouds = self.sky.get(sdk.enabled_clouds())  # the cache `sky check` fills
+        if not clouds:  # never checked here: check now, as sky.launch does on an empty cache
+            self.sky.get(sdk.check(infra_list=None, verbose=False))
+            clouds = self.sky.get(sdk.enabled_clouds())
+        return [str(cloud) for cloud in clouds]
+
+    def local_api_server_running(self) -> bool | None:
+        """Whether SkyPilot's local API server answers (asking does not start it); None when a remote API server
+        is configured (not ours to start or stop)."""
+        from sky.server import common
+
+        if not common.is_api_server_local():
+            return None
+        return common.get_api_server_status().status == common.ApiServerStatus.HEALTHY
+
+    def stop_local_api_server(self) -> None:
+        self.sky.api_stop()  # ``sky api stop``
+
 
 _ACTIVE_REQUEST = ("PENDING", "WAITING", "RUNNING")  # sky.server.requests.requests.RequestStatus.active_statuses()
 
@@ -496,6 +519,23 @@ class SkyPilotDispatcher:
         cluster = self.options.cluster_name or cluster_name_for(spec.sweep)
         await self._call("launch_cluster", task, cluster, dryrun=True)
         return f"task {task.name}: {task.run}\nDry run of {spec.key} on {cluster}: finished"
+
+    async def preflight(self) -> list[str]:
+        """Before the first trial: a cloud must be enabled, or every job would fail to launch. ValueError if not."""
+        clouds = await self._call("enabled_clouds")
+        if not clouds:
+            raise ValueError(
+                "no cloud is enabled in SkyPilot, so no job could launch: set up credentials for a cloud and check "
+                "them with `sky check` (or run the sweep with dispatcher_type=local)"
+            )
+        return [f"preflight: SkyPilot can launch on {', '.join(clouds)}"]
+
+    async def api_server_running(self) -> bool | None:
+        """Is SkyPilot's local API server up? (None: a remote one is configured.) Any SDK call starts it."""
+        return await self._call("local_api_server_running")
+
+    async def stop_api_server(self) -> None:
+        await self._call("stop_local_api_server")
 
     def watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
         return self._watch(spec, handle)

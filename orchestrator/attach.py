@@ -58,6 +58,7 @@ class Follower:
     state: SweepState = field(default_factory=SweepState)
     last_seq: int = 0
     connected: bool = False
+    serving: bool = False  # streaming from a live serve right now
     _lost: bool = False
     _said_waiting: bool = False
 
@@ -105,7 +106,7 @@ class Follower:
                 if not self.connected and not wait:
                     return NOT_SERVING
                 # serve may have come and gone between two tries: what it did is in the log
-                if not self.url and await self.replay_log() and self.state.finished:
+                if not self.url and await self.replay_log() and _over(self.state):
                     return FINISHED
                 if not self._said_waiting:
                     what = "serve stopped" if self.connected else "serve is not running"
@@ -125,6 +126,7 @@ class Follower:
                 if self.connected or self._said_waiting:
                     note(f"connected to {url}; resuming after seq {self.last_seq}")
                 self.connected, self._lost, self._said_waiting = True, False, False
+            self.serving = True
             try:
                 async for kind, data in _sse(r.aiter_lines()):
                     if kind == "message":
@@ -138,10 +140,10 @@ class Follower:
                     elif kind == "lagging":
                         note(f"fell behind the live stream; catching up from the log after seq {self.last_seq}")
             except (httpx.TransportError, httpx.DecodingError):
-                self._lost = True
+                self._lost, self.serving = True, False
                 raise
-        self._lost = True
-        return self.state.finished
+        self._lost, self.serving = True, False
+        return _over(self.state)
 
     async def replay_log(self) -> bool:
         """Hand on the stored events after ``last_seq`` from the SQLite log; False if there is no log."""
@@ -168,6 +170,11 @@ class Follower:
         for stored in await anyio.to_thread.run_sync(read):
             self._handle(stored, stored.to_json())
         return True
+
+
+def _over(state: SweepState) -> bool:
+    """Serve has nothing more to do: the sweep finished, or it stopped (a resume would say so on the stream)."""
+    return state.finished or state.stopped is not None
 
 
 def _stored(data: str) -> StoredEvent:
@@ -276,9 +283,9 @@ async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) 
     outcome = await follower.follow(wait=False)
     if outcome == NOT_SERVING:
         note(f"serve is not running for sweep {ns.sweep!r}")
-        if ns.history and await follower.replay_log() and not follower.state.finished:
+        if ns.history and await follower.replay_log() and not _over(follower.state):
             note(f"the stored history ends at seq {follower.last_seq}" if follower.last_seq else "nothing is stored yet")
-        if follower.state.finished:
+        if _over(follower.state):
             outcome = FINISHED
         elif not ns.wait:
             if follower.state.sweep is not None:
@@ -296,40 +303,55 @@ async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) 
 
 # -- status --follow ---------------------------------------------------------------------------------------
 class LiveTable:
-    """The trial table, redrawn in place on a terminal (plain periodic prints otherwise)."""
+    """The trial table, redrawn in place on a terminal with rich's Live (plain periodic prints otherwise). Its
+    headline says when serve is not running."""
 
-    def __init__(self, stream: Any, interval: float | None):
+    def __init__(self, stream: Any, interval: float | None, follower: "Follower | None" = None):
         self.stream = stream
         self.tty = stream.isatty()
         self.interval = interval
+        self.follower = follower
         self.state = SweepState()
         self.dirty = True
-        self._lines = 0
         self._printed = 0.0
+        self._live: Any = None
 
     def on_event(self, stored: StoredEvent, raw: str, state: SweepState) -> None:
         self.state = state
         self.dirty = True
 
     def text(self) -> str:
-        head = f"{headline(self.state)}  ({time.strftime('%H:%M:%S')})"
+        serving = self.follower.serving if self.follower is not None else None
+        head = f"{headline(self.state, serving)}  ({time.strftime('%H:%M:%S')})"
         return head + "\n" + trial_table(self.state)
 
     def draw(self) -> None:
         text = self.text()
         if self.tty:
-            rows = shutil.get_terminal_size((120, 40)).lines - 1
-            lines = text.splitlines()
-            if len(lines) > rows:  # keep the header and the newest trials on screen
-                lines = lines[:3] + lines[len(lines) - (rows - 3) :]
-            up = f"\x1b[{self._lines}F\x1b[J" if self._lines else ""
-            self.stream.write(up + "\n".join(lines) + "\n")
-            self._lines = len(lines)
+            from rich.console import Console
+            from rich.live import Live
+            from rich.text import Text
+
+            if self._live is None:
+                # "crop": a table taller than the terminal keeps its top (the headline) and stays in place
+                self._live = Live(console=Console(file=self.stream), auto_refresh=False, vertical_overflow="crop")
+                self._live.start()
+            self._live.update(Text(text), refresh=True)
         else:
             self.stream.write(text + "\n\n")
-        self.stream.flush()
+            self.stream.flush()
         self.dirty = False
         self._printed = time.monotonic()
+
+    def close(self) -> None:
+        """Leave the last table on the screen and the cursor below it."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def finish(self) -> None:
+        self.draw()
+        self.close()
 
     async def loop(self) -> None:
         while True:
@@ -350,5 +372,14 @@ def cmd_status_follow(ns: Any) -> int:
     """``status --follow``: the live trial table, driven by the event stream so it is never behind."""
     table = LiveTable(sys.stdout, ns.interval)
     follower = Follower(_sweep_dir(ns), table.on_event, token=_token(ns), url=getattr(ns, "url", None))
+    table.follower = follower
     ns.json, ns.summary = False, False
-    return _run(ns, follower, table.draw, during=table.loop)
+    try:
+        return _run(ns, follower, table.finish, during=table.loop)
+    finally:
+        table.close()
+
+
+def serve_is_running(sweep_dir: Path) -> bool:
+    """A live serve has published its endpoint for this sweep."""
+    return Follower(sweep_dir, lambda *_: None)._endpoint() is not None

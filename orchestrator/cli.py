@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from orchestrator.config import (
     ConfigError,
+    merge_tree,
     SweepConfig,
     WandbSettings,
     config_path_for,
@@ -22,14 +23,37 @@ from orchestrator.config import (
 from orchestrator.events import SweepCreated
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
+EXIT_OK = 0
+EXIT_NO_TRIAL = 1  # the sweep finished but no trial completed
 EXIT_USAGE = 2
 EXIT_LEASE = 3
+EXIT_STOPPED = 5  # a doomed sweep: max_consecutive_failures trials in a row failed for the same reason
 EXIT_INTERRUPTED = 130
 
 
-def _sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", required=True, metavar="NAME", help="sweep name; also picks configs/NAME.toml")
+def _sweep_args(p: argparse.ArgumentParser, runs: bool = False) -> None:
+    if runs:
+        p.add_argument(
+            "--sweep", required=True, metavar="DEFINITION",
+            help="the sweep definition configs/DEFINITION.toml; the sweep is named DEFINITION unless "
+            "--args sweep_name=NAME names it",
+        )
+    else:
+        p.add_argument("--sweep", required=True, metavar="NAME", help="the sweep's name (its sweep_name)")
     p.add_argument("--train-dir", default=None, metavar="DIR", help="where sweeps live (default: train_dir)")
+
+
+def _definition_args(p: argparse.ArgumentParser) -> None:
+    """What serve and dryrun share: the definition and its changes on the command line."""
+    _sweep_args(p, runs=True)
+    p.add_argument("--config", type=Path, help="sweep definition (TOML); default configs/DEFINITION.toml")
+    p.add_argument(
+        "--args", nargs="*", default=[], metavar="K=V", help="sweep fields, e.g. sweep_name=my_sweep max_trials=5"
+    )
+    p.add_argument(
+        "--overrides", nargs="*", default=[], metavar="K=V",
+        help="any field by dotted path, e.g. dispatcher_type=local train_overrides.trainer.total_timesteps=20000",
+    )
 
 
 def _follow_args(p: argparse.ArgumentParser) -> None:
@@ -49,25 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run a sweep, or resume it where its event log stands",
-        description="Run or resume a sweep. Safe to kill at any moment: the same command resumes it.",
-        epilog="example: python -m orchestrator serve --sweep quick_test --args max_trials=3 "
-        "--overrides dispatcher_type=local",
+        description="Run or resume a sweep. Safe to kill at any moment: the same command resumes it. "
+        "Before the first trial a preflight checks the jobs' command lines against the recipe (and, on SkyPilot, "
+        "that a cloud is enabled).",
+        epilog="examples:\n"
+        "  python -m orchestrator serve --sweep quick_test\n"
+        "  python -m orchestrator serve --sweep quick_test --args sweep_name=my_test_sweep max_trials=5\n"
+        "  python -m orchestrator serve --sweep ppo_arena --args sweep_name=arena1 "
+        "--overrides train_overrides.trainer.total_timesteps=20000\n\n"
+        f"exit codes: {EXIT_OK} the sweep finished with at least one completed trial; {EXIT_NO_TRIAL} it finished "
+        f"with none; {EXIT_USAGE} bad input or a failed preflight (nothing run); {EXIT_LEASE} another serve holds "
+        f"the sweep; {EXIT_STOPPED} stopped: max_consecutive_failures trials in a row failed for the same reason "
+        f"(fix it, then run the same command); {EXIT_INTERRUPTED} interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _sweep_args(serve)
-    serve.add_argument("--config", type=Path, help="sweep definition (TOML); default configs/NAME.toml")
-    serve.add_argument("--args", nargs="*", default=[], metavar="K=V", help="sweep fields, e.g. max_trials=5")
-    serve.add_argument(
-        "--overrides", nargs="*", default=[], metavar="K=V", help="any field by dotted path, e.g. dispatcher_type=local"
-    )
+    _definition_args(serve)
     serve.add_argument("--log-format", choices=["auto", "human", "json"], default="auto")
 
     dryrun = sub.add_parser(
         "dryrun",
-        help="build the sweep's first job and hand it to its dispatcher's dry run (SkyPilot: sky.launch dryrun)",
+        help="run the preflight and hand the sweep's first job to its dispatcher's dry run (SkyPilot: sky.launch "
+        "dryrun); takes the same --args/--overrides as serve",
     )
-    _sweep_args(dryrun)
-    dryrun.add_argument("--config", type=Path, help="sweep definition (TOML); default configs/NAME.toml")
-    dryrun.add_argument("--args", nargs="*", default=[], metavar="K=V", help="sweep fields, e.g. dispatcher_type=skypilot")
+    _definition_args(dryrun)
     dryrun.add_argument("--kind", choices=["train", "eval"], default="train")
 
     status = sub.add_parser("status", help="print the trial table from the sweep's event log")
@@ -101,16 +129,34 @@ def _exists(path: Path, field: str) -> bool:
         raise ConfigError(f"{field}: cannot use {str(path)[:200]!r}: {reason}") from None
 
 
-def resolve_config(
-    sweep: str, config_file: Path | None, assignments: dict[str, Any], train_dir: str | None
-) -> tuple[SweepConfig, Path]:
-    """The sweep's definition: the stored one when the sweep exists (plus command-line changes), else the file."""
-    from stores.sqlite import SQLiteStore
+def check_sweep_name(name: Any, how: str) -> str:
+    """A sweep's name names files and W&B groups: refuse anything else before a path is built from it."""
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        name = str(name)  # --args sweep_name=2024 reads as a number
+    if not isinstance(name, str) or not _SWEEP_NAME.fullmatch(name):
+        raise ConfigError(
+            f"sweep_name: use letters, digits, '.', '_' and '-' only, at most 128, starting with a letter or digit "
+            f"(got {how}{name!r})"
+        )
+    return name
 
+
+def command_assignments(ns: argparse.Namespace) -> dict[str, Any]:
+    """``--args`` then ``--overrides`` (a later one wins), as one nested dict."""
+    return merge_tree(parse_assignments(ns.args, "--args"), parse_assignments(ns.overrides, "--overrides"))
+
+
+def resolve_config(
+    definition: str, config_file: Path | None, assignments: dict[str, Any], train_dir: str | None
+) -> tuple[SweepConfig, Path]:
+    """The sweep's definition: the stored one when the sweep exists (plus command-line changes), else the file
+    configs/DEFINITION.toml (or ``config_file``). The sweep is named ``sweep_name`` if given, else DEFINITION. A new
+    sweep's random seed is part of the definition it records, so a resume proposes what it would have."""
+    sweep = check_sweep_name(assignments.get("sweep_name", definition), "--args sweep_name=")
     assignments = {**assignments, "sweep_name": sweep}
     if train_dir:
         assignments["train_dir"] = train_dir
-    file = config_file or config_path_for(sweep)
+    file = config_file or config_path_for(definition)
     from_file = load_config(file, assignments) if file else None
     root = Path(assignments.get("train_dir") or (from_file.train_dir if from_file else "train_dir"))
     db = root / sweep / "events.db"
@@ -122,7 +168,7 @@ def resolve_config(
         return load_config(None, assignments, base=stored), db
     if from_file is None:
         raise ConfigError(
-            f"no sweep named {sweep!r}: there is no configs/{sweep}.toml and nothing stored in {root / sweep}; "
+            f"no sweep named {sweep!r}: there is no configs/{definition}.toml and nothing stored in {root / sweep}; "
             "pass --config FILE"
         )
     return from_file, db
@@ -164,25 +210,29 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     import anyio
 
     from orchestrator.logs import configure_logging
+    from orchestrator.preflight import preflight
     from orchestrator.runtime import build_service
     from stores.base import LeaseHeld
 
-    assignments = parse_assignments(ns.args, "--args")
-    for key, value in parse_assignments(ns.overrides, "--overrides").items():
-        assignments[key] = value if not isinstance(assignments.get(key), dict) else {**assignments[key], **value}
-    config, db = resolve_config(ns.sweep, ns.config, assignments, ns.train_dir)
+    config, db = resolve_config(ns.sweep, ns.config, command_assignments(ns), ns.train_dir)
     fmt = configure_logging(ns.log_format)
+    for line in preflight(config):
+        print(f"[SweepOrchestrator] {line}", flush=True)
     try:
         service = build_service(config, db, log_format=fmt)
     except OSError as exc:  # e.g. train_dir on a read-only or missing mount
         raise ConfigError(f"train_dir: cannot create the sweep's event log {db}: {exc.strerror or exc}") from None
-    async def serve() -> None:
+    resume = f"python -m orchestrator serve --sweep {ns.sweep}" + (
+        f" --args sweep_name={config.sweep_name}" if config.sweep_name != ns.sweep else ""
+    )
+
+    async def serve() -> Any:
         # Not anyio.run(service.run): asyncio reprs the main task (and so its result, the final state: seconds for
         # a 10,000-trial sweep) when it restores the SIGINT handler.
-        await service.run()
+        return await service.run()
 
     try:
-        anyio.run(serve)
+        state = anyio.run(serve)
     except LeaseHeld as held:
         print(
             f"error: sweep {config.sweep_name!r} is already being served by {held}. "
@@ -191,20 +241,20 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         )
         return EXIT_LEASE
     except KeyboardInterrupt:
-        print(
-            f"\n[SweepOrchestrator] interrupted; running jobs keep running. "
-            f"Resume with: python -m orchestrator serve --sweep {config.sweep_name}",
-            flush=True,
-        )
+        print(f"\n[SweepOrchestrator] interrupted; running jobs keep running. Resume with: {resume}", flush=True)
         return EXIT_INTERRUPTED
-    return 0
+    if state.stopped:
+        print(f"error: sweep {config.sweep_name!r} stopped: {state.stopped}", file=sys.stderr)
+        print(f"Fix the cause, then resume with: {resume}", file=sys.stderr)
+        return EXIT_STOPPED
+    return EXIT_OK if state.completed else EXIT_NO_TRIAL
 
 
 def cmd_dryrun(ns: argparse.Namespace) -> int:
-    from orchestrator.dryrun import dry_run
+    from orchestrator.dryrun import dry_run_report
 
-    config, _ = resolve_config(ns.sweep, ns.config, parse_assignments(ns.args, "--args"), ns.train_dir)
-    print(dry_run(config, ns.kind), flush=True)
+    config, _ = resolve_config(ns.sweep, ns.config, command_assignments(ns), ns.train_dir)
+    dry_run_report(config, ns.kind, lambda line: print(line, flush=True))
     return 0
 
 
@@ -230,7 +280,9 @@ def cmd_status(ns: argparse.Namespace) -> int:
             state = fold(s.event for s in store.read(0))
     finally:
         store.close()
-    print(headline(state))
+    from orchestrator.attach import serve_is_running
+
+    print(headline(state, serving=serve_is_running(db.parent)))
     print(trial_table(state, trials=trials))
     return 0
 
@@ -248,10 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        if not _SWEEP_NAME.fullmatch(ns.sweep):  # it names files: check it before any path is built from it
-            raise ConfigError(
-                f"sweep_name: use letters, digits, '.', '_' and '-' only, at most 128 (got --sweep {ns.sweep!r})"
-            )
+        check_sweep_name(ns.sweep, "--sweep ")  # it names files: check it before any path is built from it
         return COMMANDS[ns.command](ns)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

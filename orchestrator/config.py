@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,14 @@ class SweepConfig(BaseSettings):
         60.0, ge=0, description="seconds past job_timeout (counted from the job's request) before a dispatcher "
         "that reports no exit is presumed hung: the job is cancelled and fails"
     )
-    seed: int | None = 0
+    seed: int = Field(
+        default_factory=lambda: secrets.randbelow(2**31),
+        ge=0,
+        description="the optimizer's seed; a new sweep draws one at random and records it in its definition",
+    )
+    max_consecutive_failures: int | None = Field(
+        3, ge=1, description="stop the sweep after this many trials in a row fail with the same reason (null: never)"
+    )
     store: Literal["sqlite", "wandb"] = "sqlite"
     wandb: WandbSettings = WandbSettings()
     http_host: str = "127.0.0.1"
@@ -158,10 +166,16 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
 _PARAMETER_FIELDS = {"distribution", "min", "max", "mean", "scale", "choices"}
 
 
+_PATH_KEYED = ("train_overrides", "eval_overrides")  # mappings whose keys are the recipe's dotted paths
+
+
 def _assign(tree: dict[str, Any], parts: list[str], value: Any, flag: str, key: str) -> None:
     # Parameter names are dotted override paths: `protein_config.parameters.trainer.lr.max=1` sets field `max`
-    # of parameter `trainer.lr`.
-    if parts[:2] == ["protein_config", "parameters"] and len(parts) > 2:
+    # of parameter `trainer.lr`; likewise `train_overrides.trainer.total_timesteps=1` sets the key
+    # `trainer.total_timesteps` of train_overrides (what the job gets as `--overrides trainer.total_timesteps=1`).
+    if parts[0] in _PATH_KEYED and len(parts) > 2:
+        parts = [parts[0], ".".join(parts[1:])]
+    elif parts[:2] == ["protein_config", "parameters"] and len(parts) > 2:
         rest = parts[2:]
         if len(rest) > 1 and rest[-1] in _PARAMETER_FIELDS:
             parts = parts[:2] + [".".join(rest[:-1]), rest[-1]]
@@ -175,11 +189,11 @@ def _assign(tree: dict[str, Any], parts: list[str], value: Any, flag: str, key: 
     node[parts[-1]] = value
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_tree(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tree(out[key], value)
         else:
             out[key] = value
     return out
@@ -201,7 +215,7 @@ def load_config(
     cls: type[SweepConfig] = SweepConfig
     if file is not None:
         cls = type("SweepConfig", (SweepConfig,), {"model_config": {**SweepConfig.model_config, "toml_file": file}})
-    init = _merge(base or {}, assignments or {})
+    init = merge_tree(base or {}, assignments or {})
     try:
         return cls(**init)
     except ValidationError as exc:

@@ -1,18 +1,20 @@
 """``python -m orchestrator dryrun --sweep X``: build a sweep's first job exactly as serve would and hand it to its
 dispatcher's dry run (for SkyPilot: the real ``sky.launch(..., dryrun=True)``: client, API server and optimizer
-run, nothing is provisioned). Catches a bad GPU name, cloud or command before a week-long sweep starts."""
+run, nothing is provisioned). Catches a bad GPU name, cloud or command before a week-long sweep starts.
+
+Any SkyPilot SDK call starts SkyPilot's local API server when none is running. A dry run leaves things as it found
+them: a local API server it started is stopped again (``sky api stop``), and it says so."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import anyio
 
 from dispatchers.registry import DispatcherError, build_dispatcher
-from optimizers.spaces import Space
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.jobs import job_key
-from orchestrator.scheduler import make_scheduler, run_name
+from orchestrator.preflight import first_job, preflight
 from orchestrator.service import job_spec
-from orchestrator.state import JobState, TrialState, freeze
 
 
 def dry_run(config: SweepConfig, kind: str) -> str:
@@ -26,12 +28,35 @@ def dry_run(config: SweepConfig, kind: str) -> str:
     check = getattr(dispatcher, "dry_run", None)
     if check is None:
         raise ConfigError(f"{kind} jobs of this sweep go to {name!r}, which offers no dry run")
-    space = Space(config.protein_config.parameters)
-    trial = TrialState(1, run_name(config.sweep_name, 1), freeze(space.decode(space.center())))
-    scheduler = make_scheduler(config)
-    argv = scheduler.train_argv(trial) if kind == "train" else scheduler.eval_argv(trial)
-    job = JobState(job_key(trial.run, kind, 1), 1, kind, 1, tuple(argv), name)
+    trial, job = first_job(config, kind, name)
     try:
         return anyio.run(check, job_spec(config, trial, job))
     except ValueError as exc:  # the dispatcher's own verdict on the job, e.g. a missing program
         raise ConfigError(str(exc)) from None
+
+
+def dry_run_report(config: SweepConfig, kind: str, say: Callable[[str], None]) -> None:
+    """The preflight, then the dispatcher's dry run, each line to ``say`` as it comes; a local SkyPilot API server
+    they started is stopped again."""
+    try:
+        router = build_dispatcher(config.dispatcher_type, config.dispatcher_options)
+    except DispatcherError as exc:
+        raise ConfigError(str(exc)) from None
+    servers = {}
+    for name in {router.route("train"), router.route("eval")}:
+        dispatcher = router.get(name)
+        if hasattr(dispatcher, "api_server_running") and anyio.run(dispatcher.api_server_running) is False:
+            servers[name] = dispatcher  # not running now: whatever starts it is this dry run
+    try:
+        for line in preflight(config):
+            say(line)
+        say(dry_run(config, kind))
+    finally:
+        for name, dispatcher in servers.items():
+            try:
+                anyio.run(dispatcher.stop_api_server)
+            except Exception as exc:  # noqa: BLE001 - say what is left running and how to stop it
+                say(f"{name}: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
+                    "stop it with: sky api stop")
+            else:
+                say(f"{name}: stopped SkyPilot's local API server again (this dry run started it)")

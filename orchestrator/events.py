@@ -106,6 +106,14 @@ class SweepFinished(_Event):
     best_trial: int | None = None
 
 
+class SweepStopped(_Event):
+    """A doomed sweep: ``max_consecutive_failures`` trials in a row failed for the same reason. Nothing new is
+    dispatched until the sweep is resumed (the next serve)."""
+
+    type: Literal["SweepStopped"] = "SweepStopped"
+    reason: str
+
+
 class UnknownEvent(_Event):
     """A record this version cannot read; kept so nothing is lost, skipped by the reducer."""
 
@@ -126,6 +134,7 @@ Event = Annotated[
         TrialCompleted,
         TrialFailed,
         SweepFinished,
+        SweepStopped,
         UnknownEvent,
     ],
     Field(discriminator="type"),

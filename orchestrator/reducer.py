@@ -14,6 +14,7 @@ from typing import Any, Iterable, TypeVar
 from immutables import Map
 
 from orchestrator import events as ev
+from orchestrator.failures import failure_key
 from orchestrator.state import EMPTY, RECENT_TRIALS, JobState, SweepState, TrialState, freeze
 
 _T = TypeVar("_T")
@@ -128,7 +129,11 @@ def _sweep_resumed(state: SweepState, e: ev.SweepResumed) -> SweepState | None:
     config = freeze(e.config) if e.config is not None else state.config
     # A finished sweep resumed with a larger max_trials is open again: that is how a sweep is extended.
     finished = state.finished and (e.config is None or config.get("max_trials", 0) <= state.numbered)
-    return _evolve(state, resumes=state.resumes + 1, config=config, finished=finished)
+    # A resume is a fresh start for a stopped sweep: its cause may be fixed, so failures count from zero again.
+    return _evolve(
+        state, resumes=state.resumes + 1, config=config, finished=finished,
+        stopped=None, failure_streak=0, streak_reason=None,
+    )
 
 
 def _trial_suggested(state: SweepState, e: ev.TrialSuggested) -> SweepState | None:
@@ -199,14 +204,17 @@ def _trial_completed(state: SweepState, e: ev.TrialCompleted) -> SweepState | No
     if trial is None:
         return None
     done = _evolve(trial, status="completed", score=e.score, cost=e.cost, metrics=freeze(e.metrics), ended_at=e.ts)
-    return _end_trial(state, done)
+    return _evolve(_end_trial(state, done), failure_streak=0, streak_reason=None)
 
 
 def _trial_failed(state: SweepState, e: ev.TrialFailed) -> SweepState | None:
     trial = state.open_trials.get(e.trial)
     if trial is None:
         return None
-    return _end_trial(state, _evolve(trial, status="failed", reason=e.reason, ended_at=e.ts))
+    key = failure_key(e.reason)
+    streak = state.failure_streak + 1 if key == state.streak_reason else 1
+    ended = _end_trial(state, _evolve(trial, status="failed", reason=e.reason, ended_at=e.ts))
+    return _evolve(ended, failure_streak=streak, streak_reason=key)
 
 
 def _sweep_finished(state: SweepState, e: ev.SweepFinished) -> SweepState | None:
@@ -214,6 +222,12 @@ def _sweep_finished(state: SweepState, e: ev.SweepFinished) -> SweepState | None
     if state.finished:
         return None
     return _evolve(state, finished=True)
+
+
+def _sweep_stopped(state: SweepState, e: ev.SweepStopped) -> SweepState | None:
+    if state.finished or state.stopped is not None:
+        return None
+    return _evolve(state, stopped=e.reason)
 
 
 _HANDLERS = {
@@ -228,5 +242,6 @@ _HANDLERS = {
     ev.TrialCompleted: _trial_completed,
     ev.TrialFailed: _trial_failed,
     ev.SweepFinished: _sweep_finished,
+    ev.SweepStopped: _sweep_stopped,
 }
 

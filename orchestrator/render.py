@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from orchestrator import events as ev
+from orchestrator.failures import clip, explain
 from orchestrator.state import SweepState, TrialState, ordered_params, thaw
 
 
@@ -64,21 +65,47 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
             if job is None:
                 return None
             if event.exit_code == 0 and not event.error:
-                return _trial_run(state, job.trial), f"{job.kind} finished in {event.duration:.1f}s"
+                return _trial_run(state, job.trial), f"{job.kind} finished in {event.duration:.1f}s{_result(event.result)}"
             return _trial_run(state, job.trial), f"{job.kind} attempt {job.attempt} failed: {event.error or f'exit code {event.exit_code}'}"
         case ev.TrialCompleted():
             return "SweepOrchestrator", f"{_trial_run(state, event.trial)} completed: score={event.score:.4g} cost={event.cost:.1f}"
         case ev.TrialFailed():
-            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {event.reason}"
+            # the job's failure line just above quoted its output; here, the line that explains it
+            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {explain(event.reason)}"
+        case ev.SweepStopped():
+            return "SweepOrchestrator", f"Sweep stopped: {event.reason}"
         case ev.SweepFinished():
             best = f"best is {_trial_run(state, event.best_trial)}" if event.best_trial else "no trial completed"
             return "SweepOrchestrator", f"Sweep finished: {best}"
     return None
 
 
-def headline(state: SweepState) -> str:
-    phase = "finished" if state.finished else "in progress"
-    return f"Sweep {state.sweep}: {phase}, {state.ended}/{state.numbered} trials done"
+def _result(result: dict[str, Any] | None) -> str:
+    """A job's reported score and cost, as a short tail for its "finished" line."""
+    if not result:
+        return ""
+    shown = [f"{k}={fmt_value(result[k])}" for k in ("score", "cost") if isinstance(result.get(k), (int, float))]
+    return f": {' '.join(shown)}" if shown else ""
+
+
+def headline(state: SweepState, serving: bool | None = None) -> str:
+    """One line: the sweep's phase (is serve running, if known), trials ended against max_trials, in flight."""
+    if state.finished:
+        phase = "finished"
+    elif state.stopped:
+        phase = "stopped (see the reason below; the same serve command resumes it)"
+    elif serving is False:
+        phase = "serve is not running"
+    else:
+        phase = "in progress"
+    max_trials = state.config.get("max_trials", state.numbered)
+    running = len(state.open_trials)
+    counts = f"{state.ended}/{max_trials} trials done ({state.completed} completed, {state.failed} failed"
+    counts += f", {running} in flight)" if running else ")"
+    line = f"Sweep {state.sweep}: {phase}, {counts}"
+    if state.stopped:
+        line += f"\nStopped: {state.stopped}"
+    return line
 
 
 def _progress(trial: TrialState) -> str:
@@ -111,7 +138,7 @@ def trial_table(state: SweepState, now: float | None = None, trials: list[TrialS
             f"{_runtime(t, now):>8.1f}s"
         )
         if t.status == "failed" and t.reason:
-            lines.append(f"{'':<12} reason: {t.reason[:200]}")
+            lines.append(f"{'':<12} reason: {clip(explain(t.reason))}")
     return "\n".join(lines)
 
 
@@ -119,6 +146,8 @@ def summary(state: SweepState, trials: list[TrialState] | None = None) -> str:
     """The end-of-sweep report: counts, the trial table (see ``trial_table``) and the best trial's config."""
     bar = "=" * 80
     lines = [bar, "SWEEP SUMMARY", bar, f"Sweep: {state.sweep}"]
+    if state.stopped:
+        lines.append(f"Stopped: {state.stopped}")
     lines.append(f"Trials: {state.numbered} ({state.completed} completed, {state.failed} failed)")
     lines += ["", trial_table(state, trials=trials), ""]
     best_trial = state.best

@@ -42,7 +42,7 @@ from orchestrator.contract import report_result
 PROG = "python -m orchestrator.run"
 EXIT_USAGE = 2
 
-__all__ = ["Recipe", "RecipeError", "UsageError", "config_fields", "load_recipe", "main", "resolve_call"]
+__all__ = ["Recipe", "RecipeError", "UsageError", "check_command", "config_fields", "load_recipe", "main", "resolve_call"]
 
 
 class UsageError(Exception):
@@ -451,6 +451,15 @@ def recipe_help(recipe: Recipe) -> str:
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def check_command(argv: list[str]) -> None:
+    """The runner's whole validation of a command line (the recipe imported, every argument and override
+    converted and checked), without running the recipe: UsageError with the message the job would exit 2 with."""
+    inv = parse_argv(argv)
+    if inv.target is None:
+        raise UsageError("no recipe given: expected <module>.<function>")
+    resolve_call(load_recipe(inv.target), inv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ def format_value(value: object) -> str:
     return str(value)
 
 
+EXIT_USAGE = 2  # the job contract: a job that exits 2 rejected its command line (orchestrator.run's usage errors)
+
+
 def run_name(sweep: str, trial: int) -> str:
     return f"{sweep}_trial_{trial:04d}"
 
@@ -81,7 +84,15 @@ class OptimizingScheduler:
     def decide(self, state: SweepState, now: float, route: dict[str, str]) -> Decision:
         """``route`` names the dispatcher each job kind goes to."""
         d = Decision()
-        if state.finished or state.sweep is None:
+        if state.finished or state.sweep is None or state.stopped is not None:
+            return d
+        limit = self.config.max_consecutive_failures
+        # Stop early only while there are trials left to spend: a sweep that used its budget just finishes.
+        if limit is not None and state.failure_streak >= limit and state.numbered < self.config.max_trials:
+            d.events.append(ev.SweepStopped(
+                reason=f"{state.failure_streak} trials in a row failed for the same reason "
+                f"(max_consecutive_failures={limit}): {state.streak_reason}"
+            ))
             return d
         free = self.config.max_parallel_jobs - len(state.running_jobs)
         waiting: list[TrialState] = []
@@ -141,6 +152,11 @@ class OptimizingScheduler:
     def _retry_or_fail(
         self, trial: TrialState, job: JobState, reason: str, now: float, d: Decision
     ) -> tuple[str, int] | None:
+        if job.exit_code == EXIT_USAGE:  # the job refused its command line: another attempt would do the same
+            d.events.append(ev.TrialFailed(
+                trial=trial.trial, reason=f"{job.kind} failed (usage error, exit code {EXIT_USAGE}, not retried): {reason}"
+            ))
+            return None
         if job.attempt <= self.config.max_retries:
             ready_at = (job.ended_at or now) + self.config.retry_backoff * 2 ** (job.attempt - 1)
             if now >= ready_at:

@@ -176,7 +176,7 @@ class SweepService:
             incoming = []
             if decision.events:  # more decisions than one transaction holds: carry on before waiting
                 continue
-            if self.state.finished:
+            if self.state.finished or self.state.stopped:
                 print(summary(self.state), flush=True)
                 return
             timeout = math.inf if decision.wake_at is None else max(0.0, decision.wake_at - time.time())

@@ -114,6 +114,9 @@ class SweepState:
     recent: tuple[TrialState, ...] = ()  # the last RECENT_TRIALS ended trials, in the order they ended
     job_trials: Map = Map()  # job key -> trial number, for every job of a trial in flight
     running_jobs: Map = Map()  # job key -> None, for jobs not yet exited
+    failure_streak: int = 0  # trials in a row (since the last completion or resume) that failed for one reason
+    streak_reason: str | None = None  # that reason (orchestrator.failures.failure_key)
+    stopped: str | None = None  # why the sweep stopped (SweepStopped), until it is resumed
 
     @property
     def next_trial(self) -> int:

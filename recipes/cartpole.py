@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recipes.common import (
     ProgressPrinter,
@@ -68,12 +68,33 @@ class TrainerConfig(Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     losses: LossesConfig = LossesConfig()
     num_envs: int = Field(8, ge=1, description="parallel environments (in this one process)")
-    n_steps: int = Field(32, ge=2, description="rollout length per environment per update")
-    minibatch_size: int = Field(256, ge=2, description="samples per gradient step")
+    batch_size: int | None = Field(
+        None, ge=2, description="samples collected per update, as Metta's trainer.batch_size (num_envs x n_steps); "
+        "sets n_steps to batch_size / num_envs (default num_envs x n_steps = 256)",
+    )
+    n_steps: int = Field(32, ge=1, description="rollout length per environment per update")
+    minibatch_size: int = Field(256, ge=2, description="samples per gradient step (at most the batch)")
     update_epochs: int = Field(20, ge=1, description="passes over each rollout")
     seed: int = Field(0, description="seeds the environments, the network and the sampling")
     checkpoint_interval: int = Field(50_000, gt=0, description="steps between checkpoints (one at the end too)")
     progress_interval: float = Field(2.0, ge=0, description="seconds between progress lines")
+
+
+    @model_validator(mode="after")
+    def _batch(self) -> "TrainerConfig":
+        if self.batch_size is None:
+            return self
+        if self.batch_size % self.num_envs:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of num_envs {self.num_envs}")
+        steps = self.batch_size // self.num_envs
+        if "n_steps" in self.model_fields_set and self.n_steps != steps:
+            raise ValueError(f"batch_size {self.batch_size} and n_steps {self.n_steps} disagree (num_envs {self.num_envs})")
+        object.__setattr__(self, "n_steps", steps)  # frozen: set once, while validating
+        return self
+
+    @property
+    def rollout(self) -> int:
+        return self.num_envs * self.n_steps
 
 
 class PolicyConfig(Section):
@@ -162,7 +183,7 @@ def train(run: RunName, config: CartPoleConfig = CartPoleConfig(), train_dir: st
         env,
         learning_rate=t.optimizer.learning_rate,
         n_steps=t.n_steps,
-        batch_size=t.minibatch_size,
+        batch_size=min(t.minibatch_size, t.rollout),
         n_epochs=t.update_epochs,
         gamma=ppo.gamma,
         gae_lambda=ppo.gae_lambda,

@@ -35,6 +35,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.reducer import fold
 from orchestrator.runtime import build_service
 from orchestrator.service import SweepService
+from orchestrator.state import SweepState
 from stores.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +105,8 @@ def base_definition() -> dict[str, Any]:
 def sweep_loop_stubbed() -> Iterator[None]:
     """serve does everything up to the sweep's loop for real; the loop itself returns at once."""
 
-    async def no_loop(self: SweepService) -> None:
-        return None
+    async def no_loop(self: SweepService) -> SweepState:
+        return SweepState(finished=True, completed=1)  # as a sweep that ran: serve exits 0
 
     real = SweepService.run
     SweepService.run = no_loop  # type: ignore[method-assign]

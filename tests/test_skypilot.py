@@ -461,6 +461,22 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
     assert "--overrides toy.steps=100 toy.x=0.0 toy.lr=0.001" in out
     # SkyPilot's optimizer ran and chose the only feasible offer: on-demand A10G on Fluidstack.
     assert "Fluidstack (norway_4_eu)" in out and "A10G:1" in out and "Dryrun finished." in out
+    # The preflight asked SkyPilot's real API server for the enabled clouds (running `sky check` on an empty
+    # cache), and the dry run stopped the local API server it had started.
+    assert "preflight: SkyPilot can launch on fluidstack" in out
+    assert "stopped SkyPilot's local API server again (this dry run started it)" in out
+    status = [sys.executable, "-c", "from dispatchers.skypilot import SkySDK; print(SkySDK().local_api_server_running())"]
+    assert subprocess.run(status, cwd=tmp_path, env=sky_home, capture_output=True, text=True).stdout.strip() == "False"
+
+    # With a local API server already running, a dry run leaves it running.
+    sky = str(Path(sys.executable).parent / "sky")
+    subprocess.run([sky, "api", "start"], env=sky_home, capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dryrun", "--sweep", "dry.sweep", "--config", str(config)],
+        cwd=tmp_path, env=sky_home, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0 and "Dryrun finished." in proc.stdout, proc.stdout + proc.stderr
+    assert "stopped" not in proc.stdout + proc.stderr
 
     # The seam's request listing against the same real API server: the field list is accepted, no launch is in
     # flight any more, and the dry run's own `launch` request (as the server lists it, had it still been
@@ -472,7 +488,7 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
         in_flight = sdk.requests_in_flight()  # the server's own daemons are always "RUNNING" requests
         assert in_flight and not [r for r in in_flight if launch_request_job_name(r)], in_flight
         listed = sdk.sky.api_status(all_status=True, fields=list(sdk._REQUEST_FIELDS))
-        (launch,) = [r for r in listed if r.name == "sky.launch"]
+        launch = [r for r in listed if r.name == "sky.launch"][-1]  # this dry run's (the first one's may be listed too)
         sdk.wait_request(launch.request_id)  # finished: returns at once
         print("parsed", launch_request_job_name(launch.model_copy(update={"status": "RUNNING"})))
         """

@@ -58,7 +58,8 @@ _ACTIVE_REQUEST = ("PENDING", "WAITING", "RUNNING")
 class FakeSky:
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, pending_s: float = 0.2,
                  starting_s: float = 0.2, recover_s: float = 0.3, poll_s: float = 0.05, launch_s: float = 0.0,
-                 fail_launch: bool = False, hold_launches: bool = False) -> None:
+                 fail_launch: bool = False, hold_launches: bool = False,
+                 clouds: list[str] | None = None) -> None:
         state_dir = state_dir or os.environ.get("FAKE_SKY_STATE")
         if not state_dir:
             raise ValueError("FakeSky needs state_dir (or FAKE_SKY_STATE in the environment)")
@@ -69,6 +70,24 @@ class FakeSky:
         self.fail_launch = fail_launch  # the launch request fails on the server (no job)
         self.hold_launches = hold_launches  # launch requests stay in flight until release_launches()
         self.calls: list[str] = []  # which seam methods were called, for tests
+        self.clouds = ["aws"] if clouds is None else clouds  # what `sky check` enabled
+
+    # ---------------------------------------------------------------- setup
+    # The "API server" is a file under state_dir: any request starts it, as the real client does.
+
+    def enabled_clouds(self) -> list[str]:
+        self.calls.append("enabled_clouds")
+        self._server_up()
+        return list(self.clouds)
+
+    def local_api_server_running(self) -> bool | None:
+        return (self.root / "api_server").exists()
+
+    def stop_local_api_server(self) -> None:
+        (self.root / "api_server").unlink(missing_ok=True)
+
+    def _server_up(self) -> None:
+        (self.root / "api_server").touch()
 
     # ---------------------------------------------------------------- managed jobs
 
@@ -110,6 +129,7 @@ class FakeSky:
     def launch_cluster(self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None,
                        dryrun: bool = False) -> int | None:
         self.calls.append("launch_cluster")
+        self._server_up()
         if dryrun:
             return None
         return self._launch("launch", f"cluster-{cluster_name}", task.name, task, cluster_name=cluster_name)
@@ -237,6 +257,7 @@ class FakeSky:
 
     def _request(self, request_name: str, ns: str, name: str, task: Any, cluster_name: str | None) -> str:
         """The API server accepts a launch request: the task as the client serialized it; no job yet."""
+        self._server_up()
         import uuid
 
         from sky.server.requests import payloads

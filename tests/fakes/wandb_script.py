@@ -21,7 +21,7 @@ METRIC = "evaluator/eval_arena/score"
 def definition(sweep: str) -> dict[str, Any]:
     config = load_config(
         CONFIG_DIR / "demo.toml",
-        {"sweep_name": sweep, "max_trials": 6, "protein_config": {"metric": METRIC}},
+        {"sweep_name": sweep, "max_trials": 6, "seed": 0, "protein_config": {"metric": METRIC}},  # a fixed seed: one definition
     )
     return config.public_dict()
 
