@@ -25,6 +25,7 @@ from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.reducer import reduce
 from orchestrator.render import describe, headline, summary, trial_table
 from orchestrator.state import SweepState
+from stores.base import StoreError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -150,17 +151,19 @@ class Follower:
             return False
 
         def read() -> list[StoredEvent]:
-            import sqlite3
-
             from stores.sqlite import SQLiteStore
 
             try:
                 store = SQLiteStore(db)
-            except sqlite3.Error:
+            except StoreError as exc:
+                if exc.kind == "damaged":
+                    raise
                 return []  # being created by a serve starting up: nothing to read yet
             try:
                 return list(store.read(self.last_seq))
-            except sqlite3.Error:
+            except StoreError as exc:
+                if exc.kind == "damaged":
+                    raise
                 return []
             finally:
                 store.close()
@@ -255,6 +258,9 @@ def _run(ns: Any, follower: Follower, at_end: Callable[[], None], during: Any = 
                 code = await _attach_flow(ns, follower, at_end)
             except Refused as exc:
                 print(f"error: {exc}", file=sys.stderr)
+            except StoreError as exc:  # a damaged log: say so, not "nothing is stored yet"
+                print(f"error: {exc}", file=sys.stderr)
+                code = exc.exit_code
             tg.cancel_scope.cancel()
         return code
 

@@ -20,6 +20,7 @@ from orchestrator.config import (
     parse_assignments,
 )
 from orchestrator.events import SweepCreated
+from stores.base import StoreError
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
 EXIT_USAGE = 2
@@ -256,3 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
