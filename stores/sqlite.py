@@ -80,6 +80,7 @@ class SQLiteStore:
 
     def read(self, since: int = 0) -> Iterator[StoredEvent]:
         # Page through so a 100,000-event log never sits in memory twice.
+        since = min(max(int(since), 0), _MAX_SEQ)  # SQLite cannot bind an integer beyond 64 bits
         while True:
             with self._lock:
                 try:
@@ -142,6 +143,7 @@ class SQLiteStore:
             self._db.close()
 
 
+_MAX_SEQ = 2**63 - 1
 _WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
 
 _RECOVER = (

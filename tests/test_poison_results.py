@@ -100,14 +100,16 @@ def test_a_poison_result_fails_its_trial_with_the_reason(tmp_path: Path, result:
 
 def test_a_poison_result_already_in_an_old_log_fails_its_trial_on_restart(tmp_path: Path) -> None:
     """A log written before results were checked at the boundary: the restart fails that trial, once, and ends."""
+    from orchestrator.config import load_config
     from stores.sqlite import SQLiteStore
 
     (tmp_path / "sweep.toml").write_text(SWEEP)
+    config = load_config(tmp_path / "sweep.toml", {"sweep_name": "poison"}).public_dict()
     run = "poison_trial_0001"
     db = tmp_path / "train_dir" / "poison" / "events.db"
     store = SQLiteStore(db)
     store.append([
-        ev.SweepCreated(sweep="poison", config={}),
+        ev.SweepCreated(sweep="poison", config=config),
         ev.TrialSuggested(trial=1, run=run, params={"toy.x": 0.1}),
         ev.JobRequested(key=f"{run}.train.1", trial=1, kind="train", argv=["t"]),
         ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0, result={"cost": 10**400}),
