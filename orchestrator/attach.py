@@ -23,7 +23,7 @@ import httpx
 from orchestrator.events import StoredEvent, event_from_dict
 from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.reducer import reduce
-from orchestrator.render import describe, headline, summary, trial_table
+from orchestrator.render import describe, headline, printable, summary, trial_table
 from orchestrator.state import SweepState
 from stores.base import StoreError
 
@@ -234,7 +234,7 @@ def cmd_attach(ns: Any) -> int:
             return
         line = describe(stored.event, state, scheduler_name(state))
         if line is not None:
-            print(f"[{line[0]}] {line[1]}", flush=True)
+            print(printable(f"[{line[0]}] {line[1]}"), flush=True)
 
     follower = Follower(sweep_dir, show, token=_token(ns), url=ns.url)
     return _run(ns, follower, lambda: None)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import structlog
 
+from orchestrator.render import printable
+
 LogFormat = Literal["auto", "human", "json"]
 
 
@@ -18,7 +20,8 @@ def _human(_: Any, __: str, event_dict: dict[str, Any]) -> str:
     level = event_dict.pop("level", "info")
     extra = " ".join(f"{k}={v}" for k, v in event_dict.items())
     prefix = "" if level in ("info", "debug") else f"{level.upper()}: "
-    return f"[{component}] {prefix}{message}" + (f" {extra}" if extra else "")
+    # Job output is echoed through here: its escape sequences are shown, not obeyed by the terminal.
+    return printable(f"[{component}] {prefix}{message}" + (f" {extra}" if extra else ""))
 
 
 def configure_logging(fmt: LogFormat = "auto", stream: Any = None) -> str:
