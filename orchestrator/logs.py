@@ -3,6 +3,7 @@ otherwise (or as asked). Every logger is bound to a ``component`` that becomes t
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Literal
 
@@ -26,6 +27,9 @@ def _human(_: Any, __: str, event_dict: dict[str, Any]) -> str:
 
 def configure_logging(fmt: LogFormat = "auto", stream: Any = None) -> str:
     stream = stream or sys.stdout
+    # A library's log record that cannot be written (a full disk under W&B's files) is dropped, not printed as a
+    # traceback over the one message that says what happened.
+    logging.raiseExceptions = False
     if fmt == "auto":
         fmt = "human" if stream.isatty() else "json"
     renderer: Any = _human if fmt == "human" else structlog.processors.JSONRenderer()

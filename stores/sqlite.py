@@ -52,6 +52,7 @@ class SQLiteStore:
             self._db.execute("PRAGMA wal_autocheckpoint=1000")  # pages (~4 MB): SQLite's default, stated
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             self._db.executescript(_SCHEMA)
+            _check_whole(self._db, self.path)
         except (sqlite3.Error, OSError) as exc:
             self._db.close()
             raise store_error(exc, self.path, "open") from None
@@ -147,10 +148,24 @@ _MAX_SEQ = 2**63 - 1
 _WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
 
 _RECOVER = (
-    "To salvage what it still holds: `sqlite3 {path} .recover > fixed.sql` writes every row SQLite can still read "
+    "To salvage what it still holds: `sqlite3 {path} .recover > fixed.sql` (sqlite3 3.29 or newer) writes every row SQLite can still read "
     "as SQL statements; `sqlite3 events.new.db < fixed.sql` loads them into a new file; keep the damaged one aside "
     "and move events.new.db to {path}, then run the same command again."
 )
+
+
+def _check_whole(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file cut short: SQLite reads the missing end of a page as zeros, which can pass unnoticed (or lose
+    rows silently). A database file is a whole number of pages and, once its WAL is folded in, as many as SQLite
+    counts. Only ``stat`` here: opening and closing the file from this process would drop SQLite's locks on it."""
+    page = int(db.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])  # first: a checkpoint after it only grows the file
+    wal = path.with_name(path.name + "-wal")
+    wal_empty = not wal.exists() or wal.stat().st_size == 0
+    size = path.stat().st_size
+    if size % page or (wal_empty and pages * page > size):
+        raise sqlite3.DatabaseError(f"database disk image is malformed: the file is {size} bytes, "
+                                    f"{pages * page} expected: it was cut short")
 
 
 def store_error(exc: BaseException, path: Path, doing: str) -> StoreError:
