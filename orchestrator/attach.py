@@ -268,9 +268,7 @@ def _run(ns: Any, follower: Follower, at_end: Callable[[], None], during: Any = 
         return anyio.run(main)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. piped into head
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    # (a closed stdout pipe, as in `attach | head`, ends the command quietly in orchestrator/__main__.py)
 
 
 def sweep_dir_exists(sweep_dir: Path) -> bool:

@@ -9,7 +9,6 @@ trial outcomes, the end of the sweep), how many new trials to ask the optimizer 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 from orchestrator import events as ev

@@ -16,29 +16,14 @@ from hypothesis import strategies as st
 from orchestrator import events as ev
 from orchestrator.contract import extract_score, parse_result_line, validate_result
 from orchestrator.events import event_from_json, event_to_json
-from tests.conftest import ROOT, serve_env
+from tests.conftest import ROOT, SWEEP_TOML, serve_env
 from tests.fakes.sweeps import stored
 
 ECHO_JOB = ROOT / "tests" / "jobs" / "echo_job.py"
 
-SWEEP = f"""
-max_trials = 1
-max_parallel_jobs = 1
-max_retries = 0
-monitoring_interval = 60
-recipe_module = "toy"
-command = ["{sys.executable}", "{ECHO_JOB}"]
-seed = 7
-
-[protein_config]
-metric = "score"
-method = "random"
-
-[protein_config.parameters."toy.x"]
-distribution = "uniform"
-min = -1.0
-max = 1.0
-"""
+# One trial, no retries: a job that breaks the contract fails its trial at once.
+SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(max_trials=1, parallel=1, method="random", python=sys.executable,
+                                                job=ECHO_JOB)
 
 # Any JSON value, with the numbers that broke the planner before: 400-digit integers, bools, NaN, infinities.
 _SCALARS = (

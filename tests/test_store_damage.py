@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator import events as ev
-from stores.base import StoreError
 from stores.sqlite import SQLiteStore
 from tests.conftest import serve_env, write_sweep
 
