@@ -35,8 +35,12 @@ def parse_progress(line: str) -> tuple[float, float, float] | None:
     m = _PROGRESS.search(line)
     if not m:
         return None
-    total = float(m["total"]) * _UNITS[m["unit"]]
-    return float(m["pct"]) / 100.0 * total, total, float(m["sps"])
+    try:  # the pattern admits "1.2.3" and "."; a job's line is never worth an exception
+        total = float(m["total"]) * _UNITS[m["unit"]]
+        parsed = float(m["pct"]) / 100.0 * total, total, float(m["sps"])
+    except ValueError:
+        return None
+    return parsed if all(math.isfinite(v) for v in parsed) else None
 
 
 def report_result(result: dict[str, Any], stream: Any = None) -> None:

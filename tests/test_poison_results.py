@@ -4,6 +4,7 @@ reason, and serve finishes the sweep. Real serve processes, real jobs, real SQLi
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import events as ev
-from orchestrator.contract import extract_score, parse_result_line, validate_result
+from orchestrator.contract import extract_score, parse_progress, parse_result_line, validate_result
 from orchestrator.events import event_from_json, event_to_json
 from tests.conftest import ROOT, SWEEP_TOML, serve_env
 from tests.fakes.sweeps import stored
@@ -131,3 +132,11 @@ def test_the_parser_raises_only_value_error_and_what_it_passes_is_safe(result: A
             extract_score(parsed, "score")
         except ValueError:
             pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(sps=st.from_regex(r"[\d.]{1,400}", fullmatch=True), pct=st.from_regex(r"[\d.]{1,8}", fullmatch=True))
+def test_a_progress_line_gives_finite_numbers_or_none(sps: str, pct: str) -> None:
+    parsed = parse_progress(f"Epoch 1 / {sps} sps / {pct}% of 4.00 ksteps")
+    assert parsed is None or all(math.isfinite(v) for v in parsed)
+    assert parse_progress("Epoch 1 / 1.2.3 sps / 5% of 4.00 ksteps") is None
