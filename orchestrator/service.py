@@ -9,6 +9,7 @@ service can die at any instant and the same command picks up where the log stand
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import math
 import os
@@ -33,7 +34,7 @@ from orchestrator.render import describe, short, summary, trial_table
 from orchestrator.scheduler import make_scheduler
 from orchestrator.state import JobState, SweepState, TrialState, thaw
 from orchestrator.subscribers import Subscriber
-from stores.base import Store, StoreError
+from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
 # Decisions folded ahead into one transaction, at most (each round's events change what the next decides).
@@ -438,7 +439,12 @@ def _store_errors_alone() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         found = group.subgroup(lambda e: isinstance(e, StoreError))
-        if found is None:
+        if found is None:  # a full disk under another of the sweep's files (endpoint.json, say) is the same story
+            full = group.subgroup(lambda e: isinstance(e, OSError) and e.errno == errno.ENOSPC)
+            while isinstance(full, BaseExceptionGroup):
+                full = full.exceptions[0]
+            if full is not None:
+                raise disk_full(f"write {full.filename or 'a file of the sweep'}", str(full.strerror)) from None
             raise
         while isinstance(found, BaseExceptionGroup):
             found = found.exceptions[0]

@@ -26,6 +26,15 @@ class StoreError(Exception):
         self.kind = kind  # "damaged", "read-only", "disk full", "lost" or "other"
 
 
+def disk_full(what: str, detail: str) -> StoreError:
+    """The one message for a full disk, whichever write of the sweep hit it first."""
+    return StoreError(
+        f"disk full: cannot {what} ({detail}); the committed log is intact. "
+        "Free some space, then run the same command again to resume the sweep.",
+        "disk full",
+    )
+
+
 class Store(Protocol):
     def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         """Durably append, in order; returns them with their sequence numbers."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from orchestrator.events import Event, StoredEvent, event_from_json, event_to_json
-from stores.base import LeaseHeld, StoreError
+from stores.base import LeaseHeld, StoreError, disk_full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -127,10 +127,14 @@ class SQLiteStore:
             holder = _read_holder(fd)
             os.close(fd)
             raise LeaseHeld(holder) from None
-        info = {"owner": owner, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
         self._lease_fd = fd
+        info = {"owner": owner, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:
+            self.release_lease()
+            raise store_error(exc, self.path, "lock") from None
 
     def release_lease(self) -> None:
         if self._lease_fd is not None:
@@ -173,11 +177,7 @@ def store_error(exc: BaseException, path: Path, doing: str) -> StoreError:
     text = str(exc)
     low = text.lower()
     if "full" in low or getattr(exc, "errno", None) == errno.ENOSPC or "sqlite_full" in low:
-        return StoreError(
-            f"disk full: cannot {doing} the event log {path} ({text}); the committed log is intact. "
-            "Free some space, then run the same command again to resume the sweep.",
-            "disk full",
-        )
+        return disk_full(f"{doing} the event log {path}", text)
     if "readonly" in low or "read-only" in low or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES):
         return StoreError(
             f"the event log {path} is read-only ({text}): serve must write to it. Make the file and its directory "

@@ -216,6 +216,11 @@ def test_a_full_disk_says_so_keeps_the_log_and_resumes(tmpfs: Path, monkeypatch)
     committed = events_in(db)
     assert committed[0] == "SweepCreated" and "JobStarted" in committed
 
+    still_full = command(tmpfs, "serve", "--sweep", SWEEP, "--log-format", "json", JOB_SECONDS="0.1")
+    assert still_full.stderr.splitlines()[-1].startswith("error: disk full"), still_full.stderr
+    one_clear_error(still_full, "the committed log is intact")
+    assert events_in(db) == committed
+
     filler.unlink()
     done = command(tmpfs, "serve", "--sweep", SWEEP, "--log-format", "json", JOB_SECONDS="0.1")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
