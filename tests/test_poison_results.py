@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,20 @@ def test_a_progress_line_gives_finite_numbers_or_none(sps: str, pct: str) -> Non
     parsed = parse_progress(f"Epoch 1 / {sps} sps / {pct}% of 4.00 ksteps")
     assert parsed is None or all(math.isfinite(v) for v in parsed)
     assert parse_progress("Epoch 1 / 1.2.3 sps / 5% of 4.00 ksteps") is None
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("[" * 100_000, "nests deeper than 32 levels"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nests deeper than 32 levels"),
+        ('{"score": 1, "pad": "' + "x" * 300_000 + '"}', "over the limit of 262144"),
+        ('{"score": 1, "x": "\\ud800"}', "result.x is not UTF-8 text"),
+        ('{"score": 1, "x": ' + "9" * 30 + "}", "result.x is an integer of 30 digits, beyond 64 bits"),
+        ('{"score": 1e999}', "the reported score is inf, not a finite number"),
+        ('{"score": NaN}', "the reported score is nan, not a finite number"),
+    ],
+)
+def test_the_parser_names_the_rule_a_line_breaks(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_result_line("SWEEP_RESULT " + text)
