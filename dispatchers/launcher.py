@@ -24,6 +24,11 @@ forwarded to that group, a timeout stops the whole group (SIGTERM, then SIGKILL 
 any process of the group still alive after the job's main process exited is killed before ``exit.json`` is
 written, so ``output.log`` is complete when ``exit.json`` appears.
 
+On Linux the launcher is also a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): a descendant that leaves the
+job's process group (``setsid``, a double fork) is reparented to the launcher rather than to init when its parent
+dies, and is killed with the rest once the job has ended, whether it exited, timed out or was cancelled. (A job
+can still escape by killing its launcher; nothing short of a cgroup prevents that.)
+
 Standard library only, so it starts fast (the dispatcher runs it with ``python -I -S``).
 """
 
@@ -89,6 +94,54 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
+def become_subreaper() -> bool:
+    """Make orphaned descendants this process's children (Linux); False where the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    """Live children of ``pid`` (Linux /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+                if int(data[data.rindex(b")") + 2 :].split()[1]) == pid:
+                    out.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def kill_orphans(rounds: int = 100) -> None:
+    """SIGKILL and reap every remaining child: the job's descendants that were reparented to this subreaper. Each
+    one killed hands its own children to us in turn, so go on until none is left."""
+    me = os.getpid()
+    for _ in range(rounds):
+        kids = _children(me)
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in kids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
 def main(args: list[str] | None = None) -> int:
     job_dir, opts, argv = _parse(sys.argv[1:] if args is None else args)
     job_dir = os.path.abspath(job_dir)
@@ -140,6 +193,7 @@ def main(args: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, on_alarm)
 
     # 3. Start the job: an argv list, never a shell; its own process group; output to output.log.
+    subreaper = become_subreaper()
     info = {
         "key": opts.get("key"),
         "launcher_pid": me,
@@ -191,6 +245,8 @@ def main(args: list[str] | None = None) -> int:
     signal.setitimer(signal.ITIMER_REAL, 0)
     duration = time.monotonic() - t0
     _killpg(job.pid, signal.SIGKILL)
+    if subreaper:
+        kill_orphans()
     write_json_atomic(
         path("exit.json"),
         {"exit_code": rc, "signal": -rc if rc < 0 else None, "ended_at": time.time(), "duration": duration,

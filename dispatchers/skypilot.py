@@ -633,6 +633,7 @@ class SkyPilotDispatcher:
         started = False
         recoveries: int | None = None
         result: dict[str, Any] | None = None
+        result_error: str | None = None  # a SWEEP_RESULT line that broke the contract fails the job with this
         t0 = time.monotonic()
 
         def on_snapshot(snap: _Snapshot) -> list[JobUpdate]:
@@ -689,6 +690,7 @@ class SkyPilotDispatcher:
                             yield Started()
                         yield parsed
                     elif isinstance(parsed, str):
+                        result_error = parsed
                         yield Output(parsed)
                     yield Output(text)
                     if time.monotonic() - last_poll >= poll:
@@ -716,9 +718,10 @@ class SkyPilotDispatcher:
             for update in on_snapshot(snap):
                 yield update
         duration = snap.duration if snap.duration is not None else time.monotonic() - t0
-        yield Exited(exit_code=_exit_code(snap), result=result, duration=float(duration),
-                     error=None if snap.succeeded else f"SkyPilot job {handle.data['job_id']} {snap.status}: "
-                     f"{snap.reason}")
+        error = None if snap.succeeded else f"SkyPilot job {handle.data['job_id']} {snap.status}: {snap.reason}"
+        if result_error is not None and result is None:
+            error = f"{error}; {result_error}" if error else result_error
+        yield Exited(exit_code=_exit_code(snap), result=result, duration=float(duration), error=error)
 
 
 _END = object()
@@ -733,7 +736,7 @@ def _parse_line(text: str) -> dict[str, Any] | Progress | str | None:
     try:
         result = parse_result_line(text)
     except ValueError as exc:
-        return f"[skypilot] ignoring a malformed SWEEP_RESULT line: {exc}"
+        return f"malformed SWEEP_RESULT line: {exc}"
     if result is not None:
         return result
     progress = parse_progress(text)

@@ -23,8 +23,9 @@ import httpx
 from orchestrator.events import StoredEvent, event_from_dict
 from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.reducer import reduce
-from orchestrator.render import describe, headline, summary, trial_table
+from orchestrator.render import describe, headline, printable, summary, trial_table
 from orchestrator.state import SweepState
+from stores.base import StoreError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -152,17 +153,19 @@ class Follower:
             return False
 
         def read() -> list[StoredEvent]:
-            import sqlite3
-
             from stores.sqlite import SQLiteStore
 
             try:
                 store = SQLiteStore(db)
-            except sqlite3.Error:
+            except StoreError as exc:
+                if exc.kind == "damaged":
+                    raise
                 return []  # being created by a serve starting up: nothing to read yet
             try:
                 return list(store.read(self.last_seq))
-            except sqlite3.Error:
+            except StoreError as exc:
+                if exc.kind == "damaged":
+                    raise
                 return []
             finally:
                 store.close()
@@ -238,7 +241,7 @@ def cmd_attach(ns: Any) -> int:
             return
         line = describe(stored.event, state, scheduler_name(state))
         if line is not None:
-            print(f"[{line[0]}] {line[1]}", flush=True)
+            print(printable(f"[{line[0]}] {line[1]}"), flush=True)
 
     follower = Follower(sweep_dir, show, token=_token(ns), url=ns.url)
     return _run(ns, follower, lambda: None)
@@ -262,6 +265,9 @@ def _run(ns: Any, follower: Follower, at_end: Callable[[], None], during: Any = 
                 code = await _attach_flow(ns, follower, at_end)
             except Refused as exc:
                 print(f"error: {exc}", file=sys.stderr)
+            except StoreError as exc:  # a damaged log: say so, not "nothing is stored yet"
+                print(f"error: {exc}", file=sys.stderr)
+                code = exc.exit_code
             tg.cancel_scope.cancel()
         return code
 
@@ -269,9 +275,7 @@ def _run(ns: Any, follower: Follower, at_end: Callable[[], None], during: Any = 
         return anyio.run(main)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. piped into head
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    # (a closed stdout pipe, as in `attach | head`, ends the command quietly in orchestrator/__main__.py)
 
 
 def sweep_dir_exists(sweep_dir: Path) -> bool:

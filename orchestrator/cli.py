@@ -21,12 +21,14 @@ from orchestrator.config import (
     parse_assignments,
 )
 from orchestrator.events import SweepCreated
+from stores.base import StoreError
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
 EXIT_OK = 0
 EXIT_NO_TRIAL = 1  # the sweep finished but no trial completed
 EXIT_USAGE = 2
 EXIT_LEASE = 3
+EXIT_STORE = StoreError.exit_code  # the event log is damaged, read-only or on a full disk
 EXIT_STOPPED = 5  # a doomed sweep: max_consecutive_failures trials in a row failed for the same reason
 EXIT_INTERRUPTED = 130
 
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overrides train_overrides.trainer.total_timesteps=20000\n\n"
         f"exit codes: {EXIT_OK} the sweep finished with at least one completed trial; {EXIT_NO_TRIAL} it finished "
         f"with none; {EXIT_USAGE} bad input or a failed preflight (nothing run); {EXIT_LEASE} another serve holds "
-        f"the sweep; {EXIT_STOPPED} stopped: max_consecutive_failures trials in a row failed for the same reason "
+        f"the sweep; {EXIT_STORE} the event log is damaged, read-only or on a full disk; "
+        f"{EXIT_STOPPED} stopped: max_consecutive_failures trials in a row failed for the same reason "
         f"(fix it, then run the same command); {EXIT_INTERRUPTED} interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -305,3 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -94,6 +94,11 @@ class SweepConfig(BaseSettings):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it names files and W&B groups)")
         return value
 
+    @field_validator("http_token")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None  # "" must not pass as one
+
     @field_validator("train_dir")
     @classmethod
     def _directory(cls, value: Path) -> Path:

@@ -35,8 +35,12 @@ def parse_progress(line: str) -> tuple[float, float, float] | None:
     m = _PROGRESS.search(line)
     if not m:
         return None
-    total = float(m["total"]) * _UNITS[m["unit"]]
-    return float(m["pct"]) / 100.0 * total, total, float(m["sps"])
+    try:  # the pattern admits "1.2.3" and "."; a job's line is never worth an exception
+        total = float(m["total"]) * _UNITS[m["unit"]]
+        parsed = float(m["pct"]) / 100.0 * total, total, float(m["sps"])
+    except ValueError:
+        return None
+    return parsed if all(math.isfinite(v) for v in parsed) else None
 
 
 def report_result(result: dict[str, Any], stream: Any = None) -> None:
@@ -44,15 +48,94 @@ def report_result(result: dict[str, Any], stream: Any = None) -> None:
     print(RESULT_TAG + json.dumps(result, default=str, allow_nan=True), file=stream or sys.stdout, flush=True)
 
 
+MAX_RESULT_CHARS = 256 * 1024  # a result line longer than this is refused, not stored
+MAX_METRICS = 1000  # keys in ``metrics``
+_MAX_DEPTH = 32  # nesting of lists and objects anywhere in a result
+_MAX_INT = 2**63  # an integer beyond this cannot be stored or mirrored faithfully
+
+
 def parse_result_line(line: str) -> dict[str, Any] | None:
-    """The result object from a tagged line; None for any other line. Malformed JSON raises ValueError."""
+    """The result object from a tagged line; None for any other line.
+
+    This is the boundary where a job's words become data: a line that is not valid JSON, not an object, too large,
+    or holds a ``score``/``cost`` that is not a finite number or ``metrics`` that is not a bounded mapping, raises
+    ValueError with the reason (the job then fails with it). Nothing else can come out of here.
+    """
     idx = line.find(RESULT_TAG)
     if idx < 0:
         return None
-    value = json.loads(line[idx + len(RESULT_TAG) :])
+    text = line[idx + len(RESULT_TAG) :]
+    if len(text) > MAX_RESULT_CHARS:
+        raise ValueError(f"the SWEEP_RESULT line holds {len(text)} characters, over the limit of {MAX_RESULT_CHARS}")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"the SWEEP_RESULT line nests deeper than {_MAX_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise ValueError(f"the SWEEP_RESULT line must hold a JSON object, got {type(value).__name__}")
-    return value
+    return validate_result(value)
+
+
+def validate_result(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` if it keeps the contract, else ValueError naming the field. Also used on results already in a
+    log (written by an older version), so a bad one there fails its trial instead of the service."""
+    if not isinstance(result, dict):
+        raise ValueError(f"the result must be a JSON object, got {type(result).__name__}")
+    for key in ("score", "cost"):
+        if key in result:
+            finite_number(result[key], key)
+    metrics = result.get("metrics")
+    if metrics is not None:
+        if not isinstance(metrics, dict):
+            raise ValueError(f"'metrics' must be a JSON object of name: value, got {type(metrics).__name__}")
+        if len(metrics) > MAX_METRICS:
+            raise ValueError(f"'metrics' has {len(metrics)} entries, over the limit of {MAX_METRICS}")
+    _check_json(result, "result", 0)
+    return result
+
+
+def finite_number(raw: Any, field: str) -> float:
+    """``raw`` as a float if it is a real, finite number (not a bool, not a string); ValueError otherwise."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise ValueError(f"the reported {field} {_short(raw)} is not a number")
+    try:
+        number = float(raw)
+    except OverflowError:
+        raise ValueError(f"the reported {field} ({len(str(abs(raw)))} digits) is too large for a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"the reported {field} is {number}, not a finite number")
+    return number
+
+
+def _check_json(value: Any, where: str, depth: int) -> None:
+    """Plain JSON data only (what json.loads makes), nested at most _MAX_DEPTH, integers within 64 bits."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{where} nests deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where} has a key that is not a string: {_short(k)}")
+            _check_json(k, f"a key in {where}", depth + 1)
+            _check_json(v, f"{where}.{k}"[:200], depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]"[:200], depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -_MAX_INT <= value < _MAX_INT:
+            raise ValueError(f"{where} is an integer of {len(str(abs(value)))} digits, beyond 64 bits")
+    elif isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{where} is not UTF-8 text (a lone surrogate escape)") from None
+    elif not (value is None or isinstance(value, (float, bool))):
+        raise ValueError(f"{where} is a {type(value).__name__}, not JSON data")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def extract_score(result: dict[str, Any] | None, metric: str) -> float:
@@ -61,14 +144,5 @@ def extract_score(result: dict[str, Any] | None, metric: str) -> float:
         raise ValueError("the eval job printed no SWEEP_RESULT line (see the job contract in README.md)")
     for key in (metric, "score"):
         if key in result:
-            raw = result[key]
-            break
-    else:
-        raise ValueError(f"the result has neither {metric!r} nor 'score': keys are {sorted(result)}")
-    try:
-        score = float(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"the reported score {raw!r} is not a number") from None
-    if not math.isfinite(score):
-        raise ValueError(f"the reported score is {score}, not a finite number")
-    return score
+            return finite_number(result[key], "score")
+    raise ValueError(f"the result has neither {metric!r} nor 'score': keys are {sorted(result)[:20]}")

@@ -44,13 +44,29 @@ SEND_BUFFER = 256 * 1024  # per-connection kernel send buffer: bounded, so a stu
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: a sequence number beyond it cannot exist
+
+
 # -- the app -------------------------------------------------------------------------------------------------
+def offset(text: str | None, name: str) -> int:
+    """A sequence number from a query parameter or header (absent: 0); ValueError naming it otherwise."""
+    if text is None or text == "":
+        return 0
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_OFFSET:
+        raise ValueError(f"{name} must be a sequence number: a whole number from 0 to {MAX_OFFSET}, got {text[:40]!r}")
+    return int(text)
+
+
 def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette:
+    token = token if token and token.strip() else None  # a blank token is no token (config refuses it off loopback)
+
     def authorized(request: Request) -> bool:
         if token is None:
             return True
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        given = given.strip()
+        return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
     def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -66,9 +82,12 @@ def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette
 
     async def events(request: Request) -> Response:
         try:
-            since = max(int(request.query_params.get("since", 0)), int(request.headers.get("last-event-id", 0)))
-        except ValueError:
-            return JSONResponse({"error": "since must be an integer (a sequence number)"}, status_code=400)
+            since = max(
+                offset(request.query_params.get("since"), "since"),
+                offset(request.headers.get("last-event-id"), "Last-Event-ID"),
+            )
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         return StreamingResponse(
             _sse(hub, since),
             media_type="text/event-stream",

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from orchestrator import events as ev
 from orchestrator.failures import clip, explain
 from orchestrator.state import SweepState, TrialState, ordered_params, thaw
+
+
+# C0 controls but tab and newline, DEL, C1 controls (ESC starts the terminal's escape sequences; CR and BS rewrite
+# the line), and the bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters shown escaped (``\x1b``), never obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def short(run: str) -> str:

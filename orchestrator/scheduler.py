@@ -9,12 +9,11 @@ trial outcomes, the end of the sweep), how many new trials to ask the optimizer 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 from orchestrator import events as ev
 from orchestrator.config import SweepConfig
-from orchestrator.contract import extract_score
+from orchestrator.contract import extract_score, finite_number, validate_result
 from orchestrator.jobs import job_key
 from orchestrator.state import JobState, SweepState, TrialState, ordered_params, thaw
 
@@ -141,12 +140,10 @@ class OptimizingScheduler:
         reason = _job_error(last) if not last.succeeded else None
         if reason is None:
             try:
-                score = extract_score(thaw(last.result), self.metric)
+                d.events.append(self._completed(trial, train, last))
+                return None
             except ValueError as exc:
                 reason = str(exc)
-            else:
-                d.events.append(self._completed(trial, train, last, score))
-                return None
         return self._retry_or_fail(trial, last, reason, now, d)
 
     def _retry_or_fail(
@@ -178,11 +175,15 @@ class OptimizingScheduler:
             dispatcher=route[kind],
         )
 
-    def _completed(self, trial: TrialState, train: JobState, evaluation: JobState, score: float) -> ev.TrialCompleted:
-        train_result = thaw(train.result) or {}
-        eval_result = thaw(evaluation.result) or {}
+    def _completed(self, trial: TrialState, train: JobState, evaluation: JobState) -> ev.TrialCompleted:
+        """The trial's outcome; ValueError with the reason when a result breaks the contract. The results were
+        checked when they were read, but a log written by an older version may hold anything."""
+        score = extract_score(thaw(evaluation.result), self.metric)
+        train_result = validate_result(thaw(train.result) or {})
+        eval_result = validate_result(thaw(evaluation.result) or {})
         cost = train_result.get("cost", eval_result.get("cost"))
-        if not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+        cost = finite_number(cost, "cost") if cost is not None else -1.0
+        if cost < 0:
             cost = train.duration  # the documented default: seconds of training
         metrics = {**(train_result.get("metrics") or {}), **(eval_result.get("metrics") or {})}
         return ev.TrialCompleted(trial=trial.trial, score=score, cost=float(cost), metrics=metrics)

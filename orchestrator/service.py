@@ -8,13 +8,15 @@ service can die at any instant and the same command picks up where the log stand
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import math
 import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -32,7 +34,7 @@ from orchestrator.render import describe, short, summary, trial_table
 from orchestrator.scheduler import make_scheduler
 from orchestrator.state import JobState, SweepState, TrialState, thaw
 from orchestrator.subscribers import Subscriber
-from stores.base import Store
+from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
 # Decisions folded ahead into one transaction, at most (each round's events change what the next decides).
@@ -86,23 +88,48 @@ class SweepService:
         await anyio.to_thread.run_sync(self.store.acquire_lease, owner)
         try:
             await self._replay()
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                for sub in self.subscribers:
-                    tg.start_soon(sub.run)
-                for task in self.background:
-                    tg.start_soon(task, self)
-                await self._open()
-                self._reattach()
-                tg.start_soon(self._monitor)
-                await self._main_loop()
-                await self._drain_subscribers()
-                tg.cancel_scope.cancel()
+            self._refuse_lost_log()
+            with _store_errors_alone():
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    for sub in self.subscribers:
+                        tg.start_soon(sub.run)
+                    for task in self.background:
+                        tg.start_soon(task, self)
+                    await self._open()
+                    self._reattach()
+                    tg.start_soon(self._monitor)
+                    await self._main_loop()
+                    await self._drain_subscribers()
+                    tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.dispatcher.aclose()
+                checkpoint = getattr(self.store, "checkpoint", None)  # the whole log into one file, for a copy
+                if checkpoint is not None:
+                    await anyio.to_thread.run_sync(checkpoint, limiter=self._store_limiter)
                 await anyio.to_thread.run_sync(self.store.release_lease)
         return self.state
+
+    def _refuse_lost_log(self) -> None:
+        """An empty log beside the job directories of earlier trials means the log was lost (a missing -wal file,
+        a deleted events.db): starting afresh would run new trials over them, so refuse and say so."""
+        if self.state.sweep is not None:
+            return
+        prefix = f"{self.config.sweep_name}_trial_"
+        try:
+            runs = sorted(p.name for p in self.config.sweep_dir.iterdir() if p.is_dir() and p.name.startswith(prefix))
+        except OSError:
+            return
+        if runs:
+            raise StoreError(
+                f"the event log of sweep {self.config.sweep_name!r} is empty, but {len(runs)} job director"
+                f"{'y' if len(runs) == 1 else 'ies'} of it exist ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}"
+                f" in {self.config.sweep_dir}): its log was lost (events.db replaced or its -wal file deleted). "
+                "Restore events.db (with its events.db-wal, if any) from where it was copied, or move those "
+                "directories away to start the sweep afresh.",
+                "lost",
+            )
 
     async def _replay(self) -> None:
         # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
@@ -402,6 +429,26 @@ def _as_logged(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_as_logged(v) for v in value]
     return value
+
+
+@contextlib.contextmanager
+def _store_errors_alone() -> Iterator[None]:
+    """A StoreError raised in the task group leaves it alone, not inside an ExceptionGroup next to the
+    cancellations it caused: the command line prints its message and exits with its code."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = group.subgroup(lambda e: isinstance(e, StoreError))
+        if found is None:  # a full disk under another of the sweep's files (endpoint.json, say) is the same story
+            full = group.subgroup(lambda e: isinstance(e, OSError) and e.errno == errno.ENOSPC)
+            while isinstance(full, BaseExceptionGroup):
+                full = full.exceptions[0]
+            if full is not None:
+                raise disk_full(f"write {full.filename or 'a file of the sweep'}", str(full.strerror)) from None
+            raise
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        raise found from None
 
 
 def _observation(t: TrialState) -> Observation:

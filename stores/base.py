@@ -15,6 +15,26 @@ class LeaseHeld(Exception):
     """Another live service holds this sweep."""
 
 
+class StoreError(Exception):
+    """The store cannot go on (damaged, read-only, disk full). The message says what happened and what to do; the
+    command line prints it alone and exits with ``exit_code``."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind  # "damaged", "read-only", "disk full", "lost" or "other"
+
+
+def disk_full(what: str, detail: str) -> StoreError:
+    """The one message for a full disk, whichever write of the sweep hit it first."""
+    return StoreError(
+        f"disk full: cannot {what} ({detail}); the committed log is intact. "
+        "Free some space, then run the same command again to resume the sweep.",
+        "disk full",
+    )
+
+
 class Store(Protocol):
     def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         """Durably append, in order; returns them with their sequence numbers."""

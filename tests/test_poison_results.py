@@ -1,0 +1,160 @@
+"""Nothing a job prints can take the service down: a result line that breaks the contract fails its job with the
+reason, and serve finishes the sweep. Real serve processes, real jobs, real SQLite logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator import events as ev
+from orchestrator.contract import extract_score, parse_progress, parse_result_line, validate_result
+from orchestrator.events import event_from_json, event_to_json
+from tests.conftest import ROOT, SWEEP_TOML, serve_env
+from tests.fakes.sweeps import stored
+
+ECHO_JOB = ROOT / "tests" / "jobs" / "echo_job.py"
+
+# One trial, no retries: a job that breaks the contract fails its trial at once.
+SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(max_trials=1, parallel=1, method="random", python=sys.executable,
+                                                job=ECHO_JOB)
+
+# Any JSON value, with the numbers that broke the planner before: 400-digit integers, bools, NaN, infinities.
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
+JSON_VALUES = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                           max_leaves=12)
+RESULTS = st.fixed_dictionaries({"score": JSON_VALUES}, optional={"cost": JSON_VALUES, "metrics": JSON_VALUES}) | JSON_VALUES
+
+
+def _line(value: Any) -> str:
+    return "SWEEP_RESULT " + json.dumps(value, allow_nan=True)
+
+
+def run_sweep(tmp: Path, stdout: bytes) -> subprocess.CompletedProcess[str]:
+    """One trial (train and eval both print ``stdout``) under a real serve; the finished process."""
+    (tmp / "sweep.toml").write_text(SWEEP)
+    (tmp / "stdout.bin").write_bytes(stdout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "poison", "--config", "sweep.toml",
+         "--log-format", "json"],
+        cwd=tmp, env=serve_env(ECHO_STDOUT=str(tmp / "stdout.bin")), capture_output=True, text=True, timeout=120,
+    )
+
+
+def assert_finished(tmp: Path, proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    state, _ = stored(tmp, "poison")
+    assert state.finished
+    (trial,) = state.shown_trials()
+    assert trial.status in ("completed", "failed")
+    return trial
+
+
+@pytest.mark.parametrize(
+    "result, reason",
+    [
+        ({"score": 1.0, "metrics": "x"}, "'metrics' must be a JSON object"),
+        ({"score": 1.0, "metrics": [1, 2]}, "'metrics' must be a JSON object"),
+        ({"score": 10**400}, "too large for a number"),
+        ({"score": 1.0, "cost": 10**400}, "too large for a number"),
+        ({"score": True}, "the reported score True is not a number"),
+        ({"score": "0.5"}, "the reported score '0.5' is not a number"),
+        ({"score": 1.0, "cost": "cheap"}, "the reported cost 'cheap' is not a number"),
+        ({"score": 1.0, "metrics": {str(i): i for i in range(1001)}}, "'metrics' has 1001 entries"),
+    ],
+)
+def test_a_poison_result_fails_its_trial_with_the_reason(tmp_path: Path, result: Any, reason: str) -> None:
+    proc = run_sweep(tmp_path, (_line(result) + "\n").encode())
+    trial = assert_finished(tmp_path, proc)
+    assert trial.status == "failed" and reason in trial.reason, trial.reason
+
+
+def test_a_poison_result_already_in_an_old_log_fails_its_trial_on_restart(tmp_path: Path) -> None:
+    """A log written before results were checked at the boundary: the restart fails that trial, once, and ends."""
+    from orchestrator.config import load_config
+    from stores.sqlite import SQLiteStore
+
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    config = load_config(tmp_path / "sweep.toml", {"sweep_name": "poison"}).public_dict()
+    run = "poison_trial_0001"
+    db = tmp_path / "train_dir" / "poison" / "events.db"
+    store = SQLiteStore(db)
+    store.append([
+        ev.SweepCreated(sweep="poison", config=config),
+        ev.TrialSuggested(trial=1, run=run, params={"toy.x": 0.1}),
+        ev.JobRequested(key=f"{run}.train.1", trial=1, kind="train", argv=["t"]),
+        ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0, result={"cost": 10**400}),
+        ev.JobRequested(key=f"{run}.eval.1", trial=1, kind="eval", argv=["e"]),
+        ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": 1.0, "metrics": "x"}),
+    ])
+    store.close()
+    for _ in range(2):  # and the restart after that one is as quiet
+        trial = assert_finished(tmp_path, run_sweep(tmp_path, b""))
+        assert trial.status == "failed" and "too large for a number" in trial.reason, trial.reason
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(stdout=st.one_of(RESULTS.map(lambda r: (_line(r) + "\n").encode()), st.binary(max_size=300)))
+def test_serve_finishes_whatever_the_jobs_print(tmp_path_factory: pytest.TempPathFactory, stdout: bytes) -> None:
+    tmp = tmp_path_factory.mktemp("any")
+    assert_finished(tmp, run_sweep(tmp, stdout))
+
+
+@settings(max_examples=600, deadline=None)
+@given(result=RESULTS, text=st.text(max_size=40))
+def test_the_parser_raises_only_value_error_and_what_it_passes_is_safe(result: Any, text: str) -> None:
+    for line in (_line(result), "SWEEP_RESULT " + text):
+        try:
+            parsed = parse_result_line(line)
+        except ValueError as exc:
+            assert str(exc)
+            continue
+        # Whatever passed stores, reloads, and gives a score or a ValueError: never another exception.
+        exited = ev.JobExited(key="k", exit_code=0, result=parsed)
+        assert event_from_json(event_to_json(exited)).type == "JobExited"
+        validate_result(parsed)
+        try:
+            extract_score(parsed, "score")
+        except ValueError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(sps=st.from_regex(r"[\d.]{1,400}", fullmatch=True), pct=st.from_regex(r"[\d.]{1,8}", fullmatch=True))
+def test_a_progress_line_gives_finite_numbers_or_none(sps: str, pct: str) -> None:
+    parsed = parse_progress(f"Epoch 1 / {sps} sps / {pct}% of 4.00 ksteps")
+    assert parsed is None or all(math.isfinite(v) for v in parsed)
+    assert parse_progress("Epoch 1 / 1.2.3 sps / 5% of 4.00 ksteps") is None
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("[" * 100_000, "nests deeper than 32 levels"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nests deeper than 32 levels"),
+        ('{"score": 1, "pad": "' + "x" * 300_000 + '"}', "over the limit of 262144"),
+        ('{"score": 1, "x": "\\ud800"}', "result.x is not UTF-8 text"),
+        ('{"score": 1, "x": ' + "9" * 30 + "}", "result.x is an integer of 30 digits, beyond 64 bits"),
+        ('{"score": 1e999}', "the reported score is inf, not a finite number"),
+        ('{"score": NaN}', "the reported score is nan, not a finite number"),
+    ],
+)
+def test_the_parser_names_the_rule_a_line_breaks(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_result_line("SWEEP_RESULT " + text)
