@@ -9,8 +9,11 @@
   their jobs) with ``last_seq``.
 - ``GET /health``: liveness plus stream statistics.
 
-With ``http_token`` set, every request needs ``Authorization: Bearer <token>`` (401 otherwise). Where serve
-listens is written to ``<sweep_dir>/endpoint.json`` (never the token) and removed when serve exits cleanly.
+- ``GET /``: the live dashboard (orchestrator/dashboard).
+
+With ``http_token`` set, every request needs ``Authorization: Bearer <token>``, or the dashboard's cookie that
+``/?token=<token>`` sets (401 otherwise). Where serve listens is written to ``<sweep_dir>/endpoint.json`` (never
+the token) and removed when serve exits cleanly.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.dashboard import cookie_token, dashboard_routes
 from orchestrator.hub import EventHub, Keepalive, Lagging
 from orchestrator.logs import get_logger
 from orchestrator.state import SweepState, thaw
@@ -50,13 +54,18 @@ def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette
         if token is None:
             return True
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if not scheme:
+            scheme, given = "bearer", cookie_token(request)  # a browser, after /?token=
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
     def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             if not authorized(request):
                 return JSONResponse(
-                    {"error": "missing or wrong token: send 'Authorization: Bearer <http_token>'"},
+                    {
+                        "error": "missing or wrong token: send 'Authorization: Bearer <http_token>' "
+                        "(in a browser, open /?token=<http_token> once)"
+                    },
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -96,6 +105,7 @@ def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette
         Route("/events", guarded(events)),
         Route("/state", guarded(state)),
         Route("/health", guarded(health)),
+        *dashboard_routes(hub, guarded, token),
     ]
     return Starlette(routes=routes)
 
