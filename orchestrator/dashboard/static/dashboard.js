@@ -69,9 +69,30 @@
     if (summary.finished) return setConnection("sweep finished");
     source = new EventSource(`events?since=${held}`);
     source.onopen = () => setConnection("live");
-    source.onmessage = (m) => { if (Number(m.lastEventId) > held) scheduleRefresh(); };
+    source.onmessage = (m) => {
+      const { seq, event } = JSON.parse(m.data);
+      if (seq <= held) return;
+      outcome(seq, event);
+      scheduleRefresh();
+    };
     source.addEventListener("lagging", scheduleRefresh);
     source.onerror = () => setConnection("reconnecting to serve…");
+  }
+
+  // A trial's outcome and the sweep's end are applied straight from the stream: serve exits moments after the
+  // sweep finishes, maybe before the fetch that follows. The fetched record (seq at least as new) replaces it.
+  function outcome(seq, event) {
+    const row = rows.get(event.trial);
+    if (event.type === "SweepFinished") {
+      summary = { ...summary, finished: true, best_trial: event.best_trial };
+    } else if (row && row.seq < seq && (event.type === "TrialCompleted" || event.type === "TrialFailed")) {
+      const done = event.type === "TrialCompleted";
+      rows.set(event.trial, { ...row, seq, status: done ? "completed" : "failed", score: done ? event.score : null,
+        cost: done ? event.cost : null, reason: done ? null : event.reason, curve: [], reports: [] });
+    } else {
+      return;
+    }
+    scheduleRender();
   }
 
   function scheduleRefresh() {
@@ -141,7 +162,8 @@
     const best = summary.best_trial !== null ? rows.get(summary.best_trial) : null;
     const phase = summary.finished ? "finished" : "in progress";
     const max = summary.max_trials ? ` of ${summary.max_trials}` : "";
-    let text = `${phase}: ${summary.trials_total}${max} trials, ${summary.completed} completed, ${summary.failed} failed`;
+    const count = (status) => all.filter((r) => r.status === status).length;
+    let text = `${phase}: ${all.length}${max} trials, ${count("completed")} completed, ${count("failed")} failed`;
     const running = all.filter((r) => !TERMINAL.has(r.status)).length;
     if (running) text += `, ${running} in flight`;
     if (best) text += ` · best ${short(best.run)}: ${summary.metric} ${fmt(best.score)} (${summary.goal})`;
@@ -250,9 +272,13 @@
       for (let k = Math.ceil(Math.log(lo) / Math.log(base) - 1e-9); k <= Math.floor(Math.log(hi) / Math.log(base) + 1e-9); k++) ticks.push(base ** k);
       if (ticks.length < 2) ticks.splice(0, ticks.length, lo, hi);
       return { label: `${name} (log)`, values: values.map(Math.log10), range: [Math.log10(lo), Math.log10(hi)],
-        tickvals: ticks.map(Math.log10), ticktext: ticks.map(fmt) };
+        tickvals: ticks.map(Math.log10), ticktext: ticks.map(tickLabel) };
     }
     return { label: name, values, range: [lo, hi] };
+  }
+
+  function tickLabel(v) {
+    return v > 0 && (v < 1e-3 || v >= 1e5) ? v.toExponential(0).replace("e+", "e") : fmt(v);
   }
 
   function drawParcoords(done, names) {
