@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -62,6 +63,9 @@ class LiveBook:
         self.book = TrialBook()
         self._lock = anyio.Lock()
 
+    async def warm(self) -> None:
+        await self.query(lambda book: b"")
+
     async def query(self, answer: Callable[[TrialBook], bytes]) -> bytes:
         """``answer(book)`` once the book has every stored event, both in a worker thread (they touch the same
         book, so one at a time)."""
@@ -82,7 +86,10 @@ def dashboard_routes(hub: "EventHub", guarded: Callable[[Handler], Handler], tok
             '<link rel="stylesheet" href="static/dashboard.css">\n'
             '<script src="static/plotly.min.js"></script>\n<script src="static/dashboard.js"></script>'
         )
-        return Response(page(head), media_type="text/html", headers={"Cache-Control": "no-store"})
+        # After the page is sent, fold the log while the browser loads plotly.js (its first /trials waits for it).
+        return Response(
+            page(head), media_type="text/html", headers={"Cache-Control": "no-store"}, background=BackgroundTask(live.warm)
+        )
 
     async def login_or_index(request: Request) -> Response:
         given = request.query_params.get("token")

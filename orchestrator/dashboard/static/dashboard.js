@@ -19,6 +19,10 @@
   let sortKey = "trial", sortDir = 1, tablePage = 0;
   let renderTimer = null, lastRender = 0, refreshTimer = null, fetching = false, again = false;
   let source = null;
+  const timings = {};  // milliseconds each view took to draw, the last time (for benchmarks/dashboard.py)
+  let renders = 0;
+  let outcomes = 0, drawnOutcomes = -1; // the charts of completed trials are redrawn only when an outcome changed
+  window.sweepDashboard = { timings, renders: () => renders };
 
   const $ = (id) => document.getElementById(id);
   const esc = (v) => String(v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -29,7 +33,9 @@
   function merge(list) {
     for (const r of list) {
       const old = rows.get(r.trial);
-      if (!old || r.seq >= old.seq) rows.set(r.trial, r);
+      if (old && r.seq < old.seq) continue;
+      if (!old || old.status !== r.status || old.score !== r.score || old.cost !== r.cost) outcomes += 1;
+      rows.set(r.trial, r);
     }
   }
 
@@ -56,7 +62,7 @@
       merge(page.trials);
       offset += page.trials.length;
       if (page.trials.length < PAGE) break;
-      scheduleRender();
+      drawText([...rows.values()].sort((a, b) => a.trial - b.trial)); // the table fills in; charts once, at the end
     }
     held = first;
     await refresh(); // whatever changed while the pages loaded
@@ -89,6 +95,7 @@
       const done = event.type === "TrialCompleted";
       rows.set(event.trial, { ...row, seq, status: done ? "completed" : "failed", score: done ? event.score : null,
         cost: done ? event.cost : null, reason: done ? null : event.reason, curve: [], reports: [] });
+      outcomes += 1;
     } else {
       return;
     }
@@ -139,15 +146,29 @@
     const all = [...rows.values()].sort((a, b) => a.trial - b.trial);
     const done = all.filter((r) => r.status === "completed" && r.score !== null);
     const names = paramNames(all);
-    drawHeadline(all);
-    drawHistory(done);
-    drawPareto(done);
-    drawImportance(done, names);
-    drawParcoords(done, names);
-    drawCurves(all);
-    drawTable(all, names);
+    timed("table", () => drawText(all));
+    timed("curves", () => drawCurves(all));
+    if (outcomes !== drawnOutcomes) {
+      drawnOutcomes = outcomes;
+      timed("history", () => drawHistory(done));
+      timed("pareto", () => drawPareto(done));
+      timed("importance", () => drawImportance(done, names));
+      timed("parcoords", () => drawParcoords(done, names));
+    }
+    renders += 1;
     document.body.dataset.trials = String(all.length);
     document.body.dataset.seq = String(held);
+  }
+
+  function timed(name, draw) {
+    const t = performance.now();
+    draw();
+    timings[name] = Math.round(performance.now() - t);
+  }
+
+  function drawText(all) {
+    drawHeadline(all);
+    drawTable(all, paramNames(all));
   }
 
   function paramNames(all) {
