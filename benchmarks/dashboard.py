@@ -60,8 +60,9 @@ def load(page, url: str) -> dict[str, float]:
               .filter(e => e.name.includes('plotly') || e.name.includes('trials?offset=0'))
               .map(e => [e.name.includes('plotly') ? 'plotly.js loaded' : 'first page of trials', e.responseEnd]))"""
     )
+    drawn = {f"draw {k} (ms)" if "page" not in k else k: v for k, v in page.evaluate("window.sweepDashboard.timings").items()}
     return {"interactive (ms from navigation)": float(page.evaluate("document.body.dataset.readyMs")),
-            "wall (ms, goto to ready)": wall, **timings}
+            "wall (ms, goto to ready)": wall, **timings, **drawn}
 
 
 def main() -> None:
@@ -90,6 +91,7 @@ def main() -> None:
             page = context.new_page()
             results["cold"] = load(page, url)
             results["warm"] = load(page, url)
+            results["warm again"] = load(page, url)
             sort_ms = page.evaluate(
                 """() => { const th = [...document.querySelectorAll('#trials th')].find(t => t.textContent === 'score');
                            const t = performance.now(); th.click(); return performance.now() - t; }"""

@@ -163,9 +163,11 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
     page.wait_for_function("() => document.getElementById('history').data[0].x.length === 4", timeout=DEADLINE * 1000)
     assert page.evaluate("window.sameDocument") is True
     drawn = points(page)
-    front = _pareto_front(live.dir / "events.db")
-    assert drawn["history"] == [4, 4]  # every completed trial, and the best so far at each
-    assert drawn["pareto"] == [4, len(front)]
+    completed = _completed(live.dir / "events.db")
+    assert drawn["history"][0] == 4  # every completed trial
+    best_line = page.evaluate("(({x, y}) => x.map((t, i) => [t, y[i]]))(document.getElementById('history').data[1])")
+    assert best_line == _best_so_far_corners(completed)
+    assert drawn["pareto"] == [4, len(_pareto_front(completed))]
     assert drawn["importance"] == [2]  # one bar per parameter
     assert drawn["parcoords"] == [4]
     assert drawn["curves"] == []  # nothing runs any more
@@ -176,14 +178,32 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
     assert lr_axis["tickvals"] == [-5, -4, -3, -2, -1]
 
 
-def _pareto_front(db: Path) -> list[int]:
-    """Trials on the score/cost front, computed here from the log: no cheaper trial scores as well."""
+def _completed(db: Path) -> list[ev.TrialCompleted]:
     store = SQLiteStore(db)
     try:
-        done = [(s.event.cost, s.event.score, s.event.trial) for s in store.read(0) if isinstance(s.event, ev.TrialCompleted)]
+        done = [s.event for s in store.read(0) if isinstance(s.event, ev.TrialCompleted)]
     finally:
         store.close()
-    return [t for c, s, t in done if not any((c2 < c and s2 >= s) or (c2 == c and s2 > s) for c2, s2, _ in done)]
+    return sorted(done, key=lambda e: e.trial)
+
+
+def _pareto_front(done: list[ev.TrialCompleted]) -> list[int]:
+    """Trials on the score/cost front, computed here from the log: no cheaper trial scores as well."""
+    return [
+        e.trial for e in done
+        if not any((o.cost < e.cost and o.score >= e.score) or (o.cost == e.cost and o.score > e.score) for o in done)
+    ]
+
+
+def _best_so_far_corners(done: list[ev.TrialCompleted]) -> list[list[float]]:
+    """The best-so-far step line's points: each improvement, then the last trial at the best score."""
+    corners: list[list[float]] = []
+    for e in done:
+        if not corners or e.score > corners[-1][1]:
+            corners.append([e.trial, e.score])
+    if corners[-1][0] != done[-1].trial:
+        corners.append([done[-1].trial, corners[-1][1]])
+    return corners
 
 
 def test_table_sorts_by_a_column(live: LiveSweep, page: Any) -> None:
@@ -245,10 +265,14 @@ def test_a_long_sweep_loads_in_pages(tmp_path: Path, page: Any) -> None:
         page.goto(live.url())
         ready(page)
         page.wait_for_function("() => document.body.dataset.trials === '2501'", timeout=DEADLINE * 1000)
-        completed = 2500 - 2500 // 7
-        drawn = points(page)
-        assert drawn["history"] == [completed, completed] and drawn["parcoords"] == [completed]
+        done = _completed(tmp_path / "train_dir" / "long" / "events.db")
+        assert len(done) == 2500 - 2500 // 7
+        assert points(page)["history"][0] == len(done)
         assert page.text_content("#pageinfo") == "1–100 of 2501"
+        # Parallel coordinates draw the best 1,000 (more are a block of colour, and slow without a GPU).
+        assert page.text_content("#parcoords-shown") == f"The best 1,000 of {len(done):,} completed trials"
+        drawn = sorted(page.evaluate("document.getElementById('parcoords').data[0].line.color"), reverse=True)
+        assert drawn == sorted((e.score for e in done), reverse=True)[:1000]
     finally:
         live.cleanup()
 
@@ -274,7 +298,7 @@ def test_report_of_a_finished_sweep_renders_offline(live: LiveSweep, page: Any) 
     ready(page)
     assert requested == []
     drawn = points(page)
-    assert drawn["history"] == [3, 3] and drawn["parcoords"] == [3] and drawn["importance"] == [2]
+    assert drawn["history"][0] == 3 and drawn["parcoords"] == [3] and drawn["importance"] == [2]
     assert drawn["pareto"][0] == 3
     assert len(table_rows(page)) == 3
     assert page.text_content("#headline").startswith("finished: 3 of 3 trials, 3 completed")

@@ -8,6 +8,7 @@
   const PAGE = 2000;           // trials per /trials request while loading
   const TABLE_ROWS = 100;      // table rows shown per page
   const REFRESH_DELAY = 150;   // coalesce a burst of events into one fetch
+  const PARCOORDS_LINES = 1000; // the best this many: more are a solid block of colour, and slow to draw without a GPU
   const LOG_SCALE = new Set(["log_normal", "uniform_pow2"]);
   const TERMINAL = new Set(["completed", "failed", "stopped"]);
   const CONFIG = { responsive: true, displaylogo: false };
@@ -57,6 +58,7 @@
     let offset = 0, first = null;
     for (;;) {
       const page = await getJSON(`trials?offset=${offset}&limit=${PAGE}`);
+      timings[`page ${offset / PAGE + 1} (ms from navigation)`] = Math.round(performance.now());
       if (first === null) first = page.summary.last_seq;
       summary = page.summary;
       merge(page.trials);
@@ -191,13 +193,17 @@
     $("headline").textContent = text;
   }
 
+  const byScore = (a, b) => (better(a.score, b.score) ? -1 : better(b.score, a.score) ? 1 : a.trial - b.trial);
+
   function drawHistory(done) {
-    let best = null;
-    const bestSoFar = done.map((r) => (best = best === null || better(r.score, best) ? r.score : best));
+    // The best so far as a step line: its corners (each improvement) and the last trial.
+    const steps = [];
+    for (const r of done) if (!steps.length || better(r.score, steps[steps.length - 1].score)) steps.push(r);
+    if (done.length && steps[steps.length - 1] !== done[done.length - 1]) steps.push({ ...done[done.length - 1], score: steps[steps.length - 1].score });
     Plotly.react($("history"), [
       { type: "scattergl", mode: "markers", name: "trial", x: done.map((r) => r.trial), y: done.map((r) => r.score),
         text: done.map((r) => short(r.run)), marker: { size: 6, color: "#3b82f6" } },
-      { type: "scattergl", mode: "lines", name: "best so far", x: done.map((r) => r.trial), y: bestSoFar,
+      { type: "scatter", mode: "lines", name: "best so far", x: steps.map((r) => r.trial), y: steps.map((r) => r.score),
         line: { shape: "hv", color: "#dc2626" } },
     ], layout({ xaxis: { title: { text: "trial" } }, yaxis: { title: { text: summary.metric } } }), CONFIG);
   }
@@ -302,7 +308,11 @@
     return v > 0 && (v < 1e-3 || v >= 1e5) ? v.toExponential(0).replace("e+", "e") : fmt(v);
   }
 
-  function drawParcoords(done, names) {
+  function drawParcoords(all, names) {
+    const done = all.length <= PARCOORDS_LINES ? all : [...all].sort(byScore).slice(0, PARCOORDS_LINES);
+    $("parcoords-shown").textContent = done.length < all.length
+      ? `The best ${done.length.toLocaleString("en")} of ${all.length.toLocaleString("en")} completed trials`
+      : "Completed trials";
     const dims = [];
     for (const name of names) {
       const values = done.map((r) => r.params[name]);
