@@ -2,6 +2,7 @@
 
     python benchmarks/dashboard.py                # 10,000 trials
     python benchmarks/dashboard.py --trials 2000
+    python benchmarks/dashboard.py --screenshots docs   # docs/dashboard.png and docs/report.png (300 trials)
 
 The sweep's log is written with the real event types into the real SQLite store (10,000 ended trials, every
 seventh failed: about 90,000 events), under a definition that allows one trial more; then ``serve`` resumes it
@@ -65,21 +66,65 @@ def load(page, url: str) -> dict[str, float]:
             "wall (ms, goto to ready)": wall, **timings, **drawn}
 
 
+def start_serve(root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "serve", "--sweep", NAME, "--log-format", "json"],
+        cwd=root, env=env(), stdout=open(root / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def screenshots(out: Path) -> None:
+    """The dashboard of a 300-trial sweep with three trials running, and the report of it once they finished."""
+    from playwright.sync_api import sync_playwright
+
+    root = Path(tempfile.mkdtemp(prefix="dashboard_shots_"))
+    sweep_dir = write_long_sweep(root, NAME, 300, extra_trials=3)
+    serve = start_serve(root)
+    try:
+        wait_for((sweep_dir / "endpoint.json").exists, "endpoint.json")
+        url = json.loads((sweep_dir / "endpoint.json").read_text())["url"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})  # the charts and the table's top
+            page.goto(url)
+            page.wait_for_selector("body[data-ready='1']", timeout=120_000)
+            page.wait_for_function(
+                "() => document.getElementById('curves').data.filter(t => t.x.length >= 6).length === 3", timeout=120_000
+            )
+            page.wait_for_timeout(1500)  # the last throttled redraw
+            page.screenshot(path=str(out / "dashboard.png"))
+            for n in range(301, 304):
+                (root / "gates" / f"{NAME}_trial_{n:04d}").touch()
+            serve.wait(timeout=120)
+            subprocess.run([sys.executable, "-m", "orchestrator", "report", "--sweep", NAME, "--out", "report.html"],
+                           cwd=root, env=env(), check=True, capture_output=True)
+            page.route("http*://**", lambda route: route.abort())
+            page.goto((root / "report.html").as_uri())
+            page.wait_for_selector("body[data-ready='1']", timeout=120_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / "report.png"))
+            browser.close()
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"wrote {out / 'dashboard.png'} and {out / 'report.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--screenshots", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
+    if args.screenshots:
+        return screenshots(args.screenshots)
     from playwright.sync_api import sync_playwright
 
     root = Path(tempfile.mkdtemp(prefix="dashboard_bench_"))
     t0 = time.perf_counter()
     sweep_dir = write_long_sweep(root, NAME, args.trials)
     print(f"log of {args.trials} trials written in {time.perf_counter() - t0:.1f}s")
-    log = open(root / "serve.log", "w")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", NAME, "--log-format", "json"],
-        cwd=root, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    serve = start_serve(root)
     results: dict[str, dict[str, float]] = {}
     try:
         endpoint = sweep_dir / "endpoint.json"

@@ -80,12 +80,12 @@ def write_gated_sweep(root: Path, trials: int, parallel: int = 2) -> Path:
 def write_long_sweep(root: Path, name: str, trials: int, extra_trials: int = 1) -> Path:
     """The log of ``trials`` ended trials (every seventh failed), written with the real event types into the real
     SQLite store, under a definition that allows ``extra_trials`` more with the gated job: ``serve`` resumes it
-    and runs those, so the dashboard is a live sweep's. Returns the sweep's directory."""
+    and runs those at once, so the dashboard is a live sweep's. Returns the sweep's directory."""
     from orchestrator import events as ev
     from orchestrator.config import load_config
     from stores.sqlite import SQLiteStore
 
-    toml = write_gated_sweep(root, trials + extra_trials, parallel=1)
+    toml = write_gated_sweep(root, trials + extra_trials, parallel=extra_trials)
     config = load_config(toml, {"sweep_name": name, "train_dir": str(root / "train_dir")})
     rng = random.Random(1)
     store = SQLiteStore(config.sweep_dir / "events.db")

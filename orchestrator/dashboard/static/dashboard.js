@@ -411,8 +411,19 @@
     $("next").addEventListener("click", () => { tablePage += 1; drawTable(lastAll, lastNames); });
   }
 
+  // WebGL charts cost most the first time they draw (without a GPU, seconds for parallel coordinates): set them
+  // up while the trials load.
+  function prepareCharts() {
+    const blank = { margin: { t: 10 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" };
+    Plotly.newPlot($("history"), [{ type: "scattergl", mode: "markers", x: [], y: [] }], blank, CONFIG);
+    Plotly.newPlot($("pareto"), [{ type: "scattergl", mode: "markers", x: [], y: [] }], blank, CONFIG);
+    Plotly.newPlot($("parcoords"), [{ type: "parcoords", dimensions: [{ label: " ", values: [0] }] }], blank, CONFIG);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     wireTable();
-    load().catch((err) => setConnection(`cannot load the sweep: ${err.message}`));
+    const loading = load();
+    if (!embedded) timed("prepare", prepareCharts); // the report has its data at hand: nothing to overlap
+    loading.catch((err) => setConnection(`cannot load the sweep: ${err.message}`));
   });
 })();
