@@ -21,6 +21,7 @@ same sweep: its size, how long ``report`` takes and how soon the file has every 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -67,11 +69,29 @@ def load(page, url: str) -> dict[str, float]:
             "wall (ms, goto to ready)": wall, **timings, **drawn}
 
 
-def start_serve(root: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def served(root: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``serve`` on the sweep under ``root`` and its address; at the end it is stopped and ``root`` removed."""
+    serve = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "serve", "--sweep", NAME, "--log-format", "json"],
         cwd=root, env=env(), stdout=open(root / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
+    try:
+        endpoint = root / "train_dir" / NAME / "endpoint.json"
+        wait_for(endpoint.exists, "endpoint.json")
+        yield serve, json.loads(endpoint.read_text())["url"]
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def write_report(root: Path) -> float:
+    """``report`` of the sweep into ``root/report.html``; returns the seconds it took."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "orchestrator", "report", "--sweep", NAME, "--out", "report.html"],
+                   cwd=root, env=env(), check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def screenshots(out: Path) -> None:
@@ -79,11 +99,8 @@ def screenshots(out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     root = Path(tempfile.mkdtemp(prefix="dashboard_shots_"))
-    sweep_dir = write_long_sweep(root, NAME, 300, extra_trials=3)
-    serve = start_serve(root)
-    try:
-        wait_for((sweep_dir / "endpoint.json").exists, "endpoint.json")
-        url = json.loads((sweep_dir / "endpoint.json").read_text())["url"]
+    write_long_sweep(root, NAME, 300, extra_trials=3)
+    with served(root) as (serve, url):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1900})  # the charts and the table's top
@@ -97,18 +114,13 @@ def screenshots(out: Path) -> None:
             for n in range(301, 304):
                 (root / "gates" / f"{NAME}_trial_{n:04d}").touch()
             serve.wait(timeout=120)
-            subprocess.run([sys.executable, "-m", "orchestrator", "report", "--sweep", NAME, "--out", "report.html"],
-                           cwd=root, env=env(), check=True, capture_output=True)
+            write_report(root)
             page.route("http*://**", lambda route: route.abort())
             page.goto((root / "report.html").as_uri())
             page.wait_for_selector("body[data-ready='1']", timeout=120_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(out / "report.png"))
             browser.close()
-    finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
-        shutil.rmtree(root, ignore_errors=True)
     print(f"wrote {out / 'dashboard.png'} and {out / 'report.png'}")
 
 
@@ -123,50 +135,36 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="dashboard_bench_"))
     t0 = time.perf_counter()
-    sweep_dir = write_long_sweep(root, NAME, args.trials)
+    write_long_sweep(root, NAME, args.trials)
     print(f"log of {args.trials} trials written in {time.perf_counter() - t0:.1f}s")
-    serve = start_serve(root)
     results: dict[str, dict[str, float]] = {}
-    try:
-        endpoint = sweep_dir / "endpoint.json"
-        wait_for(endpoint.exists, "endpoint.json")
-        url = json.loads(endpoint.read_text())["url"]
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            results["cold"] = load(page, url)
-            results["warm"] = load(page, url)
-            results["warm again"] = load(page, url)
-            sort_ms = page.evaluate(
-                """() => { const th = [...document.querySelectorAll('#trials th')].find(t => t.textContent === 'score');
-                           const t = performance.now(); th.click(); return performance.now() - t; }"""
-            )
-            results["interaction"] = {"sort the table by score (ms)": sort_ms}
-            before = page.evaluate("document.getElementById('history').data[0].x.length")
-            (root / "gates" / f"{NAME}_trial_{args.trials + 1:04d}").touch()
-            t = time.perf_counter()
-            page.wait_for_function(f"() => document.getElementById('history').data[0].x.length === {before + 1}",
-                                   timeout=120_000)
-            results["interaction"]["gate opened to the trial's point drawn (ms, includes its eval job)"] = (
-                time.perf_counter() - t) * 1000
-            serve.wait(timeout=120)
+    with served(root) as (serve, url), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        results["cold"] = load(page, url)
+        results["warm"] = load(page, url)
+        results["warm again"] = load(page, url)
+        sort_ms = page.evaluate(
+            """() => { const th = [...document.querySelectorAll('#trials th')].find(t => t.textContent === 'score');
+                       const t = performance.now(); th.click(); return performance.now() - t; }"""
+        )
+        results["interaction"] = {"sort the table by score (ms)": sort_ms}
+        before = page.evaluate("document.getElementById('history').data[0].x.length")
+        (root / "gates" / f"{NAME}_trial_{args.trials + 1:04d}").touch()
+        t = time.perf_counter()
+        page.wait_for_function(f"() => document.getElementById('history').data[0].x.length === {before + 1}",
+                               timeout=120_000)
+        results["interaction"]["gate opened to the trial's point drawn (ms, includes its eval job)"] = (
+            time.perf_counter() - t) * 1000
+        serve.wait(timeout=120)
 
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "orchestrator", "report", "--sweep", NAME, "--out", "report.html"],
-                           cwd=root, env=env(), check=True, capture_output=True)
-            report_s = time.perf_counter() - t
-            offline = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = offline.new_page()
-            page.route("http*://**", lambda route: route.abort())
-            results["report"] = {"report command (s)": report_s,
-                                 "size (MB)": (root / "report.html").stat().st_size / 2**20,
-                                 **load(page, (root / "report.html").as_uri())}
-            browser.close()
-    finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
-        shutil.rmtree(root, ignore_errors=True)
+        report_s = write_report(root)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.route("http*://**", lambda route: route.abort())
+        results["report"] = {"report command (s)": report_s,
+                             "size (MB)": (root / "report.html").stat().st_size / 2**20,
+                             **load(page, (root / "report.html").as_uri())}
+        browser.close()
     print(f"\n{args.trials:,} trials, Chromium {CHROMIUM}, {os.cpu_count()} cores")
     for part, numbers in results.items():
         for what, value in numbers.items():

@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import SWEEP_TOML
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -43,37 +45,13 @@ os.makedirs(ckpt, exist_ok=True)
 json.dump(values, open(os.path.join(ckpt, "params.json"), "w"))
 """
 
-GATED_SWEEP = """
-max_trials = {trials}
-max_parallel_jobs = {parallel}
-monitoring_interval = 60
-recipe_module = "toy"
-command = ["{python}", "{job}"]
-seed = 5
-
-[protein_config]
-metric = "score"
-method = "random"
-
-[protein_config.parameters."toy.x"]
-distribution = "uniform"
-min = -1.0
-max = 1.0
-
-[protein_config.parameters."toy.lr"]
-distribution = "log_normal"
-min = 1e-5
-max = 1e-1
-"""
-
-
 def write_gated_sweep(root: Path, trials: int, parallel: int = 2) -> Path:
     """``root/sweep.toml`` and its job; jobs of run R hold until ``root/gates/R`` exists."""
     (root / "gates").mkdir(parents=True, exist_ok=True)
     job = root / "gated_job.py"
     job.write_text(textwrap.dedent(GATED_JOB.format(gates=str(root / "gates"))))
     toml = root / "sweep.toml"
-    toml.write_text(GATED_SWEEP.format(trials=trials, parallel=parallel, python=sys.executable, job=job))
+    toml.write_text(SWEEP_TOML.format(max_trials=trials, parallel=parallel, method="random", python=sys.executable, job=job))
     return toml
 
 
@@ -93,7 +71,7 @@ def write_long_sweep(root: Path, name: str, trials: int, extra_trials: int = 1) 
         batch: list[Any] = [ev.SweepCreated(sweep=name, config=config.public_dict())]
         for n in range(1, trials + 1):
             run = f"{name}_trial_{n:04d}"
-            x, lr = rng.uniform(-1, 1), 10 ** rng.uniform(-5, -1)
+            x, lr = rng.uniform(-1, 1), 10 ** rng.uniform(-4, -1)
             train, evaluate = f"{run}.train.1", f"{run}.eval.1"
             batch += [
                 ev.TrialSuggested(trial=n, run=run, params={"toy.x": x, "toy.lr": lr}, info={"source": "random"}),
