@@ -131,6 +131,8 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
     write_gated_sweep(live.root, trials=4, parallel=2)
     proc = live.serve("--config", "sweep.toml")
     url = live.url()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url.removeprefix(url).split("?")[0]))
     page.goto(url)
     ready(page)
     page.evaluate("window.sameDocument = true")  # gone if the page reloaded
@@ -162,6 +164,9 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
     assert drawn["importance"] == [2]  # one bar per parameter
     assert drawn["parcoords"] == [4]
     assert drawn["curves"] == []  # nothing runs any more
+    # What the page asked for: itself, its files, trials, and the event stream (which told it when to ask).
+    assert set(requests) == {"/", "/static/dashboard.css", "/static/plotly.min.js", "/static/dashboard.js", "/trials",
+                             "/events"}
     assert [r[0] for r in table_rows(page)] == [f"trial_{n:04d}" for n in range(1, 5)]
     # the log-scale parameter's axis is in log10 units, labelled with real values
     lr_axis = page.evaluate("document.getElementById('parcoords').data[0].dimensions[1]")
