@@ -242,6 +242,25 @@ def test_token_off_loopback(live: LiveSweep, browser: Any) -> None:
         context.close()
 
 
+def test_trials_route_answers_pages_changes_and_bad_input(live: LiveSweep) -> None:
+    write_gated_sweep(live.root, trials=2, parallel=2)
+    live.serve("--config", "sweep.toml")
+    url = live.url()
+    wait_for(lambda: httpx.get(f"{url}/trials", timeout=10).json()["summary"]["trials_total"] == 2, "two trials")
+    first = httpx.get(f"{url}/trials?offset=1&limit=1", timeout=10).json()
+    assert [t["trial"] for t in first["trials"]] == [2] and first["summary"]["goal"] == "maximize"
+    assert first["summary"]["parameters"]["toy.lr"]["distribution"] == "log_normal"
+    live.open_gate(1)
+    wait_for(lambda: httpx.get(f"{url}/trials", timeout=10).json()["summary"]["completed"] == 1, "trial 1 done")
+    seq = httpx.get(f"{url}/trials?offset=0&limit=1", timeout=10).json()["summary"]["last_seq"]
+    assert httpx.get(f"{url}/trials?changed_since={seq}", timeout=10).json()["trials"] == []
+    for query in ("limit=abc", "offset=1.5", "changed_since=x"):
+        bad = httpx.get(f"{url}/trials?{query}", timeout=10)
+        assert bad.status_code == 400 and "integers" in bad.json()["error"]
+    assert httpx.get(f"{url}/static/nope.js", timeout=10).status_code == 404
+    assert httpx.get(f"{url}/static/..%2F..%2Fpyproject.toml", timeout=10).status_code == 404  # files of static/ only
+
+
 def _outward_address() -> str:
     """This machine's address on its network (not loopback), if it has one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -373,3 +392,43 @@ def test_export_of_a_real_sweep_has_a_column_per_parameter(live: LiveSweep) -> N
         x = float(r["toy.x"])
         assert float(r["score"]) == pytest.approx(-((x - 0.3) ** 2)) and float(r["cost"]) == float(r["trial"])
         assert 1e-4 <= float(r["toy.lr"]) <= 1e-1 and float(r["train_seconds"]) > 0
+
+
+# -- the trial book behind the page --------------------------------------------------------------------------
+def _stored(events: list[ev.Event]) -> list[ev.StoredEvent]:
+    return [ev.StoredEvent(seq, e) for seq, e in enumerate(events, start=1)]
+
+
+def test_trial_book_folds_incrementally_and_knows_what_changed() -> None:
+    from orchestrator.trials import CURVE_POINTS, TrialBook
+
+    key = "s_trial_0001.train.1"
+    events: list[ev.Event] = [
+        ev.SweepCreated(sweep="s", config={"max_trials": 3}),
+        ev.TrialSuggested(trial=1, run="s_trial_0001", params={"x": 1}),
+        ev.TrialSuggested(trial=2, run="s_trial_0002", params={"x": 2}),
+        ev.JobRequested(key=key, trial=1, kind="train", argv=["t"], ts=1000.0),
+        ev.JobStarted(key=key, ts=1001.0),
+        *[ev.JobProgress(key=key, step=10 * i, total=10 * (CURVE_POINTS + 50), ts=1001.0 + i)
+          for i in range(1, CURVE_POINTS + 51)],
+    ]
+    stored = _stored(events)
+    whole, halves = TrialBook(), TrialBook()
+    whole.add(stored)
+    halves.add(stored[:7])
+    halves.add(stored[5:])  # overlapping: events already folded are skipped
+    assert whole.records() == halves.records()
+
+    running = whole.records()[0]
+    assert running["status"] == "training" and running["job"] == "train" and running["seq"] == len(stored)
+    curve = running["curve"]
+    assert len(curve) <= CURVE_POINTS and curve[0] == [1.0, 10, 3500] and curve[-1][1] == 10 * (CURVE_POINTS + 50)
+    assert [p[0] for p in curve] == sorted(p[0] for p in curve)  # thinned, still in order
+    assert [r["trial"] for r in whole.changed_since(3)] == [1]  # trial 2 has not changed since its suggestion
+
+    done = ev.StoredEvent(len(stored) + 1, ev.TrialCompleted(trial=1, score=0.5, cost=2.0))
+    whole.add([done])
+    assert [r["trial"] for r in whole.changed_since(len(stored))] == [1]
+    ended = whole.records()[0]
+    assert ended["status"] == "completed" and ended["score"] == 0.5 and "curve" not in ended
+    assert [r["trial"] for r in whole.records(offset=1, limit=5)] == [2]
