@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--all", action="store_true", help="list every trial, not only those in flight and the last 50 ended"
     )
+    status.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="csv/json: every trial, one column per parameter"
+    )
     _follow_args(status)
 
     attach = sub.add_parser(
@@ -119,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--since", type=int, default=0, metavar="SEQ", help="print only events after this seq")
     attach.add_argument("--json", action="store_true", help="raw events, one JSON object a line")
     _follow_args(attach)
+
+    report = sub.add_parser("report", help="write the sweep's charts and trial table as one offline HTML file")
+    _sweep_args(report)
+    report.add_argument("--out", type=Path, default=None, metavar="FILE", help="default: <sweep dir>/report.html")
     return parser
 
 
@@ -271,9 +278,12 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from orchestrator.render import headline, trial_table
     from stores.sqlite import SQLiteStore
 
-    db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
-    if not _exists(db, "--train-dir"):
-        raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
+    db = _existing_log(ns)
+    if ns.format != "table":
+        from orchestrator.export import export
+
+        sys.stdout.write(export(db, ns.format))
+        return 0
     store = SQLiteStore(db)
     trials = None
     try:
@@ -290,13 +300,28 @@ def cmd_status(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_log(ns: argparse.Namespace) -> Path:
+    db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
+    if not _exists(db, "--train-dir"):
+        raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
+    return db
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from orchestrator.report import write_report
+
+    out = write_report(_existing_log(ns), ns.out)
+    print(f"[SweepOrchestrator] Report of sweep {ns.sweep}: {out}", flush=True)
+    return 0
+
+
 def cmd_attach(ns: argparse.Namespace) -> int:
     from orchestrator.attach import cmd_attach as attach
 
     return attach(ns)
 
 
-COMMANDS = {"serve": cmd_serve, "dryrun": cmd_dryrun, "status": cmd_status, "attach": cmd_attach}
+COMMANDS = {"serve": cmd_serve, "dryrun": cmd_dryrun, "status": cmd_status, "attach": cmd_attach, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,11 @@
   their jobs) with ``last_seq``.
 - ``GET /health``: liveness plus stream statistics.
 
-With ``http_token`` set, every request needs ``Authorization: Bearer <token>`` (401 otherwise). Where serve
-listens is written to ``<sweep_dir>/endpoint.json`` (never the token) and removed when serve exits cleanly.
+- ``GET /``: the live dashboard (orchestrator/dashboard).
+
+With ``http_token`` set, every request needs ``Authorization: Bearer <token>``, or the dashboard's cookie that
+``/?token=<token>`` sets (401 otherwise). Where serve listens is written to ``<sweep_dir>/endpoint.json`` (never
+the token) and removed when serve exits cleanly.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.dashboard import cookie_token, dashboard_routes
+from orchestrator.query import offset
 from orchestrator.hub import EventHub, Keepalive, Lagging
 from orchestrator.logs import get_logger
 from orchestrator.state import SweepState, thaw
@@ -44,20 +49,9 @@ SEND_BUFFER = 256 * 1024  # per-connection kernel send buffer: bounded, so a stu
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: a sequence number beyond it cannot exist
 
 
 # -- the app -------------------------------------------------------------------------------------------------
-def offset(text: str | None, name: str) -> int:
-    """A sequence number from a query parameter or header (absent: 0); ValueError naming it otherwise."""
-    if text is None or text == "":
-        return 0
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_OFFSET:
-        raise ValueError(f"{name} must be a sequence number: a whole number from 0 to {MAX_OFFSET}, got {text[:40]!r}")
-    return int(text)
-
-
 def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette:
     token = token if token and token.strip() else None  # a blank token is no token (config refuses it off loopback)
 
@@ -65,6 +59,8 @@ def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette
         if token is None:
             return True
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if not scheme:
+            scheme, given = "bearer", cookie_token(request)  # a browser, after /?token=
         given = given.strip()
         return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
@@ -72,7 +68,10 @@ def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette
         async def endpoint(request: Request) -> Response:
             if not authorized(request):
                 return JSONResponse(
-                    {"error": "missing or wrong token: send 'Authorization: Bearer <http_token>'"},
+                    {
+                        "error": "missing or wrong token: send 'Authorization: Bearer <http_token>' "
+                        "(in a browser, open /?token=<http_token> once)"
+                    },
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -115,6 +114,7 @@ def create_app(hub: EventHub, sweep: str, token: str | None = None) -> Starlette
         Route("/events", guarded(events)),
         Route("/state", guarded(state)),
         Route("/health", guarded(health)),
+        *dashboard_routes(hub, guarded, token),
     ]
     return Starlette(routes=routes)
 
