@@ -269,6 +269,8 @@ def cmd_dryrun(ns: argparse.Namespace) -> int:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
+    if ns.follow and ns.format != "table":
+        raise ConfigError(f"--format {ns.format} exports every trial once; it does not go with --follow (drop one)")
     if ns.follow:
         from orchestrator.attach import cmd_status_follow
 

@@ -433,3 +433,10 @@ def test_trial_book_folds_incrementally_and_knows_what_changed() -> None:
     ended = whole.records()[0]
     assert ended["status"] == "completed" and ended["score"] == 0.5 and "curve" not in ended
     assert [r["trial"] for r in whole.records(offset=1, limit=5)] == [2]
+
+
+def test_export_format_does_not_go_with_follow(capsys) -> None:
+    from orchestrator.cli import main
+
+    assert main(["status", "--sweep", "any", "--follow", "--format", "csv"]) == 2
+    assert "--format csv exports every trial once" in capsys.readouterr().err
