@@ -90,7 +90,7 @@ class InstantDispatcher:
     name = "instant"
 
     def __init__(self, mark_trial: int, parallel: int) -> None:
-        from orchestrator.jobs import Exited, JobHandle, Started
+        from orchestrator.core.jobs import Exited, JobHandle, Started
 
         self._types = (Exited, JobHandle, Started)
         self.mark_trial = mark_trial
@@ -136,7 +136,7 @@ class InstantDispatcher:
 
 
 def sweep_config(name: str, trials: int, train_dir: Path, parallel: int = 8, **fields: Any) -> Any:
-    from orchestrator.config import SweepConfig
+    from orchestrator.core.config import SweepConfig
 
     return SweepConfig(
         sweep_name=name,

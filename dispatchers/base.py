@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Protocol, runtime_checkable
 
-from orchestrator.jobs import JobHandle, JobSpec, JobUpdate
+from orchestrator.core.jobs import JobHandle, JobSpec, JobUpdate
 
 
 @runtime_checkable

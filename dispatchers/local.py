@@ -28,8 +28,8 @@ from typing import Any, AsyncIterator
 
 import anyio
 
-from orchestrator.contract import RESULT_TAG, parse_progress, parse_result_line
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import RESULT_TAG, parse_progress, parse_result_line
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 LOST_LAUNCHER = "the job's launcher died without recording an exit status"

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, TypeVar
 import anyio
 
 from dispatchers.base import Dispatcher
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 ENTRY_POINT_GROUP = "orchestrator.dispatchers"
 JOB_KINDS = ("train", "eval")

@@ -42,8 +42,8 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dispatchers.registry import DispatcherError
-from orchestrator.contract import parse_progress, parse_result_line
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import parse_progress, parse_result_line
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 _SEPARATORS = re.compile(r"[^A-Za-z0-9._-]+")
 _GPUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(:\d+(\.\d+)?)?$")

@@ -20,11 +20,11 @@ from typing import Any, AsyncIterator, Callable
 import anyio
 import httpx
 
-from orchestrator.events import StoredEvent, event_from_dict
+from orchestrator.core.events import StoredEvent, event_from_dict
 from orchestrator.http import LOOPBACK, read_endpoint
-from orchestrator.reducer import reduce
+from orchestrator.core.reducer import reduce
 from orchestrator.render import describe, headline, printable, summary, trial_table
-from orchestrator.state import SweepState
+from orchestrator.core.state import SweepState
 from stores.base import StoreError
 
 EXIT_OK = 0
@@ -214,7 +214,7 @@ def _alive(pid: int) -> bool:
 
 
 def scheduler_name(state: SweepState) -> str:
-    from orchestrator.scheduler import OptimizingScheduler, SequentialScheduler
+    from orchestrator.core.scheduler import OptimizingScheduler, SequentialScheduler
 
     return SequentialScheduler.name if state.config.get("scheduler") == "sequential" else OptimizingScheduler.name
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from orchestrator.config import (
+from orchestrator.core.config import (
     ConfigError,
     merge_tree,
     SweepConfig,
@@ -20,7 +20,7 @@ from orchestrator.config import (
     load_config,
     parse_assignments,
 )
-from orchestrator.events import SweepCreated
+from orchestrator.core.events import SweepCreated
 from stores.base import StoreError
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
@@ -266,8 +266,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
         from orchestrator.attach import cmd_status_follow
 
         return cmd_status_follow(ns)
-    from orchestrator.history import all_trials
-    from orchestrator.reducer import fold
+    from orchestrator.core.history import all_trials
+    from orchestrator.core.reducer import fold
     from orchestrator.render import headline, trial_table
     from stores.sqlite import SQLiteStore
 

@@ -12,7 +12,7 @@ from typing import Callable
 import anyio
 
 from dispatchers.registry import DispatcherError, build_dispatcher
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.core.config import ConfigError, SweepConfig
 from orchestrator.preflight import first_job, preflight
 from orchestrator.service import job_spec
 

@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from orchestrator.hub import EventHub, Keepalive, Lagging
 from orchestrator.logs import get_logger
-from orchestrator.state import SweepState, thaw
+from orchestrator.core.state import SweepState, thaw
 
 if TYPE_CHECKING:
     from orchestrator.service import SweepService

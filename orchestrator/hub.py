@@ -18,8 +18,8 @@ from typing import Any, Iterator, Protocol
 
 import anyio
 
-from orchestrator.events import StoredEvent
-from orchestrator.state import SweepState
+from orchestrator.core.events import StoredEvent
+from orchestrator.core.state import SweepState
 
 PAGE = 2000  # events per catch-up read (and per batch handed to a client)
 RECENT = 4096  # events kept in memory so joining or lagging clients rarely touch the store

@@ -14,11 +14,11 @@ import anyio
 
 from dispatchers.registry import DispatcherError, build_dispatcher
 from optimizers.spaces import Space
-from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.jobs import job_key
-from orchestrator.run import PROG, UsageError, check_command
-from orchestrator.scheduler import make_scheduler, run_name
-from orchestrator.state import JobState, TrialState, freeze
+from orchestrator.core.config import ConfigError, SweepConfig
+from orchestrator.core.jobs import job_key
+from orchestrator.core.runner import PROG, UsageError, check_command
+from orchestrator.core.scheduler import make_scheduler, run_name
+from orchestrator.core.state import JobState, TrialState, freeze
 
 RUNNER = "orchestrator.run"
 _NAMED = re.compile(r"(?:override|argument|config at) '([^']+)'")

@@ -6,9 +6,9 @@ import re
 import time
 from typing import Any
 
-from orchestrator import events as ev
-from orchestrator.failures import clip, explain
-from orchestrator.state import SweepState, TrialState, ordered_params, thaw
+from orchestrator.core import events as ev
+from orchestrator.core.failures import clip, explain
+from orchestrator.core.state import SweepState, TrialState, ordered_params, thaw
 
 
 # C0 controls but tab and newline, DEL, C1 controls (ESC starts the terminal's escape sequences; CR and BS rewrite

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dispatchers.registry import DispatcherError, build_dispatcher
 from optimizers import make_optimizer
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.core.config import ConfigError, SweepConfig
 from orchestrator.http import http_server
 from orchestrator.hub import EventHub
 from orchestrator.service import SweepService

@@ -25,14 +25,14 @@ from anyio.abc import TaskGroup
 from dispatchers.registry import RoutingDispatcher
 from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
-from orchestrator import events as ev
-from orchestrator.config import SweepConfig
-from orchestrator.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started
+from orchestrator.core import events as ev
+from orchestrator.core.config import SweepConfig
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started
 from orchestrator.logs import get_logger
-from orchestrator.reducer import reduce
+from orchestrator.core.reducer import reduce
 from orchestrator.render import describe, short, summary, trial_table
-from orchestrator.scheduler import make_scheduler
-from orchestrator.state import JobState, SweepState, TrialState, thaw
+from orchestrator.core.scheduler import make_scheduler
+from orchestrator.core.state import JobState, SweepState, TrialState, thaw
 from orchestrator.subscribers import Subscriber
 from stores.base import Store, StoreError, disk_full
 

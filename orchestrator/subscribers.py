@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from orchestrator.events import StoredEvent
-from orchestrator.state import SweepState
+from orchestrator.core.events import StoredEvent
+from orchestrator.core.state import SweepState
 
 
 class Subscriber(Protocol):

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from orchestrator.contract import format_progress
-from orchestrator.run import RecipeError, UsageError
+from orchestrator.core.contract import format_progress
+from orchestrator.core.runner import RecipeError, UsageError
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)\.[A-Za-z0-9]+$")
 META_FILE = "meta.json"

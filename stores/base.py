@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol, Sequence
 
-from orchestrator.events import Event, StoredEvent
+from orchestrator.core.events import Event, StoredEvent
 
 
 class LeaseHeld(Exception):

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from orchestrator.events import Event, StoredEvent, event_from_json, event_to_json
+from orchestrator.core.events import Event, StoredEvent, event_from_json, event_to_json
 from stores.base import LeaseHeld, StoreError, disk_full
 
 _SCHEMA = """

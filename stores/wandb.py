@@ -43,8 +43,8 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from orchestrator import events as ev
-from orchestrator.state import SweepState, TrialState, thaw
+from orchestrator.core import events as ev
+from orchestrator.core.state import SweepState, TrialState, thaw
 from stores.wandb_client import RemoteRun, RunHandle, WandbClient, WandbError, redact, resolve_mode
 
 __all__ = [

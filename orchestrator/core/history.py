@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from orchestrator import events as ev
-from orchestrator.reducer import reduce
-from orchestrator.state import SweepState, TrialState
+from orchestrator.core import events as ev
+from orchestrator.core.reducer import reduce
+from orchestrator.core.state import SweepState, TrialState
 
 
 def ended_trials(events: Iterable[ev.Event], into: list[SweepState] | None = None) -> Iterator[TrialState]:

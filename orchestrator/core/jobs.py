@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from orchestrator.events import JobKind
+from orchestrator.core.events import JobKind
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any, Iterable, TypeVar
 
 from immutables import Map
 
-from orchestrator import events as ev
-from orchestrator.failures import failure_key
-from orchestrator.state import EMPTY, RECENT_TRIALS, JobState, SweepState, TrialState, freeze
+from orchestrator.core import events as ev
+from orchestrator.core.failures import failure_key
+from orchestrator.core.state import EMPTY, RECENT_TRIALS, JobState, SweepState, TrialState, freeze
 
 _T = TypeVar("_T")
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, NoReturn
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from orchestrator.contract import report_result
+from orchestrator.core.contract import report_result
 
 PROG = "python -m orchestrator.run"
 EXIT_USAGE = 2
@@ -500,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, not this ``__main__`` copy: recipes raise orchestrator.run.UsageError and
-    # RecipeError, which must be the classes main() catches.
-    from orchestrator.run import main as _main
+    # Run the importable module's main, not this ``__main__`` copy: recipes raise orchestrator.core.runner's
+    # UsageError and RecipeError, which must be the classes main() catches.
+    from orchestrator.core.runner import main as _main
 
     sys.exit(_main())

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from orchestrator import events as ev
-from orchestrator.config import SweepConfig
-from orchestrator.contract import extract_score, finite_number, validate_result
-from orchestrator.jobs import job_key
-from orchestrator.state import JobState, SweepState, TrialState, ordered_params, thaw
+from orchestrator.core import events as ev
+from orchestrator.core.config import SweepConfig
+from orchestrator.core.contract import extract_score, finite_number, validate_result
+from orchestrator.core.jobs import job_key
+from orchestrator.core.state import JobState, SweepState, TrialState, ordered_params, thaw
 
 
 @dataclass

@@ -57,7 +57,7 @@ def serve(sweep: str, cwd: Path, *extra: str, pythonpath: list[str] = (), **env:
 
 def stored(cwd: Path, sweep: str) -> tuple[Any, list[Any]]:
     """The sweep's state folded from its log, and the raw events."""
-    from orchestrator.reducer import fold
+    from orchestrator.core.reducer import fold
     from stores.sqlite import SQLiteStore
 
     store = SQLiteStore(cwd / "train_dir" / sweep / "events.db")

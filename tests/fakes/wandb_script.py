@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from orchestrator import events as ev
-from orchestrator.config import CONFIG_DIR, load_config
-from orchestrator.reducer import reduce
-from orchestrator.state import SweepState
+from orchestrator.core import events as ev
+from orchestrator.core.config import CONFIG_DIR, load_config
+from orchestrator.core.reducer import reduce
+from orchestrator.core.state import SweepState
 from stores.sqlite import SQLiteStore
 
 METRIC = "evaluator/eval_arena/score"

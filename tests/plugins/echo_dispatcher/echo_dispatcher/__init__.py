@@ -23,8 +23,8 @@ from typing import Any, AsyncIterator
 
 import anyio
 
-from orchestrator.contract import parse_progress, parse_result_line
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import parse_progress, parse_result_line
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 
 class EchoDispatcher:
