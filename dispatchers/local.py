@@ -358,9 +358,7 @@ class LocalDispatcher:
                 error += _quote(last_lines, d / "output.log")
         return Exited(exit_code=code, result=result, duration=duration, error=error)
 
-    async def _lost(
-        self, spec: JobSpec, d: Path, handle: JobHandle, tail: _Tail, last_lines: deque[str]
-    ) -> Exited:
+    async def _lost(self, spec: JobSpec, d: Path, handle: JobHandle, tail: _Tail, last_lines: deque[str]) -> Exited:
         """The launcher is gone without exit.json: stop its orphaned job, if any, so nothing runs unsupervised."""
         launcher = _read_json(d / "launcher.json") or {}
         started = launcher.get("started_at") or handle.data.get("started_at")

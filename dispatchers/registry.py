@@ -96,7 +96,7 @@ def parse_routes(dispatcher_type: str) -> dict[str, str]:
             if not sep or kind not in JOB_KINDS or not re.match(r"^[A-Za-z0-9_.-]+$", name):
                 raise DispatcherError(
                     f"dispatcher_type {dispatcher_type!r}: {part.strip()!r} is not <kind>=<dispatcher> with kind "
-                    f"one of {', '.join(JOB_KINDS)} (e.g. \"train=skypilot,eval=local\")"
+                    f'one of {", ".join(JOB_KINDS)} (e.g. "train=skypilot,eval=local")'
                 )
             if kind in routes:
                 raise DispatcherError(f"dispatcher_type {dispatcher_type!r} routes {kind!r} twice")
@@ -105,7 +105,7 @@ def parse_routes(dispatcher_type: str) -> dict[str, str]:
         if missing:
             raise DispatcherError(
                 f"dispatcher_type {dispatcher_type!r} does not say where {', '.join(missing)} jobs run "
-                f"(e.g. \"train=skypilot,eval=local\")"
+                f'(e.g. "train=skypilot,eval=local")'
             )
         return routes
     return {kind: dispatcher_type for kind in JOB_KINDS}
@@ -194,7 +194,9 @@ class RoutingDispatcher:
         except DispatcherError:
             raise
         except Exception as exc:
-            raise DispatcherError(f"dispatcher {name!r}: watch({spec.key}) failed: {type(exc).__name__}: {exc}") from exc
+            raise DispatcherError(
+                f"dispatcher {name!r}: watch({spec.key}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             while True:
                 try:
@@ -249,7 +251,7 @@ def build_dispatcher(dispatcher_type: str, options: dict[str, dict[str, Any]] | 
         names = sorted(set(MODES) | set(installed))
         raise DispatcherError(
             f"dispatcher_type {dispatcher_type!r} names {', '.join(map(repr, unknown))}, which is not installed; "
-            f"use one of: {', '.join(names)}, or \"train=<name>,eval=<name>\""
+            f'use one of: {", ".join(names)}, or "train=<name>,eval=<name>"'
         )
     for name in options or {}:
         if name not in installed:

@@ -48,8 +48,21 @@ from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output
 _SEPARATORS = re.compile(r"[^A-Za-z0-9._-]+")
 _GPUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(:\d+(\.\d+)?)?$")
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.I)
-_PLACEHOLDERS = {"job_name", "key", "run", "kind", "trial", "attempt", "sweep", "gpus", "gpu_type", "gpu_count",
-                 "nodes", "cloud", "region"}
+_PLACEHOLDERS = {
+    "job_name",
+    "key",
+    "run",
+    "kind",
+    "trial",
+    "attempt",
+    "sweep",
+    "gpus",
+    "gpu_type",
+    "gpu_count",
+    "nodes",
+    "cloud",
+    "region",
+}
 
 
 def job_name(key: str) -> str:
@@ -132,11 +145,11 @@ class SkyPilotOptions(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "SkyPilotOptions":
         if self.region and not self.cloud:
-            raise ValueError("region needs cloud (e.g. cloud = \"aws\", region = \"us-east-1\")")
+            raise ValueError('region needs cloud (e.g. cloud = "aws", region = "us-east-1")')
         if self.command_template is not None and self.launch_mode != "managed":
-            raise ValueError("command_template launches managed jobs: use it with launch_mode = \"managed\"")
+            raise ValueError('command_template launches managed jobs: use it with launch_mode = "managed"')
         if self.cluster_name and self.launch_mode != "cluster":
-            raise ValueError("cluster_name is for launch_mode = \"cluster\"")
+            raise ValueError('cluster_name is for launch_mode = "cluster"')
         return self
 
     @property
@@ -173,8 +186,21 @@ class SkySDK:
     ``sky.jobs.ManagedJobStatus``), ``responses.ClusterJobRecord`` (``status`` a ``sky.JobStatus``) and
     ``payloads.RequestPayload`` (the API server's requests)."""
 
-    _FIELDS = ("job_id", "task_id", "job_name", "task_name", "resources", "submitted_at", "start_at", "end_at",
-               "job_duration", "recovery_count", "status", "failure_reason", "details")
+    _FIELDS = (
+        "job_id",
+        "task_id",
+        "job_name",
+        "task_name",
+        "resources",
+        "submitted_at",
+        "start_at",
+        "end_at",
+        "job_duration",
+        "recovery_count",
+        "status",
+        "failure_reason",
+        "details",
+    )
 
     def __init__(self) -> None:
         import sky  # 3 s to import: only when SkyPilot is really used
@@ -188,8 +214,9 @@ class SkySDK:
             raise RuntimeError(f"SkyPilot returned no job id for managed job {name!r}")
         return int(job_ids[0])
 
-    def managed_jobs(self, *, name: str | None = None, job_ids: list[int] | None = None,
-                     refresh: bool = False) -> list[Any]:
+    def managed_jobs(
+        self, *, name: str | None = None, job_ids: list[int] | None = None, refresh: bool = False
+    ) -> list[Any]:
         records, _total, _counts, _unfiltered = self.sky.get(
             self.sky.jobs.queue_v2(refresh=refresh, job_ids=job_ids, name_match=name, fields=list(self._FIELDS))
         )
@@ -202,10 +229,12 @@ class SkySDK:
         self.sky.get(self.sky.jobs.cancel(job_ids=[job_id]))
 
     # Jobs on a cluster (sky.launch)
-    def launch_cluster(self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None,
-                       dryrun: bool = False) -> int | None:
-        request = self.sky.launch(task, cluster_name=cluster_name, idle_minutes_to_autostop=idle_minutes_to_autostop,
-                                  dryrun=dryrun)
+    def launch_cluster(
+        self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None, dryrun: bool = False
+    ) -> int | None:
+        request = self.sky.launch(
+            task, cluster_name=cluster_name, idle_minutes_to_autostop=idle_minutes_to_autostop, dryrun=dryrun
+        )
         # A dry run streams the optimizer's plan (which cloud, instance and price it would pick) to stdout.
         job_id, _handle = self.sky.stream_and_get(request) if dryrun else self.sky.get(request)
         return job_id
@@ -343,8 +372,15 @@ def _managed_snapshot(record: Any) -> _Snapshot:
             S.FAILED_PRECHECKS: "SkyPilot's prechecks failed",
             S.FAILED_CONTROLLER: "SkyPilot's jobs controller failed",
         }.get(status, status.value)
-    return _Snapshot(status.value, started, status.is_terminal(), status == S.SUCCEEDED,
-                     int(record.recovery_count or 0), record.job_duration, reason)
+    return _Snapshot(
+        status.value,
+        started,
+        status.is_terminal(),
+        status == S.SUCCEEDED,
+        int(record.recovery_count or 0),
+        record.job_duration,
+        reason,
+    )
 
 
 def _cluster_snapshot(record: Any) -> _Snapshot:
@@ -358,9 +394,12 @@ def _cluster_snapshot(record: Any) -> _Snapshot:
         duration = (record.end_at or time.time()) - record.start_at
     reason = None
     if terminal and status != S.SUCCEEDED:
-        reason = {S.CANCELLED: "the SkyPilot job was cancelled", S.FAILED: "the job exited with a non-zero code",
-                  S.FAILED_SETUP: "the setup commands failed", S.FAILED_DRIVER: "SkyPilot's job driver failed"
-                  }.get(status, status.value)
+        reason = {
+            S.CANCELLED: "the SkyPilot job was cancelled",
+            S.FAILED: "the job exited with a non-zero code",
+            S.FAILED_SETUP: "the setup commands failed",
+            S.FAILED_DRIVER: "SkyPilot's job driver failed",
+        }.get(status, status.value)
     return _Snapshot(status.value, started, terminal, status == S.SUCCEEDED, 0, duration, reason)
 
 
@@ -570,10 +609,19 @@ class SkyPilotDispatcher:
         gpus = self.options.gpus or ""
         gpu_type, _, count = gpus.partition(":")
         return {
-            "job_name": job_name(spec.key), "key": spec.key, "run": spec.run, "kind": spec.kind,
-            "trial": str(spec.trial), "attempt": str(spec.attempt), "sweep": spec.sweep, "gpus": gpus,
-            "gpu_type": gpu_type, "gpu_count": count or ("1" if gpu_type else "0"),
-            "nodes": str(self.options.nodes), "cloud": self.options.cloud or "", "region": self.options.region or "",
+            "job_name": job_name(spec.key),
+            "key": spec.key,
+            "run": spec.run,
+            "kind": spec.kind,
+            "trial": str(spec.trial),
+            "attempt": str(spec.attempt),
+            "sweep": spec.sweep,
+            "gpus": gpus,
+            "gpu_type": gpu_type,
+            "gpu_count": count or ("1" if gpu_type else "0"),
+            "nodes": str(self.options.nodes),
+            "cloud": self.options.cloud or "",
+            "region": self.options.region or "",
         }
 
     def _template_job_name(self, spec: JobSpec) -> str:
@@ -643,8 +691,12 @@ class SkyPilotDispatcher:
                 started = True
                 out.append(Started())
             if recoveries is not None and snap.recovery_count > recoveries:
-                out.append(Output(f"[skypilot] job {handle.data['job_id']} was preempted and SkyPilot recovered it "
-                                  f"(recovery {snap.recovery_count}); progress restarts from its last checkpoint"))
+                out.append(
+                    Output(
+                        f"[skypilot] job {handle.data['job_id']} was preempted and SkyPilot recovered it "
+                        f"(recovery {snap.recovery_count}); progress restarts from its last checkpoint"
+                    )
+                )
             recoveries = snap.recovery_count
             return out
 
@@ -673,8 +725,9 @@ class SkyPilotDispatcher:
             try:
                 lines = await anyio.to_thread.run_sync(self._open_logs, handle, limiter=self._calls)
                 while True:
-                    line = await anyio.to_thread.run_sync(_next_line, lines, abandon_on_cancel=True,
-                                                          limiter=self._streams)
+                    line = await anyio.to_thread.run_sync(
+                        _next_line, lines, abandon_on_cancel=True, limiter=self._streams
+                    )
                     if line is _END:
                         break
                     if line is None:

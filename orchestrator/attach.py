@@ -288,7 +288,9 @@ async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) 
     if outcome == NOT_SERVING:
         note(f"serve is not running for sweep {ns.sweep!r}")
         if ns.history and await follower.replay_log() and not _over(follower.state):
-            note(f"the stored history ends at seq {follower.last_seq}" if follower.last_seq else "nothing is stored yet")
+            note(
+                f"the stored history ends at seq {follower.last_seq}" if follower.last_seq else "nothing is stored yet"
+            )
         if _over(follower.state):
             outcome = FINISHED
         elif not ns.wait:

@@ -56,7 +56,9 @@ def dry_run_report(config: SweepConfig, kind: str, say: Callable[[str], None]) -
             try:
                 anyio.run(dispatcher.stop_api_server)
             except Exception as exc:  # noqa: BLE001 - say what is left running and how to stop it
-                say(f"{name}: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
-                    "stop it with: sky api stop")
+                say(
+                    f"{name}: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
+                    "stop it with: sky api stop"
+                )
             else:
                 say(f"{name}: stopped SkyPilot's local API server again (this dry run started it)")

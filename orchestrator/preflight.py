@@ -42,7 +42,7 @@ def _runner_args(config: SweepConfig, argv: tuple[str, ...]) -> list[str] | None
     prefix = config.argv_prefix()
     if prefix[-2:] != ["-m", RUNNER]:
         return None
-    return list(argv[len(prefix):])
+    return list(argv[len(prefix) :])
 
 
 def _field(config: SweepConfig, kind: str, message: str) -> str:
@@ -75,7 +75,11 @@ def check_command_lines(config: SweepConfig) -> list[str]:
             check_command(args)
         except UsageError as exc:
             entry = config.train_entrypoint if kind == "train" else config.eval_entrypoint
-            hint = "" if "--help" in str(exc) else f"\n  (what the recipe takes: {PROG} {config.recipe_module}.{entry} --help)"
+            hint = (
+                ""
+                if "--help" in str(exc)
+                else f"\n  (what the recipe takes: {PROG} {config.recipe_module}.{entry} --help)"
+            )
             raise ConfigError(
                 f"{_field(config, kind, str(exc))}: preflight: every {kind} job (recipe_module {config.recipe_module}) "
                 f"would fail with\n"

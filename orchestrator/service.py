@@ -342,7 +342,9 @@ class SweepService:
                 handle = await self.dispatcher.submit(spec)
         except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
             await self._send.send(
-                ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} could not submit: {exc}")
+                ev.JobExited(
+                    key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} could not submit: {exc}"
+                )
             )
             return None
         await self._send.send(ev.JobSubmitted(key=spec.key, handle=handle.data, reattached=reattached))
@@ -377,7 +379,9 @@ class SweepService:
                         )
                         break
             if exited is None:
-                exited = ev.JobExited(key=spec.key, exit_code=None, error="the dispatcher stopped watching without an exit status")
+                exited = ev.JobExited(
+                    key=spec.key, exit_code=None, error="the dispatcher stopped watching without an exit status"
+                )
         except TimeoutError:
             with anyio.move_on_after(15, shield=True):
                 await self._cancel_quietly(spec, handle)
@@ -388,7 +392,9 @@ class SweepService:
                 f"watch_grace {self.config.watch_grace:g} s of the job's request: presumed hung, cancelled",
             )
         except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
-            exited = ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} failed while watching: {exc}")
+            exited = ev.JobExited(
+                key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} failed while watching: {exc}"
+            )
         await self._send.send(exited)
 
     async def _cancel_quietly(self, spec: JobSpec, handle: JobHandle) -> None:
@@ -407,7 +413,9 @@ class SweepService:
         except Exception as exc:  # noqa: BLE001 - the seed's promise: fall back to random and say why
             self.log.warning(f"optimizer failed ({type(exc).__name__}: {exc}); falling back to random search")
             fallback = RandomSearch(self.config.protein_config, self.config.seed).suggest(observations, pending, n)
-            suggestions = [Suggestion(s.params, {**s.info, "fallback": f"{type(exc).__name__}: {exc}"}) for s in fallback]
+            suggestions = [
+                Suggestion(s.params, {**s.info, "fallback": f"{type(exc).__name__}: {exc}"}) for s in fallback
+            ]
         await self._send.send(_Suggested(suggestions))
 
     async def _monitor(self) -> None:

@@ -168,8 +168,9 @@ def _check_whole(db: sqlite3.Connection, path: Path) -> None:
     wal_empty = not wal.exists() or wal.stat().st_size == 0
     size = path.stat().st_size
     if size % page or (wal_empty and pages * page > size):
-        raise sqlite3.DatabaseError(f"database disk image is malformed: the file is {size} bytes, "
-                                    f"{pages * page} expected: it was cut short")
+        raise sqlite3.DatabaseError(
+            f"database disk image is malformed: the file is {size} bytes, {pages * page} expected: it was cut short"
+        )
 
 
 def store_error(exc: BaseException, path: Path, doing: str) -> StoreError:
@@ -189,8 +190,7 @@ def store_error(exc: BaseException, path: Path, doing: str) -> StoreError:
     ):
         return StoreError(f"the event log {path} is damaged ({text}). " + _RECOVER.format(path=path), "damaged")
     if "unable to open" in low:
-        return StoreError(f"cannot open the event log {path} ({text}): check that its directory exists and is "
-                          "writable")
+        return StoreError(f"cannot open the event log {path} ({text}): check that its directory exists and is writable")
     return StoreError(f"cannot {doing} the event log {path}: {text}")
 
 

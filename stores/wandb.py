@@ -62,6 +62,7 @@ __all__ = [
 CURSOR_FILE = "wandb_mirror.json"
 _CURSOR_VERSION = 1
 
+
 def _log() -> Any:
     """The mirror's logger, bound at call time so it follows the service's logging configuration."""
     return structlog.get_logger().bind(component="WandbMirror")
@@ -391,8 +392,9 @@ class WandbMirror:
                 with anyio.move_on_after(self.close_timeout) as scope:
                     await anyio.to_thread.run_sync(self._close_all, abandon_on_cancel=True)
                 if scope.cancelled_caught:
-                    _log().warning("W&B did not finish the open runs in time; the next start resumes them",
-                                   open=len(self._open))
+                    _log().warning(
+                        "W&B did not finish the open runs in time; the next start resumes them", open=len(self._open)
+                    )
 
     # -- status -----------------------------------------------------------------------------------------------
 
@@ -421,9 +423,7 @@ class WandbMirror:
         """What the service calls once the sweep has ended: give W&B up to ``timeout`` seconds to catch up. What is
         still unwritten then stays in the log and the cursor, and the next start writes it."""
         if not await self.flush(timeout):
-            _log().warning(
-                "W&B has not caught up; the rest is written on the next start", pending=len(self._dirty)
-            )
+            _log().warning("W&B has not caught up; the rest is written on the next start", pending=len(self._dirty))
 
     # -- internals (loop side) --------------------------------------------------------------------------------
 
@@ -477,8 +477,9 @@ class WandbMirror:
         except FileNotFoundError:
             return fresh
         except ValueError:
-            _log().warning("unreadable W&B mirror cursor; rewriting every run (writes are idempotent)",
-                         path=str(self.cursor_path))
+            _log().warning(
+                "unreadable W&B mirror cursor; rewriting every run (writes are idempotent)", path=str(self.cursor_path)
+            )
             return fresh
         if data.get("version") != _CURSOR_VERSION or data.get("destination") != self.destination:
             return fresh  # another destination (offline -> online, another project): write everything there
@@ -659,9 +660,7 @@ def events_from_wandb(
     cannot be read.
     """
     train_dir = Path(train_dir)
-    client = client or WandbClient(
-        "online", settings.project, getattr(settings, "entity", None), root=None
-    )
+    client = client or WandbClient("online", settings.project, getattr(settings, "entity", None), root=None)
     runs = client.group_runs(sweep)
     if not runs:
         return []
@@ -715,7 +714,9 @@ def restore_log_from_wandb(
         return []
     stored = store.append(events)
     _log().info(
-        "rebuilt the sweep from W&B", sweep=sweep, events=len(stored),
+        "rebuilt the sweep from W&B",
+        sweep=sweep,
+        events=len(stored),
         trials=sum(isinstance(e, ev.TrialSuggested) for e in events),
     )
     return stored
@@ -749,8 +750,9 @@ def _trial_events(number: int, run: RemoteRun, train_dir: Path, now: float) -> I
         attempt = int(attempts.get("train", 1)) if isinstance(attempts, dict) else 1
         key = f"{run.id}.train.{max(1, attempt)}"
         duration = _number(s.get("sweep/train_seconds")) or _number(s.get("_runtime")) or 0.0
-        yield ev.JobRequested(key=key, trial=number, kind="train", attempt=max(1, attempt), argv=[],
-                              dispatcher="restored", ts=suggested)
+        yield ev.JobRequested(
+            key=key, trial=number, kind="train", attempt=max(1, attempt), argv=[], dispatcher="restored", ts=suggested
+        )
         yield ev.JobExited(key=key, exit_code=0, duration=duration, ts=now)
         return
     where = train_dir / run.id / "checkpoints"

@@ -207,7 +207,9 @@ class WandbClient:
         except WandbError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise _fail(f"listing runs of group {group!r} in {self.entity or '<default entity>'}/{self.project}", exc) from None
+            raise _fail(
+                f"listing runs of group {group!r} in {self.entity or '<default entity>'}/{self.project}", exc
+            ) from None
 
 
 def _plain(value: Any) -> Any:

@@ -214,6 +214,7 @@ async def test_reattach_after_restart_to_a_running_job(tmp_path: Path) -> None:
     assert await second.find(spec_for(tmp_path, [PY, job], run="s_trial_0002")) is None
     found = await second.find(spec)
     assert found is not None and found.data["job_pid"] == handle.data["job_pid"]
+
     async def act() -> None:
         (tmp_path / "go").touch()
 
@@ -246,6 +247,7 @@ async def test_launcher_killed_with_sigkill_is_a_lost_launcher(tmp_path: Path) -
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
     job_pid, job_ticks = handle.data["job_pid"], handle.data["job_ticks"]
+
     async def act() -> None:
         os.kill(handle.data["launcher_pid"], signal.SIGKILL)
 
@@ -283,6 +285,7 @@ async def test_cancel(tmp_path: Path) -> None:
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
+
     async def act() -> None:
         await d.cancel(spec, handle)
         assert not _alive(handle.data["job_pid"], handle.data["job_ticks"])
@@ -320,8 +323,18 @@ async def test_program_that_cannot_start(tmp_path: Path) -> None:
 
 async def test_hostile_argv_values_arrive_inert(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
-    hostile = ["; rm -rf x", "$(touch pwned)", "`touch pwned2`", "it's \"quoted\"", "line1\nline2", "&& touch p3",
-               "*", "--lr=1e-3 | tee out", "trainer.batch_size=$((1<<30))", ""]
+    hostile = [
+        "; rm -rf x",
+        "$(touch pwned)",
+        "`touch pwned2`",
+        'it\'s "quoted"',
+        "line1\nline2",
+        "&& touch p3",
+        "*",
+        "--lr=1e-3 | tee out",
+        "trainer.batch_size=$((1<<30))",
+        "",
+    ]
     job = script(tmp_path, "import json, sys\njson.dump(sys.argv[1:], open('argv.json', 'w'))\n")
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job, *hostile])
@@ -365,6 +378,7 @@ async def test_launcher_forwards_sigterm_to_the_job(tmp_path: Path) -> None:
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
+
     async def act() -> None:
         os.kill(handle.data["launcher_pid"], signal.SIGTERM)
 

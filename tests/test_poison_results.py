@@ -24,8 +24,9 @@ from tests.fakes.sweeps import stored
 ECHO_JOB = ROOT / "tests" / "jobs" / "echo_job.py"
 
 # One trial, no retries: a job that breaks the contract fails its trial at once.
-SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(max_trials=1, parallel=1, method="random", python=sys.executable,
-                                                job=ECHO_JOB)
+SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(
+    max_trials=1, parallel=1, method="random", python=sys.executable, job=ECHO_JOB
+)
 
 # Any JSON value, with the numbers that broke the planner before: 400-digit integers, bools, NaN, infinities.
 _SCALARS = (
@@ -36,9 +37,12 @@ _SCALARS = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20)
 )
-JSON_VALUES = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                           max_leaves=12)
-RESULTS = st.fixed_dictionaries({"score": JSON_VALUES}, optional={"cost": JSON_VALUES, "metrics": JSON_VALUES}) | JSON_VALUES
+JSON_VALUES = st.recursive(
+    _SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12
+)
+RESULTS = (
+    st.fixed_dictionaries({"score": JSON_VALUES}, optional={"cost": JSON_VALUES, "metrics": JSON_VALUES}) | JSON_VALUES
+)
 
 
 def _line(value: Any) -> str:
@@ -50,9 +54,23 @@ def run_sweep(tmp: Path, stdout: bytes) -> subprocess.CompletedProcess[str]:
     (tmp / "sweep.toml").write_text(SWEEP)
     (tmp / "stdout.bin").write_bytes(stdout)
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "poison", "--config", "sweep.toml",
-         "--log-format", "json"],
-        cwd=tmp, env=serve_env(ECHO_STDOUT=str(tmp / "stdout.bin")), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            "poison",
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+        ],
+        cwd=tmp,
+        env=serve_env(ECHO_STDOUT=str(tmp / "stdout.bin")),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -96,14 +114,16 @@ def test_a_poison_result_already_in_an_old_log_fails_its_trial_on_restart(tmp_pa
     run = "poison_trial_0001"
     db = tmp_path / "train_dir" / "poison" / "events.db"
     store = SQLiteStore(db)
-    store.append([
-        ev.SweepCreated(sweep="poison", config=config),
-        ev.TrialSuggested(trial=1, run=run, params={"toy.x": 0.1}),
-        ev.JobRequested(key=f"{run}.train.1", trial=1, kind="train", argv=["t"]),
-        ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0, result={"cost": 10**400}),
-        ev.JobRequested(key=f"{run}.eval.1", trial=1, kind="eval", argv=["e"]),
-        ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": 1.0, "metrics": "x"}),
-    ])
+    store.append(
+        [
+            ev.SweepCreated(sweep="poison", config=config),
+            ev.TrialSuggested(trial=1, run=run, params={"toy.x": 0.1}),
+            ev.JobRequested(key=f"{run}.train.1", trial=1, kind="train", argv=["t"]),
+            ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0, result={"cost": 10**400}),
+            ev.JobRequested(key=f"{run}.eval.1", trial=1, kind="eval", argv=["e"]),
+            ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": 1.0, "metrics": "x"}),
+        ]
+    )
     store.close()
     for _ in range(2):  # and the restart after that one is as quiet
         trial = assert_finished(tmp_path, run_sweep(tmp_path, b""))

@@ -87,6 +87,7 @@ def test_a_sweep_run_without_wandb_is_mirrored_in_full_once_resumed_with_it(
         )
         service = build_service(config, log_format="json")
         mirror = next((s for s in service.subscribers if isinstance(s, WandbMirror)), None)
+
         async def bounded():
             with anyio.fail_after(120):
                 return await service.run()

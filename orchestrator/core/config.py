@@ -46,9 +46,7 @@ class WandbSettings(BaseModel):
 class SweepConfig(BaseSettings):
     """A sweep: what to search (``protein``), what to run (recipe and command), and where (dispatcher)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SWEEP_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="SWEEP_", env_nested_delimiter="__", extra="forbid")
 
     sweep_name: str = Field(default_factory=default_sweep_name)
     protein_config: ProteinConfig
@@ -70,8 +68,10 @@ class SweepConfig(BaseSettings):
     retry_backoff: float = Field(2.0, ge=0, description="seconds before the first retry, doubling after")
     job_timeout: float | None = Field(None, gt=0, description="seconds; default 2 x max_suggestion_cost")
     watch_grace: float = Field(
-        60.0, ge=0, description="seconds past job_timeout (counted from the job's request) before a dispatcher "
-        "that reports no exit is presumed hung: the job is cancelled and fails"
+        60.0,
+        ge=0,
+        description="seconds past job_timeout (counted from the job's request) before a dispatcher "
+        "that reports no exit is presumed hung: the job is cancelled and fails",
     )
     seed: int = Field(
         default_factory=lambda: secrets.randbelow(2**31),

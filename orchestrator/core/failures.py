@@ -36,4 +36,4 @@ def clip(text: str, limit: int = 300) -> str:
         return text
     keep = limit - 5
     head = keep // 3
-    return f"{text[:head]} ... {text[-(keep - head):]}"
+    return f"{text[:head]} ... {text[-(keep - head) :]}"

@@ -131,8 +131,13 @@ def _sweep_resumed(state: SweepState, e: ev.SweepResumed) -> SweepState | None:
     finished = state.finished and (e.config is None or config.get("max_trials", 0) <= state.numbered)
     # A resume is a fresh start for a stopped sweep: its cause may be fixed, so failures count from zero again.
     return _evolve(
-        state, resumes=state.resumes + 1, config=config, finished=finished,
-        stopped=None, failure_streak=0, streak_reason=None,
+        state,
+        resumes=state.resumes + 1,
+        config=config,
+        finished=finished,
+        stopped=None,
+        failure_streak=0,
+        streak_reason=None,
     )
 
 
@@ -244,4 +249,3 @@ _HANDLERS = {
     ev.SweepFinished: _sweep_finished,
     ev.SweepStopped: _sweep_stopped,
 }
-

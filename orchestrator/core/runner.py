@@ -42,7 +42,16 @@ from orchestrator.core.contract import report_result
 PROG = "python -m orchestrator.run"
 EXIT_USAGE = 2
 
-__all__ = ["Recipe", "RecipeError", "UsageError", "check_command", "config_fields", "load_recipe", "main", "resolve_call"]
+__all__ = [
+    "Recipe",
+    "RecipeError",
+    "UsageError",
+    "check_command",
+    "config_fields",
+    "load_recipe",
+    "main",
+    "resolve_call",
+]
 
 
 class UsageError(Exception):
@@ -336,8 +345,7 @@ def _unknown(recipe: Recipe, key: str, what: str) -> NoReturn:
     if not recipe.names:
         raise UsageError(f"unknown {what} {key!r}: recipe {recipe.target} takes no arguments or config")
     raise UsageError(
-        f"unknown {what} {key!r}{_did_you_mean(key, recipe.names)} "
-        f"(all of them: {PROG} {recipe.target} --help)"
+        f"unknown {what} {key!r}{_did_you_mean(key, recipe.names)} (all of them: {PROG} {recipe.target} --help)"
     )
 
 
@@ -364,12 +372,11 @@ def resolve_call(recipe: Recipe, inv: Invocation) -> dict[str, Any]:
             kwargs[key] = raw
         else:
             _unknown(recipe, key, what or ("override" if "." in key else "argument"))
-    missing = [
-        n for n, p in recipe.params.items() if p.default is inspect.Parameter.empty and n not in kwargs
-    ]
+    missing = [n for n, p in recipe.params.items() if p.default is inspect.Parameter.empty and n not in kwargs]
     if missing:
         raise UsageError(
-            f"recipe {recipe.target} needs --args " + " ".join(f"{n}=<{_type_name(recipe.hints.get(n, str))}>" for n in missing)
+            f"recipe {recipe.target} needs --args "
+            + " ".join(f"{n}=<{_type_name(recipe.hints.get(n, str))}>" for n in missing)
         )
     if recipe.config_cls is not None and recipe.config_param is not None:
         base = recipe.config_default.model_dump(exclude_unset=True) if recipe.config_default is not None else {}
@@ -438,7 +445,9 @@ def recipe_help(recipe: Recipe) -> str:
                 for part in path.split("."):
                     node = node.get(part) if isinstance(node, dict) else None
                 default = node
-            text = f"  {path:<{width}}  {_type_name(f.annotation)} = {'required' if f.required else _fmt_default(default)}"
+            text = (
+                f"  {path:<{width}}  {_type_name(f.annotation)} = {'required' if f.required else _fmt_default(default)}"
+            )
             if f.description:
                 text += f"  # {f.description}"
             lines.append(text)
@@ -494,8 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, dict):
         report_result(result)
     elif result is not None:
-        print(f"{PROG}: note: {recipe.target} returned a {type(result).__name__}, not a dict; no result reported",
-              file=sys.stderr)
+        print(
+            f"{PROG}: note: {recipe.target} returned a {type(result).__name__}, not a dict; no result reported",
+            file=sys.stderr,
+        )
     return 0
 
 

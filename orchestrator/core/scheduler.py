@@ -88,10 +88,12 @@ class OptimizingScheduler:
         limit = self.config.max_consecutive_failures
         # Stop early only while there are trials left to spend: a sweep that used its budget just finishes.
         if limit is not None and state.failure_streak >= limit and state.numbered < self.config.max_trials:
-            d.events.append(ev.SweepStopped(
-                reason=f"{state.failure_streak} trials in a row failed for the same reason "
-                f"(max_consecutive_failures={limit}): {state.streak_reason}"
-            ))
+            d.events.append(
+                ev.SweepStopped(
+                    reason=f"{state.failure_streak} trials in a row failed for the same reason "
+                    f"(max_consecutive_failures={limit}): {state.streak_reason}"
+                )
+            )
             return d
         free = self.config.max_parallel_jobs - len(state.running_jobs)
         waiting: list[TrialState] = []
@@ -150,9 +152,12 @@ class OptimizingScheduler:
         self, trial: TrialState, job: JobState, reason: str, now: float, d: Decision
     ) -> tuple[str, int] | None:
         if job.exit_code == EXIT_USAGE:  # the job refused its command line: another attempt would do the same
-            d.events.append(ev.TrialFailed(
-                trial=trial.trial, reason=f"{job.kind} failed (usage error, exit code {EXIT_USAGE}, not retried): {reason}"
-            ))
+            d.events.append(
+                ev.TrialFailed(
+                    trial=trial.trial,
+                    reason=f"{job.kind} failed (usage error, exit code {EXIT_USAGE}, not retried): {reason}",
+                )
+            )
             return None
         if job.attempt <= self.config.max_retries:
             ready_at = (job.ended_at or now) + self.config.retry_backoff * 2 ** (job.attempt - 1)

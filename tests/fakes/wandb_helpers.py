@@ -125,7 +125,15 @@ def check_mirrors(sweep_dir: Path, db: Path) -> dict:
     return runs
 
 
-_WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_ENTITY")
+_WANDB_VARS = (
+    "WANDB_API_KEY",
+    "WANDB_MODE",
+    "WANDB_BASE_URL",
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_DIR",
+    "WANDB_ENTITY",
+)
 
 
 def hermetic_wandb(home: Path, monkeypatch: Any, api_key: str | None = None) -> None:

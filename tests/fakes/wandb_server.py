@@ -202,7 +202,9 @@ class FakeWandbServer:
         query: str = request.get("query", "")
         variables: dict[str, Any] = request.get("variables") or {}
         m = re.search(r"\b(query|mutation)\s+(\w+)", query)
-        name = m.group(2) if m else ("ViewerId" if re.fullmatch(r"\s*\{\s*viewer\s*\{\s*id\s*\}\s*\}\s*", query) else "")
+        name = (
+            m.group(2) if m else ("ViewerId" if re.fullmatch(r"\s*\{\s*viewer\s*\{\s*id\s*\}\s*\}\s*", query) else "")
+        )
         self.queries.append(name or query[:60])
         if name in ("ViewerId", "GetViewer", "GetDefaultEntity", "Viewer"):
             return 200, {"data": {"viewer": self._viewer()}}
@@ -282,5 +284,8 @@ class FakeWandbServer:
             "summaryMetrics": json.dumps(run.summary),
             "historyLineCount": run.history_lines,
             "user": {"name": "Test User", "username": "tester"},
-            "historyKeys": {"lastStep": run.last_step, "keys": {k: {"typeCounts": [{"type": "number", "count": 1}]} for k in run.history_keys}},
+            "historyKeys": {
+                "lastStep": run.last_step,
+                "keys": {k: {"typeCounts": [{"type": "number", "count": 1}]} for k in run.history_keys},
+            },
         }

@@ -28,8 +28,14 @@ from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output
 
 
 class EchoDispatcher:
-    def __init__(self, name: str = "echo", state_dir: str = "train_dir/.echo", raise_on: str | None = None,
-                 hang_on: str | None = None, hang_watch_on: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "echo",
+        state_dir: str = "train_dir/.echo",
+        raise_on: str | None = None,
+        hang_on: str | None = None,
+        hang_watch_on: str | None = None,
+    ) -> None:
         self.name = name
         self.state_dir = Path(state_dir)
         self.raise_on, self.hang_on, self.hang_watch_on = raise_on, hang_on, hang_watch_on
@@ -39,7 +45,9 @@ class EchoDispatcher:
         return self.state_dir / key
 
     async def find(self, spec: JobSpec) -> JobHandle | None:
-        return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))}) if self._dir(spec.key).exists() else None
+        return (
+            JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))}) if self._dir(spec.key).exists() else None
+        )
 
     async def submit(self, spec: JobSpec) -> JobHandle:
         if self.raise_on and self.raise_on in spec.key:
@@ -51,7 +59,10 @@ class EchoDispatcher:
             return existing
         self._dir(spec.key).mkdir(parents=True)
         self._procs[spec.key] = await anyio.open_process(
-            spec.argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stderr=-2  # stderr into stdout
+            spec.argv,
+            cwd=spec.cwd,
+            env={**os.environ, **spec.env},
+            stderr=-2,  # stderr into stdout
         )
         return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))})
 
@@ -81,8 +92,12 @@ class EchoDispatcher:
                 except ValueError:
                     pass
         code = await proc.wait()
-        exited = {"exit_code": code, "result": result, "duration": time.monotonic() - t0,
-                  "error": None if code == 0 else f"exit code {code}"}
+        exited = {
+            "exit_code": code,
+            "result": result,
+            "duration": time.monotonic() - t0,
+            "error": None if code == 0 else f"exit code {code}",
+        }
         exit_file.write_text(json.dumps(exited))
         yield Exited(**exited)
 
