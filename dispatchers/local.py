@@ -14,7 +14,6 @@ bytes, and a poll interval that backs off while nothing changes (up to ``poll_in
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import shutil
@@ -28,13 +27,12 @@ from typing import Any, AsyncIterator
 
 import anyio
 
-from orchestrator.core.contract import RESULT_TAG, parse_progress, parse_result_line
-from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Started
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 LOST_LAUNCHER = "the job's launcher died without recording an exit status"
 
-_PROGRESS_EVERY = 1.0  # seconds between two Progress updates of one job
 _LIVENESS_EVERY = 1.0  # seconds between two launcher liveness checks of one job
 _READ_CHUNK = 1 << 20  # bytes of output read per tick at most
 _MAX_LINE = 64 * 1024  # longer output lines are split
@@ -241,11 +239,9 @@ class LocalDispatcher:
             return
         tail = _Tail(d / "output.log")
         last_lines: deque[str] = deque(maxlen=_TAIL_LINES)
-        result_line: str | None = None
+        reader = ContractReader()
         launcher: dict[str, Any] | None = None
         claim: dict[str, Any] | None = None
-        pending: Progress | None = None
-        progress_at = -math.inf
         next_liveness = time.monotonic() + _LIVENESS_EVERY
         backstop_sent = False
         interval = self._min_interval
@@ -266,24 +262,15 @@ class LocalDispatcher:
                 for line in lines:
                     changed = True
                     last_lines.append(line)
-                    if RESULT_TAG in line:
-                        result_line = line
-                    yield Output(line)
-                    if "Epoch" in line and (parsed := parse_progress(line)) is not None:
-                        pending = Progress(*parsed)
-                        if time.monotonic() - progress_at >= _PROGRESS_EVERY:
-                            yield pending
-                            pending, progress_at = None, time.monotonic()
+                    for update in reader.read(line):
+                        yield update
                 if exit_info is None or not tail.more():
                     break
                 await anyio.sleep(0)
-            if pending is not None and (exit_info is not None or time.monotonic() - progress_at >= _PROGRESS_EVERY):
-                yield pending
-                pending, progress_at = None, time.monotonic()
 
             if exit_info is not None:
                 await self._reap_launcher(launcher)
-                yield self._exited(spec, d, exit_info, launcher, result_line, last_lines)
+                yield self._exited(spec, d, exit_info, launcher, reader, last_lines)
                 return
 
             now = time.monotonic()
@@ -329,17 +316,13 @@ class LocalDispatcher:
         d: Path,
         info: dict[str, Any],
         launcher: dict[str, Any] | None,
-        result_line: str | None,
+        reader: ContractReader,
         last_lines: deque[str],
     ) -> Exited:
         code = info.get("exit_code")
         duration = float(info.get("duration") or 0.0)
-        result, errors = None, []
-        if result_line is not None:
-            try:
-                result = parse_result_line(result_line)
-            except ValueError as exc:
-                errors.append(f"malformed SWEEP_RESULT line: {exc}: {result_line.strip()[:300]}")
+        result, bad_result = reader.result()
+        errors = [bad_result] if bad_result else []
         stop = _read_json(d / "stop.json") or {}
         failed = code != 0
         if info.get("timed_out") or (stop.get("reason") == "timeout" and failed):

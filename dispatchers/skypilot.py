@@ -42,8 +42,8 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dispatchers.registry import DispatcherError
-from orchestrator.core.contract import parse_progress, parse_result_line
-from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.jobs import JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 _SEPARATORS = re.compile(r"[^A-Za-z0-9._-]+")
 _GPUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(:\d+(\.\d+)?)?$")
@@ -680,8 +680,7 @@ class SkyPilotDispatcher:
         poll = self.options.poll_interval
         started = False
         recoveries: int | None = None
-        result: dict[str, Any] | None = None
-        result_error: str | None = None  # a SWEEP_RESULT line that broke the contract fails the job with this
+        reader = ContractReader()
         t0 = time.monotonic()
 
         def on_snapshot(snap: _Snapshot) -> list[JobUpdate]:
@@ -734,18 +733,11 @@ class SkyPilotDispatcher:
                         continue
                     failures = 0
                     text = line.rstrip("\r\n")
-                    parsed = _parse_line(text)
-                    if isinstance(parsed, dict):
-                        result = parsed
-                    elif isinstance(parsed, Progress):
-                        if not started:
+                    for update in reader.read(text):
+                        if isinstance(update, Progress) and not started:
                             started = True
                             yield Started()
-                        yield parsed
-                    elif isinstance(parsed, str):
-                        result_error = parsed
-                        yield Output(parsed)
-                    yield Output(text)
+                        yield update
                     if time.monotonic() - last_poll >= poll:
                         last_poll = time.monotonic()
                         for update in on_snapshot(await snapshot()):
@@ -772,9 +764,7 @@ class SkyPilotDispatcher:
                 yield update
         duration = snap.duration if snap.duration is not None else time.monotonic() - t0
         error = None if snap.succeeded else f"SkyPilot job {handle.data['job_id']} {snap.status}: {snap.reason}"
-        if result_error is not None and result is None:
-            error = f"{error}; {result_error}" if error else result_error
-        yield Exited(exit_code=_exit_code(snap), result=result, duration=float(duration), error=error)
+        yield reader.exited(_exit_code(snap), float(duration), error)
 
 
 _END = object()
@@ -782,18 +772,3 @@ _END = object()
 
 def _next_line(lines: Iterator[str | None]) -> Any:
     return next(lines, _END)
-
-
-def _parse_line(text: str) -> dict[str, Any] | Progress | str | None:
-    """A result dict, a Progress, a warning string (malformed result line), or None for a plain line."""
-    try:
-        result = parse_result_line(text)
-    except ValueError as exc:
-        return f"malformed SWEEP_RESULT line: {exc}"
-    if result is not None:
-        return result
-    progress = parse_progress(text)
-    if progress is not None:
-        step, total, sps = progress
-        return Progress(step=step, total=total, sps=sps)
-    return None

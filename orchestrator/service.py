@@ -352,21 +352,32 @@ class SweepService:
 
     async def _watch(self, spec: JobSpec, handle: JobHandle, deadline: float) -> None:
         echo = get_logger(short(spec.run))
-        last_progress = 0.0
+        # Progress is throttled here, the one place for every dispatcher: at most one JobProgress a second per
+        # job, and the latest one held back is logged before anything else the job reports, so none is lost.
+        last_progress = -math.inf
+        held: Progress | None = None
         exited: ev.JobExited | None = None
+
+        async def log_progress(force: bool) -> None:
+            nonlocal held, last_progress
+            if held is not None and (force or time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS):
+                last_progress = time.monotonic()
+                update, held = held, None
+                await self._send.send(
+                    ev.JobProgress(key=spec.key, step=update.step, total=update.total, sps=update.sps)
+                )
+
         try:
             with anyio.fail_after(max(1.0, deadline - time.time())):
                 async for update in self.dispatcher.watch(spec, handle):
+                    if isinstance(update, Progress):
+                        held = update
+                        await log_progress(force=False)
+                    else:
+                        await log_progress(force=not isinstance(update, Output))
                     if isinstance(update, Output):
                         if spec.capture_output:
                             echo.info(update.line)
-                    elif isinstance(update, Progress):
-                        now = time.monotonic()
-                        if now - last_progress >= PROGRESS_EVERY_SECONDS:
-                            last_progress = now
-                            await self._send.send(
-                                ev.JobProgress(key=spec.key, step=update.step, total=update.total, sps=update.sps)
-                            )
                     elif isinstance(update, Started):
                         await self._send.send(ev.JobStarted(key=spec.key))
                     elif isinstance(update, Exited):

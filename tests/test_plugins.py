@@ -130,3 +130,19 @@ def test_a_plugin_that_cannot_be_loaded_stops_the_sweep_at_start_up_with_its_nam
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "'echo'" in out and "not installed" in out and "Traceback" not in out
+
+
+def test_the_service_throttles_progress_for_every_dispatcher_and_keeps_the_last(
+    tmp_path: Path, plugin_site: Path
+) -> None:
+    # 200 progress lines in well under a second, through the plugin and through the local dispatcher
+    write_toy_sweep(tmp_path / "sweep.toml", "train=echo,eval=local", max_trials=1, steps=200, step_seconds=0.0)
+    proc = serve("throttle", tmp_path, pythonpath=[plugin_site])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    _, events = stored(tmp_path, "throttle")
+    progress = [e for e in events if e.type == "JobProgress" and e.key.endswith(".train.1")]
+    assert 1 <= len(progress) < 200  # at most one a second per job ...
+    assert progress[-1].step == progress[-1].total  # ... and the last one is never dropped
+    steps = [e.step for e in progress]
+    assert steps == sorted(steps)

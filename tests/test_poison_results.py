@@ -179,3 +179,23 @@ def test_a_progress_line_gives_finite_numbers_or_none(sps: str, pct: str) -> Non
 def test_the_parser_names_the_rule_a_line_breaks(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         parse_result_line("SWEEP_RESULT " + text)
+
+
+def test_the_contract_reader_takes_the_last_result_line_and_fails_a_malformed_one() -> None:
+    from orchestrator.core.contract import ContractReader
+    from orchestrator.core.jobs import Exited, Output, Progress
+
+    reader = ContractReader()
+    assert reader.read("Epoch 1 / 700 sps / 50.00% of 2.00 ksteps") == [
+        Output("Epoch 1 / 700 sps / 50.00% of 2.00 ksteps"),
+        Progress(1000.0, 2000.0, 700.0),
+    ]
+    reader.read('SWEEP_RESULT {"score": 1.0}')
+    assert reader.exited(0, 1.0, None).result == {"score": 1.0}
+    reader.read('SWEEP_RESULT {"score": "high"}')  # the last line is the result, even when an earlier one was fine
+    ex = reader.exited(0, 1.0, None)
+    assert ex.result is None and ex.error.startswith("malformed SWEEP_RESULT line: the reported score 'high'")
+    assert reader.exited(None, 1.0, "SkyPilot job 3 FAILED").error.startswith("SkyPilot job 3 FAILED; malformed")
+    reader.read('SWEEP_RESULT {"score": 2.0}')
+    assert reader.exited(0, 1.0, None) == Exited(0, {"score": 2.0}, 1.0, None)
+    assert ContractReader().exited(0, 1.0, None) == Exited(0, None, 1.0, None)

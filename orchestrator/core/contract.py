@@ -7,7 +7,8 @@ A job reports through its standard output, which every dispatcher already collec
   ``score`` may instead be given under the sweep's metric name (e.g. ``"evaluator/eval_arena/score"``);
   ``cost`` is optional (the service uses the train job's wall seconds when absent).
 
-``report_result`` prints that line for Python code; anything else can print it by hand.
+``report_result`` prints that line for Python code; anything else can print it by hand. ``ContractReader`` reads
+it back: every dispatcher feeds it the job's lines, so the rules are the same wherever the job ran.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import math
 import re
 import sys
 from typing import Any
+
+from orchestrator.core.jobs import Exited, JobUpdate, Output, Progress
 
 RESULT_TAG = "SWEEP_RESULT "
 _PROGRESS = re.compile(
@@ -146,3 +149,40 @@ def extract_score(result: dict[str, Any] | None, metric: str) -> float:
         if key in result:
             return finite_number(result[key], "score")
     raise ValueError(f"the result has neither {metric!r} nor 'score': keys are {sorted(result)[:20]}")
+
+
+class ContractReader:
+    """One job's output, read line by line into job updates: the same validation and limits for every dispatcher.
+
+    ``read(line)`` gives the line as ``Output`` and, for a progress line, a ``Progress`` (every one: the service
+    throttles what it logs). The result is the job's *last* ``SWEEP_RESULT`` line; it is validated once, when the
+    job ends (``exited``): a last line that breaks the contract fails the job with the rule, even if an earlier
+    line was valid. A stream read again from the start (a reopened cloud log) reads the same result again.
+    """
+
+    def __init__(self) -> None:
+        self.result_line: str | None = None
+
+    def read(self, line: str) -> list[JobUpdate]:
+        updates: list[JobUpdate] = [Output(line)]
+        if RESULT_TAG in line:
+            self.result_line = line
+        elif "Epoch" in line and (parsed := parse_progress(line)) is not None:
+            updates.append(Progress(*parsed))
+        return updates
+
+    def result(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The job's result (None if it printed none) and, if its result line breaks the contract, why."""
+        if self.result_line is None:
+            return None, None
+        try:
+            return parse_result_line(self.result_line), None
+        except ValueError as exc:
+            return None, f"malformed SWEEP_RESULT line: {exc}: {self.result_line.strip()[:300]}"
+
+    def exited(self, exit_code: int | None, duration: float, error: str | None) -> Exited:
+        """The job's end: its result, and the dispatcher's ``error`` joined with a result that broke the rules."""
+        result, bad = self.result()
+        if bad is not None:
+            error = f"{error}; {bad}" if error else bad
+        return Exited(exit_code=exit_code, result=result, duration=duration, error=error)

@@ -15,6 +15,7 @@ key substring): ``raise_on`` (``submit`` raises), ``hang_on`` (``submit`` never 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -23,8 +24,8 @@ from typing import Any, AsyncIterator
 
 import anyio
 
-from orchestrator.core.contract import parse_progress, parse_result_line
-from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Started
 
 
 class EchoDispatcher:
@@ -77,29 +78,19 @@ class EchoDispatcher:
             else:
                 yield Exited(exit_code=None, error="echo lost this job when the service restarted")
             return
-        t0, result, buf = time.monotonic(), None, b""
+        t0, reader, buf = time.monotonic(), ContractReader(), b""
         yield Started()
         async for chunk in proc.stdout:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for raw in lines:
                 line = raw.decode(errors="replace")
-                yield Output(f"[echo] {line}")
-                if (progress := parse_progress(line)) is not None:
-                    yield Progress(*progress)
-                try:
-                    result = parse_result_line(line) or result
-                except ValueError:
-                    pass
+                for update in reader.read(line):  # the contract's rules, as every dispatcher applies them
+                    yield Output(f"[echo] {line}") if isinstance(update, Output) else update
         code = await proc.wait()
-        exited = {
-            "exit_code": code,
-            "result": result,
-            "duration": time.monotonic() - t0,
-            "error": None if code == 0 else f"exit code {code}",
-        }
-        exit_file.write_text(json.dumps(exited))
-        yield Exited(**exited)
+        exited = reader.exited(code, time.monotonic() - t0, None if code == 0 else f"exit code {code}")
+        exit_file.write_text(json.dumps(dataclasses.asdict(exited)))
+        yield exited
 
     async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
         (self._dir(spec.key) / "cancelled").touch()
