@@ -15,9 +15,9 @@ import anyio
 from dispatchers.registry import DispatcherError, build_dispatcher
 from optimizers.spaces import Space
 from orchestrator.core.config import ConfigError, SweepConfig
-from orchestrator.core.jobs import job_key
+from orchestrator.core.jobs import job_key, run_name
 from orchestrator.core.runner import PROG, UsageError, check_command
-from orchestrator.core.scheduler import make_scheduler, run_name
+from orchestrator.core.scheduler import make_scheduler
 from orchestrator.core.state import JobState, TrialState, freeze
 
 RUNNER = "orchestrator.run"

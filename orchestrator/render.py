@@ -8,8 +8,8 @@ from typing import Any
 
 from orchestrator.core import events as ev
 from orchestrator.core.failures import clip, explain
-from orchestrator.core.state import SweepState, TrialState, ordered_params, thaw
-
+from orchestrator.core.jobs import trial_label
+from orchestrator.core.state import SweepState, TrialState, ordered_params
 
 # C0 controls but tab and newline, DEL, C1 controls (ESC starts the terminal's escape sequences; CR and BS rewrite
 # the line), and the bidirectional overrides that reorder what is shown.
@@ -39,7 +39,7 @@ def fmt_params(params: dict[str, Any]) -> str:
 
 def _trial_run(state: SweepState, trial: int) -> str:
     t = state.trial(trial)
-    return short(t.run) if t else f"trial_{trial:04d}"
+    return short(t.run) if t else trial_label(trial)
 
 
 def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingScheduler") -> tuple[str, str] | None:

@@ -27,12 +27,12 @@ from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
-from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started
-from orchestrator.logs import get_logger
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started, run_name, run_prefix
 from orchestrator.core.reducer import reduce
-from orchestrator.render import describe, short, summary, trial_table
 from orchestrator.core.scheduler import make_scheduler
 from orchestrator.core.state import JobState, SweepState, TrialState, thaw
+from orchestrator.logs import get_logger
+from orchestrator.render import describe, short, summary, trial_table
 from orchestrator.subscribers import Subscriber
 from stores.base import Store, StoreError, disk_full
 
@@ -116,7 +116,7 @@ class SweepService:
         a deleted events.db): starting afresh would run new trials over them, so refuse and say so."""
         if self.state.sweep is not None:
             return
-        prefix = f"{self.config.sweep_name}_trial_"
+        prefix = run_prefix(self.config.sweep_name)
         try:
             runs = sorted(p.name for p in self.config.sweep_dir.iterdir() if p.is_dir() and p.name.startswith(prefix))
         except OSError:
@@ -268,7 +268,7 @@ class SweepService:
             trial = self.state.next_trial + planned + len(out)
             if trial > self.config.max_trials:
                 break
-            run = f"{self.config.sweep_name}_trial_{trial:04d}"
+            run = run_name(self.config.sweep_name, trial)
             out.append(ev.TrialSuggested(trial=trial, run=run, params=s.params, info=s.info))
         return out
 

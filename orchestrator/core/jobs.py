@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 from orchestrator.core.events import JobKind
 
@@ -30,6 +30,21 @@ class JobSpec:
     timeout: float | None = None
     capture_output: bool = False
     dispatcher: str = "local"
+
+
+def trial_label(trial: int) -> str:
+    """``trial_0007``: how a trial is named in runs, logs and tables (the seed's format)."""
+    return f"trial_{trial:04d}"
+
+
+def run_name(sweep: str, trial: int) -> str:
+    """``ppo_trial_0007``: the run of one trial, its job directory and W&B run name."""
+    return f"{sweep}_{trial_label(trial)}"
+
+
+def run_prefix(sweep: str) -> str:
+    """What every run name of ``sweep`` starts with."""
+    return f"{sweep}_trial_"
 
 
 def job_key(run: str, kind: str, attempt: int) -> str:

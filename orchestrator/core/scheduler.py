@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
 from orchestrator.core.contract import extract_score, finite_number, validate_result
-from orchestrator.core.jobs import job_key
+from orchestrator.core.jobs import job_key, run_name  # noqa: F401 - run_name was defined here
 from orchestrator.core.state import JobState, SweepState, TrialState, ordered_params, thaw
 
 
@@ -36,10 +36,6 @@ def format_value(value: object) -> str:
 
 
 EXIT_USAGE = 2  # the job contract: a job that exits 2 rejected its command line (orchestrator.run's usage errors)
-
-
-def run_name(sweep: str, trial: int) -> str:
-    return f"{sweep}_trial_{trial:04d}"
 
 
 class OptimizingScheduler:
