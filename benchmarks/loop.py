@@ -6,7 +6,8 @@
 Optuna runs fewer trials than we do because it is slow here (70 trials/s with SQLite storage on a quiet machine,
 10 on a loaded one: 10,000 could take a quarter of an hour). Its rate is about steady over a study (the summary
 shows its delay over the first and second half), and so is ours (our state does not grow with the sweep), so
-comparing our 10,000-trial rate with its 2,000-trial rate favours neither; nothing is extrapolated. ``--peer-trials 10000`` runs it in full.
+comparing our 10,000-trial rate with its 2,000-trial rate favours neither; nothing is extrapolated.
+``--peer-trials 10000`` runs it in full.
 
 The W&B mirror is off in every part (``wandb.mode = "disabled"``): it is a buffered subscriber, measured on its
 own in its tests, and mirroring 10,000 trials to offline runs would measure W&B, not the loop.
@@ -50,8 +51,9 @@ import tempfile
 import time
 from array import array
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -170,7 +172,7 @@ def fsync_floor(directory: Path, n: int = 200) -> list[float]:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE t (x TEXT)")
     out = []
-    for i in range(n):
+    for _ in range(n):
         t0 = time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         db.execute("INSERT INTO t VALUES (?)", ("x" * 300,))
@@ -475,7 +477,7 @@ def main() -> int:
     ours_tps = ours["trials"] / ours["wall"]
     peer_tps = peer["trials"] / peer["wall"]
     d_no, d_opt, d_peer = ms(ours["delay_no_opt"]), ms(ours["delay_opt"]), ms(peer["delay"])
-    n_no, n_opt = ms(nosync["delay_no_opt"]), ms(nosync["delay_opt"])
+    n_no = ms(nosync["delay_no_opt"])
     floor = ms(ours["fsync"])
     med, p99 = statistics.median, lambda v: percentile(v, 99)
 

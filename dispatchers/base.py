@@ -21,7 +21,8 @@ exception's message as the reason; the service itself lives on.
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 from orchestrator.core.jobs import JobHandle, JobSpec, JobUpdate
 

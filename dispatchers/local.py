@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 
@@ -147,7 +148,8 @@ class LocalDispatcher:
         found = shutil.which(program, path=os.environ.get("PATH")) if os.sep not in program else program
         if not found or not os.access(found, os.X_OK):
             raise ValueError(f"command: {program!r} is not an executable program here (check the sweep's `command`)")
-        return f"{spec.key} would run in {spec.cwd}:\n  {shlex.join(spec.argv)}\nlogs in {Path(spec.log_dir) / f'{spec.kind}.{spec.attempt}'}"
+        logs = Path(spec.log_dir) / f"{spec.kind}.{spec.attempt}"
+        return f"{spec.key} would run in {spec.cwd}:\n  {shlex.join(spec.argv)}\nlogs in {logs}"
 
     # -- internals --------------------------------------------------------------------------------------------
 
@@ -216,8 +218,8 @@ class LocalDispatcher:
         delay = 0.01
         while not (d / "exit.json").exists():
             now = time.monotonic()
-            launcher = _read_json(d / "launcher.json")
-            job_pid = launcher.get("job_pid") if launcher else None
+            launcher = _read_json(d / "launcher.json") or {}
+            job_pid: int = launcher.get("job_pid") or 0
             job_alive = bool(job_pid) and _alive(job_pid, launcher.get("job_ticks"), launcher.get("started_at"))
             if job_alive and not termed:
                 _killpg(job_pid, signal.SIGTERM)

@@ -18,8 +18,9 @@ job with a message naming the plugin; the service lives on (see ``dispatchers/ba
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable
 from importlib.metadata import entry_points
-from typing import Any, AsyncIterator, Awaitable, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -131,7 +132,9 @@ class RoutingDispatcher:
             try:
                 self.call_timeouts[name] = float(timeout)
             except (TypeError, ValueError):
-                raise DispatcherError(f"dispatcher_options.{name}.call_timeout must be seconds, got {timeout!r}")
+                raise DispatcherError(
+                    f"dispatcher_options.{name}.call_timeout must be seconds, got {timeout!r}"
+                ) from None
             self.options[name] = opts
         self._dispatchers: dict[str, Dispatcher] = {}
 
@@ -151,9 +154,8 @@ class RoutingDispatcher:
             with anyio.fail_after(self.call_timeouts.get(name, DEFAULT_CALL_TIMEOUT)):
                 return await call
         except TimeoutError:
-            raise DispatcherError(
-                f"dispatcher {name!r}: {what} did not return within {self.call_timeouts.get(name, DEFAULT_CALL_TIMEOUT):g} s"
-            ) from None
+            limit = self.call_timeouts.get(name, DEFAULT_CALL_TIMEOUT)
+            raise DispatcherError(f"dispatcher {name!r}: {what} did not return within {limit:g} s") from None
         except DispatcherError:
             raise
         except Exception as exc:

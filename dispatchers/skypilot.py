@@ -35,8 +35,9 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Literal
+from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -143,7 +144,7 @@ class SkyPilotOptions(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SkyPilotOptions":
+    def _consistent(self) -> SkyPilotOptions:
         if self.region and not self.cloud:
             raise ValueError('region needs cloud (e.g. cloud = "aws", region = "us-east-1")')
         if self.command_template is not None and self.launch_mode != "managed":
@@ -243,7 +244,7 @@ class SkySDK:
         from sky import exceptions
 
         try:
-            return list(self.sky.get(self.sky.queue(cluster_name)))
+            return list(self.sky.get(self.sky.queue(cluster_name)))  # type: ignore[arg-type]  # SDK stub: a list is iterable
         except exceptions.ClusterDoesNotExist:
             return []
 
@@ -265,7 +266,7 @@ class SkySDK:
         """Wait until a request has finished, however it ends: the caller reads the outcome elsewhere (a launch's
         job is then in the queue, or it is not). A wait that breaks while the request still runs raises."""
         try:
-            self.sky.get(request_id)
+            self.sky.get(request_id)  # type: ignore[arg-type]  # the SDK takes the id string it returned
         except Exception:
             records = self.sky.api_status(request_ids=[request_id])
             if any(r.status in _ACTIVE_REQUEST for r in records):

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import httpx
 
 from orchestrator.core.events import StoredEvent, event_from_dict
-from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.core.reducer import reduce
-from orchestrator.render import describe, headline, printable, summary, trial_table
 from orchestrator.core.state import SweepState
+from orchestrator.http import LOOPBACK, read_endpoint
+from orchestrator.render import describe, headline, printable, summary, trial_table
 from stores.base import StoreError
 
 EXIT_OK = 0
@@ -188,7 +188,7 @@ def _stored(data: str) -> StoredEvent:
 
 async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
     """(event type, data) pairs from a text/event-stream body."""
-    kind, data = "message", []
+    kind, data = "message", list[str]()
     async for line in lines:
         if not line:
             if data:
@@ -312,7 +312,7 @@ class LiveTable:
     """The trial table, redrawn in place on a terminal with rich's Live (plain periodic prints otherwise). Its
     headline says when serve is not running."""
 
-    def __init__(self, stream: Any, interval: float | None, follower: "Follower | None" = None):
+    def __init__(self, stream: Any, interval: float | None, follower: Follower | None = None):
         self.stream = stream
         self.tty = stream.isatty()
         self.interval = interval

@@ -7,7 +7,8 @@ them: a local API server it started is stopped again (``sky api stop``), and it 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -42,7 +43,7 @@ def dry_run_report(config: SweepConfig, kind: str, say: Callable[[str], None]) -
         router = build_dispatcher(config.dispatcher_type, config.dispatcher_options)
     except DispatcherError as exc:
         raise ConfigError(str(exc)) from None
-    servers = {}
+    servers: dict[str, Any] = {}
     for name in {router.route("train"), router.route("eval")}:
         dispatcher = router.get(name)
         if hasattr(dispatcher, "api_server_running") and anyio.run(dispatcher.api_server_running) is False:

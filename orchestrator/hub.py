@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -142,7 +143,7 @@ class EventHub:
         return len(self._clients)
 
     # -- followers -------------------------------------------------------------------------------------------
-    def subscribe(self, since: int = 0) -> "Subscription":
+    def subscribe(self, since: int = 0) -> Subscription:
         """Every event with seq > ``since``, in order, exactly once: from the log, then live."""
         client = _Client(self.buffer_size)
         self._clients.add(client)
@@ -210,7 +211,7 @@ class Subscription:
     def close(self) -> None:
         self.hub._clients.discard(self._client)
 
-    async def __aenter__(self) -> "Subscription":
+    async def __aenter__(self) -> Subscription:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -15,8 +15,9 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -58,7 +59,7 @@ class SweepService:
         optimizer: Optimizer,
         subscribers: Sequence[Subscriber] = (),
         log_format: str = "human",
-        background: Sequence[Callable[["SweepService"], Awaitable[None]]] = (),
+        background: Sequence[Callable[[SweepService], Coroutine[Any, Any, None]]] = (),
     ):
         self.config = config
         self.store = store
@@ -124,7 +125,8 @@ class SweepService:
         if runs:
             raise StoreError(
                 f"the event log of sweep {self.config.sweep_name!r} is empty, but {len(runs)} job director"
-                f"{'y' if len(runs) == 1 else 'ies'} of it exist ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}"
+                f"{'y' if len(runs) == 1 else 'ies'} of it exist "
+                f"({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}"
                 f" in {self.config.sweep_dir}): its log was lost (events.db replaced or its -wal file deleted). "
                 "Restore events.db (with its events.db-wal, if any) from where it was copied, or move those "
                 "directories away to start the sweep afresh.",
@@ -329,6 +331,7 @@ class SweepService:
                 if handle is None:
                     return
             # A dispatcher that neither reports nor gives up this long after the job's own limit is presumed hung.
+            assert spec.timeout is not None  # job_spec always sets it (config.timeout)
             await self._watch(spec, handle, deadline=job.requested_at + spec.timeout + self.config.watch_grace)
         finally:
             self._watching.discard(job.key)

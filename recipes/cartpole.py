@@ -82,7 +82,7 @@ class TrainerConfig(Section):
     progress_interval: float = Field(2.0, ge=0, description="seconds between progress lines")
 
     @model_validator(mode="after")
-    def _batch(self) -> "TrainerConfig":
+    def _batch(self) -> TrainerConfig:
         if self.batch_size is None:
             return self
         if self.batch_size % self.num_envs:
@@ -206,7 +206,7 @@ def train(run: RunName, config: CartPoleConfig = CartPoleConfig(), train_dir: st
     save(model, steps)
     env.close()
     seconds = time.monotonic() - start
-    episodes = [info["r"] for info in model.ep_info_buffer]
+    episodes = [info["r"] for info in model.ep_info_buffer or ()]
     metrics: dict[str, Any] = {
         "train/timesteps": steps,
         "train/seconds": round(seconds, 3),

@@ -6,7 +6,8 @@ blocks the event loop. ``append`` returns only after the events are durable.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from orchestrator.core.events import Event, StoredEvent
 

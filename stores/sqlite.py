@@ -23,8 +23,8 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from orchestrator.core.events import Event, StoredEvent, event_from_json, event_to_json
 from stores.base import LeaseHeld, StoreError, disk_full
@@ -152,7 +152,8 @@ _MAX_SEQ = 2**63 - 1
 _WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
 
 _RECOVER = (
-    "To salvage what it still holds: `sqlite3 {path} .recover > fixed.sql` (sqlite3 3.29 or newer) writes every row SQLite can still read "
+    "To salvage what it still holds: `sqlite3 {path} .recover > fixed.sql` (sqlite3 3.29 or newer) "
+    "writes every row SQLite can still read "
     "as SQL statements; `sqlite3 events.new.db < fixed.sql` loads them into a new file; keep the damaged one aside "
     "and move events.new.db to {path}, then run the same command again."
 )

@@ -35,15 +35,17 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
 import structlog
 
 from orchestrator.core import events as ev
+from orchestrator.core.jobs import run_name
 from orchestrator.core.state import SweepState, TrialState, thaw
 from stores.wandb_client import RemoteRun, RunHandle, WandbClient, WandbError, redact, resolve_mode
 
@@ -681,13 +683,13 @@ def events_from_wandb(
     out: list[ev.Event] = [ev.SweepCreated(sweep=sweep, config=definition, ts=created or now)]
     last = max(trials, default=0)
     for number in range(1, last + 1):
-        run = trials.get(number)
-        if run is None:
-            name = f"{sweep}_trial_{number:04d}"
+        trial_run = trials.get(number)
+        if trial_run is None:
+            name = run_name(sweep, number)
             out.append(ev.TrialSuggested(trial=number, run=name, params={}, info={"restored_from": "wandb"}))
             out.append(ev.TrialFailed(trial=number, reason="no W&B run for this trial (never mirrored)"))
             continue
-        out.extend(_trial_events(number, run, train_dir, now))
+        out.extend(_trial_events(number, trial_run, train_dir, now))
     if sweep_run is not None and sweep_run.summary.get("sweep/finished") is True:
         best = sweep_run.summary.get("sweep/best_trial")
         out.append(ev.SweepFinished(best_trial=int(best) if isinstance(best, (int, float)) else None))

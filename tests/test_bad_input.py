@@ -20,8 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 
 from orchestrator import cli
 from orchestrator import run as recipe_runner
-from orchestrator.config import SweepConfig, load_config
+from orchestrator.config import load_config
 from orchestrator.logs import configure_logging
 from orchestrator.reducer import fold
 from orchestrator.runtime import build_service

@@ -101,14 +101,14 @@ async def test_is_a_dispatcher() -> None:
 async def test_output_progress_and_result_are_collected(tmp_path: Path) -> None:
     job = script(
         tmp_path,
-        f"""
+        """
         import os, sys
         from orchestrator.contract import format_progress, report_result
         print("hello from", os.getcwd(), os.environ["MY_VAR"])
         print("to stderr", file=sys.stderr)
         for i in range(1, 51):
             print(format_progress(i, 700.0, i * 1000.0, 50_000.0))
-        report_result({{"score": 0.93, "cost": 4.5, "metrics": {{"a": 1}}}})
+        report_result({"score": 0.93, "cost": 4.5, "metrics": {"a": 1}})
         print("partial last line", end="")
         """,
     )

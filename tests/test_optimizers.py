@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 import pytest
 
 from optimizers import Observation, ProteinConfig, make_optimizer

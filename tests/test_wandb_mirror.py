@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import anyio
 import pytest
-
 from fakes.wandb_files import read_offline_runs, segment_files
-from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, mirror_config, hermetic_wandb
+from fakes.wandb_helpers import LoopLag, check_mirrors, hermetic_wandb, make_mirror, mirror_config
 from fakes.wandb_script import METRIC, Log, definition, params, run_name, script
+
 from orchestrator import reducer
 from orchestrator.config import WandbSettings
 from stores.wandb import CURSOR_FILE, WandbMirror, flatten, resolve_mode, unflatten

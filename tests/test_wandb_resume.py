@@ -7,16 +7,15 @@ with an empty sweep dir, reads them back through the real ``wandb.Api`` (``WANDB
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anyio
 import pytest
-
 from fakes.wandb_files import read_offline_runs
-from fakes.wandb_helpers import make_mirror, hermetic_wandb
+from fakes.wandb_helpers import hermetic_wandb, make_mirror
 from fakes.wandb_script import METRIC, Log, definition, evaluate, params, run_name, script, suggest, train
 from fakes.wandb_server import FakeWandbServer, ServedRun
+
 from orchestrator import events as ev
 from orchestrator.config import WandbSettings, load_config
 from orchestrator.reducer import fold

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fakes.wandb_helpers import LoopLag, check_mirrors, hermetic_wandb, make_mirror
 
-from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, hermetic_wandb
 from orchestrator import reducer
 from orchestrator.config import load_config
 from orchestrator.runtime import build_service

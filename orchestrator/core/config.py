@@ -117,7 +117,7 @@ class SweepConfig(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _remote_bind_needs_token(self) -> "SweepConfig":
+    def _remote_bind_needs_token(self) -> SweepConfig:
         if self.http_host not in ("127.0.0.1", "localhost", "::1") and self.http_token is None:
             raise ValueError(f"http_host={self.http_host} exposes the sweep beyond this machine: set http_token")
         return self

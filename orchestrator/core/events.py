@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -122,21 +122,19 @@ class UnknownEvent(_Event):
 
 
 Event = Annotated[
-    Union[
-        SweepCreated,
-        SweepResumed,
-        TrialSuggested,
-        JobRequested,
-        JobSubmitted,
-        JobStarted,
-        JobProgress,
-        JobExited,
-        TrialCompleted,
-        TrialFailed,
-        SweepFinished,
-        SweepStopped,
-        UnknownEvent,
-    ],
+    SweepCreated
+    | SweepResumed
+    | TrialSuggested
+    | JobRequested
+    | JobSubmitted
+    | JobStarted
+    | JobProgress
+    | JobExited
+    | TrialCompleted
+    | TrialFailed
+    | SweepFinished
+    | SweepStopped
+    | UnknownEvent,
     Field(discriminator="type"),
 ]
 

@@ -6,7 +6,7 @@ runs); the log keeps everything. This fold recovers the rest, for ``status --all
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from orchestrator.core import events as ev
 from orchestrator.core.reducer import reduce

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from orchestrator.core.events import JobKind
 
@@ -87,4 +87,4 @@ class Exited:
     error: str | None = None
 
 
-JobUpdate = Union[Started, Progress, Output, Exited]
+JobUpdate = Started | Progress | Output | Exited

@@ -8,8 +8,9 @@ ignored, so replaying any prefix of any log is safe.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from functools import reduce as _fold
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from immutables import Map
 
@@ -49,7 +50,7 @@ def reduce(state: SweepState, event: ev.Event) -> SweepState:
     return new
 
 
-def _mark(index: Map, key: object, value: object) -> Map:
+def _mark(index: Map[Any, Any], key: object, value: object) -> Map[Any, Any]:
     """``index`` with ``key`` set to ``value``, or removed when ``value`` is None."""
     if value is not None:
         return index.set(key, value)
@@ -235,7 +236,7 @@ def _sweep_stopped(state: SweepState, e: ev.SweepStopped) -> SweepState | None:
     return _evolve(state, stopped=e.reason)
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[Any], Callable[[SweepState, Any], SweepState | None]] = {
     ev.SweepCreated: _sweep_created,
     ev.SweepResumed: _sweep_resumed,
     ev.TrialSuggested: _trial_suggested,

@@ -32,8 +32,9 @@ import pkgutil
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -115,7 +116,7 @@ def config_fields(model: type[BaseModel], prefix: str = "") -> dict[str, ConfigF
         if sub is not None and typing.get_origin(info.annotation) is None:
             out.update(config_fields(sub, path + "."))
             continue
-        annotation = info.annotation
+        annotation: Any = info.annotation
         if info.metadata:
             annotation = typing.Annotated[(annotation, *info.metadata)]
         required = info.is_required()

@@ -170,7 +170,7 @@ class OptimizingScheduler:
         return ev.JobRequested(
             key=job_key(trial.run, kind, attempt),
             trial=trial.trial,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             attempt=attempt,
             argv=argv,
             dispatcher=route[kind],

@@ -23,7 +23,7 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("state is immutable: build a new value instead")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(self.items()))
@@ -110,10 +110,10 @@ class SweepState:
     completed: int = 0
     failed: int = 0
     best: TrialState | None = None  # the best completed trial, by the sweep's goal
-    open_trials: Map = Map()  # trial number -> TrialState, for trials not yet completed or failed
+    open_trials: Map[int, TrialState] = Map()  # trial number -> TrialState, for trials not yet completed or failed
     recent: tuple[TrialState, ...] = ()  # the last RECENT_TRIALS ended trials, in the order they ended
-    job_trials: Map = Map()  # job key -> trial number, for every job of a trial in flight
-    running_jobs: Map = Map()  # job key -> None, for jobs not yet exited
+    job_trials: Map[str, int] = Map()  # job key -> trial number, for every job of a trial in flight
+    running_jobs: Map[str, None] = Map()  # job key -> None, for jobs not yet exited
     failure_streak: int = 0  # trials in a row (since the last completion or resume) that failed for one reason
     streak_reason: str | None = None  # that reason (orchestrator.failures.failure_key)
     stopped: str | None = None  # why the sweep stopped (SweepStopped), until it is resumed

@@ -33,9 +33,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sky import JobStatus
 from sky.jobs import ManagedJobStatus

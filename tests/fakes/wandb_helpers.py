@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio
 
-from orchestrator.core.config import WandbSettings
 from fakes.wandb_files import read_offline_runs
+from orchestrator.core.config import WandbSettings
 from orchestrator.core.history import all_trials
 from stores.sqlite import SQLiteStore
 from stores.wandb import WandbMirror, sweep_record, trial_record, unflatten

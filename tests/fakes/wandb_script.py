@@ -6,8 +6,9 @@ and hand each committed event and the folded state to the mirror, the way the se
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from orchestrator.core import events as ev
 from orchestrator.core.config import CONFIG_DIR, load_config

@@ -44,7 +44,7 @@ class ServedRun:
     created_at: float = 0.0
 
     @classmethod
-    def from_offline(cls, run: OfflineRun, entity: str, project: str) -> "ServedRun":
+    def from_offline(cls, run: OfflineRun, entity: str, project: str) -> ServedRun:
         keys = sorted({k for row in run.history for k in row})
         steps = [row["_step"] for row in run.history if "_step" in row]
         return cls(
@@ -142,7 +142,7 @@ class FakeWandbServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeWandbServer":
+    def start(self) -> FakeWandbServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -175,7 +175,7 @@ class FakeWandbServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "FakeWandbServer":
+    def __enter__(self) -> FakeWandbServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
