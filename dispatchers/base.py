@@ -40,3 +40,8 @@ class Dispatcher(Protocol):
     async def cancel(self, spec: JobSpec, handle: JobHandle) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class DispatcherError(Exception):
+    """A dispatcher name or option that cannot be used, or a dispatcher that misbehaved; the message names the
+    dispatcher and the fix."""

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from orchestrator.core.contract import ContractReader
+from orchestrator.core.files import write_atomic
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Started
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
@@ -135,7 +136,7 @@ class LocalDispatcher:
         d = self._dir_of(spec, handle)
         if (d / "exit.json").exists() or not (d / "claim").exists():
             return
-        _write_json_atomic(d / "stop.json", {"reason": "cancel", "at": time.time()})
+        write_atomic(d / "stop.json", json.dumps({"reason": "cancel", "at": time.time()}))
         await self._stop(d, handle)
 
     async def aclose(self) -> None:
@@ -291,7 +292,7 @@ class LocalDispatcher:
                 started = float(launcher.get("started_at") or 0.0)
                 if time.time() - started > spec.timeout + self.kill_grace + 5.0:
                     backstop_sent = True
-                    _write_json_atomic(d / "stop.json", {"reason": "timeout", "at": time.time()})
+                    write_atomic(d / "stop.json", json.dumps({"reason": "timeout", "at": time.time()}))
                     if _alive(launcher["job_pid"], launcher.get("job_ticks"), started):
                         _killpg(launcher["job_pid"], signal.SIGKILL)
 
@@ -433,12 +434,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from dispatchers.base import Dispatcher
+from dispatchers.base import Dispatcher, DispatcherError  # DispatcherError: also importable from here
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 ENTRY_POINT_GROUP = "orchestrator.dispatchers"
@@ -40,11 +40,6 @@ MODES: dict[str, dict[str, str]] = {
 
 T = TypeVar("T")
 _UPDATES = (Started, Progress, Output, Exited)
-
-
-class DispatcherError(Exception):
-    """A dispatcher name or option that cannot be used, or a dispatcher that misbehaved; the message names the
-    dispatcher and the fix."""
 
 
 def available() -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dispatchers.registry import DispatcherError
+from dispatchers.base import DispatcherError
 from orchestrator.core.contract import ContractReader
 from orchestrator.core.jobs import JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 

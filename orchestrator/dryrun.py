@@ -12,7 +12,8 @@ from typing import Any
 
 import anyio
 
-from dispatchers.registry import DispatcherError, build_dispatcher
+from dispatchers.base import DispatcherError
+from dispatchers.registry import build_dispatcher
 from orchestrator.core.config import ConfigError, SweepConfig
 from orchestrator.preflight import first_job, preflight
 from orchestrator.service import job_spec

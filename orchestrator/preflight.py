@@ -12,7 +12,8 @@ import re
 
 import anyio
 
-from dispatchers.registry import DispatcherError, build_dispatcher
+from dispatchers.base import DispatcherError
+from dispatchers.registry import build_dispatcher
 from optimizers.spaces import Space
 from orchestrator.core.config import ConfigError, SweepConfig
 from orchestrator.core.jobs import job_key, run_name

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatchers.registry import DispatcherError, build_dispatcher
+from dispatchers.base import DispatcherError
+from dispatchers.registry import build_dispatcher
 from optimizers import make_optimizer
 from orchestrator.core.config import ConfigError, SweepConfig
 from orchestrator.http import http_server

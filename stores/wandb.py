@@ -28,10 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +43,7 @@ import anyio.to_thread
 import structlog
 
 from orchestrator.core import events as ev
+from orchestrator.core.files import write_atomic
 from orchestrator.core.jobs import run_name
 from orchestrator.core.state import SweepState, TrialState, thaw
 from stores.wandb_client import RemoteRun, RunHandle, WandbClient, WandbError, redact, resolve_mode
@@ -255,23 +254,6 @@ _SWEEP_EVENTS = (
 
 
 # -- the cursor -----------------------------------------------------------------------------------------------
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"), sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # -- the mirror -----------------------------------------------------------------------------------------------
@@ -489,7 +471,7 @@ class WandbMirror:
         return data
 
     def _save_cursor(self) -> None:
-        _write_json_atomic(self.cursor_path, self._cursor)
+        write_atomic(self.cursor_path, json.dumps(self._cursor, separators=(",", ":"), sort_keys=True), durable=True)
 
     def _write_batch(self, batch: _Batch) -> None:
         with self._io_lock:
