@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from dispatchers.tail import Tail, decode
 from orchestrator.core.contract import ContractReader
 from orchestrator.core.files import write_atomic
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Started
@@ -36,8 +37,6 @@ LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 LOST_LAUNCHER = "the job's launcher died without recording an exit status"
 
 _LIVENESS_EVERY = 1.0  # seconds between two launcher liveness checks of one job
-_READ_CHUNK = 1 << 20  # bytes of output read per tick at most
-_MAX_LINE = 64 * 1024  # longer output lines are split
 _TAIL_LINES = 12  # output lines quoted in a failed job's error
 _HAVE_PROC = os.path.isdir("/proc/self")
 
@@ -240,7 +239,7 @@ class LocalDispatcher:
         if not (d / "claim").exists():
             yield Exited(None, error=f"no job {spec.key} was found in {d} (it was never started there)")
             return
-        tail = _Tail(d / "output.log")
+        tail = Tail(d / "output.log")
         last_lines: deque[str] = deque(maxlen=_TAIL_LINES)
         reader = ContractReader()
         launcher: dict[str, Any] | None = None
@@ -344,7 +343,7 @@ class LocalDispatcher:
                 error += _quote(last_lines, d / "output.log")
         return Exited(exit_code=code, result=result, duration=duration, error=error)
 
-    async def _lost(self, spec: JobSpec, d: Path, handle: JobHandle, tail: _Tail, last_lines: deque[str]) -> Exited:
+    async def _lost(self, spec: JobSpec, d: Path, handle: JobHandle, tail: Tail, last_lines: deque[str]) -> Exited:
         """The launcher is gone without exit.json: stop its orphaned job, if any, so nothing runs unsupervised."""
         launcher = _read_json(d / "launcher.json") or {}
         started = launcher.get("started_at") or handle.data.get("started_at")
@@ -369,61 +368,6 @@ class LocalDispatcher:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
-
-
-class _Tail:
-    """Incremental line reader of a growing file: a stat per call, reads only new bytes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.size = 0
-        self.buf = b""
-
-    def more(self) -> bool:
-        return self.offset < self.size
-
-    def read(self) -> list[str]:
-        try:
-            self.size = os.stat(self.path).st_size
-        except FileNotFoundError:
-            return []
-        if self.size < self.offset:  # replaced or truncated: start over
-            self.offset, self.buf = 0, b""
-        if self.size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(min(self.size - self.offset, _READ_CHUNK))
-        self.offset += len(data)
-        return self._split(data)
-
-    def flush(self) -> list[str]:
-        rest, self.buf = self.buf, b""
-        return [_decode(rest)] if rest else []
-
-    def read_all(self) -> list[str]:
-        lines = self.read()
-        while self.more():
-            lines += self.read()
-        return lines + self.flush()
-
-    def _split(self, data: bytes) -> list[str]:
-        buf = self.buf + data
-        hold = b""
-        if buf.endswith(b"\r"):  # may be the first half of \r\n
-            buf, hold = buf[:-1], b"\r"
-        parts = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self.buf = parts.pop() + hold
-        lines = [_decode(p) for p in parts]
-        while len(self.buf) > _MAX_LINE:
-            lines.append(_decode(self.buf[:_MAX_LINE]))
-            self.buf = self.buf[_MAX_LINE:]
-        return lines
-
-
-def _decode(b: bytes) -> str:
-    return b.decode("utf-8", errors="replace")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -502,6 +446,6 @@ def _tail_text(path: Path, limit: int = 2000) -> str:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - limit))
-            return _decode(f.read()).strip()
+            return decode(f.read()).strip()
     except OSError:
         return ""

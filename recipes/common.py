@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from orchestrator.core.contract import format_progress
 from orchestrator.core.files import write_atomic
-from orchestrator.core.runner import RecipeError, UsageError
+from orchestrator.core.recipe_values import RecipeError, UsageError
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)\.[A-Za-z0-9]+$")
 META_FILE = "meta.json"

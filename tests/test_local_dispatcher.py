@@ -14,7 +14,8 @@ import anyio
 import pytest
 
 from dispatchers.base import Dispatcher
-from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _proc_stat, _Tail
+from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _proc_stat
+from dispatchers.tail import Tail
 from orchestrator.jobs import Exited, JobSpec, Output, Progress, Started, job_key
 
 pytestmark = pytest.mark.anyio
@@ -348,7 +349,7 @@ async def test_hostile_argv_values_arrive_inert(tmp_path: Path) -> None:
 
 def test_tail_splits_lines_across_reads(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
-    tail = _Tail(path)
+    tail = Tail(path)
     assert tail.read() == []
     with open(path, "ab") as f:
         for chunk in (b"a\r", b"\nb", b"c\rd\n", "é".encode()[:1]):
