@@ -21,6 +21,7 @@ import anyio
 
 from orchestrator.core.events import StoredEvent
 from orchestrator.core.state import SweepState
+from orchestrator.core.subscriber import Subscriber
 
 PAGE = 2000  # events per catch-up read (and per batch handed to a client)
 RECENT = 4096  # events kept in memory so joining or lagging clients rarely touch the store
@@ -89,7 +90,7 @@ class _Client:
             self.wake.set()
 
 
-class EventHub:
+class EventHub(Subscriber):
     """A Subscriber that serves the event stream to many followers; see the module docstring."""
 
     def __init__(self, reader: LogReader, buffer_size: int = DEFAULT_BUFFER, keepalive: float = KEEPALIVE_SECONDS):

@@ -8,10 +8,10 @@ from dispatchers.base import DispatcherError
 from dispatchers.registry import build_dispatcher
 from optimizers import make_optimizer
 from orchestrator.core.config import ConfigError, SweepConfig
+from orchestrator.core.subscriber import Subscriber
 from orchestrator.http import http_server
 from orchestrator.hub import EventHub
 from orchestrator.service import SweepService
-from orchestrator.subscribers import Subscriber
 from stores.sqlite import SQLiteStore
 from stores.wandb import WandbMirror
 from stores.wandb_client import resolve_mode

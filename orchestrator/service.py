@@ -32,9 +32,9 @@ from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress,
 from orchestrator.core.reducer import reduce
 from orchestrator.core.scheduler import make_scheduler
 from orchestrator.core.state import JobState, SweepState, TrialState, thaw
+from orchestrator.core.subscriber import Subscriber
 from orchestrator.logs import get_logger
 from orchestrator.render import describe, short, summary, trial_table
-from orchestrator.subscribers import Subscriber
 from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
@@ -160,10 +160,10 @@ class SweepService:
         self.state, self.last_seq = await anyio.to_thread.run_sync(fold_log, limiter=self._store_limiter)
 
     def _catching_up(self) -> list[tuple[Subscriber, int]]:
-        """Subscribers that want the logged events after their own cursor (see ``orchestrator.subscribers``)."""
+        """Subscribers that want the logged events after their own cursor (see ``orchestrator.core.subscriber``)."""
         out = []
         for sub in self.subscribers:
-            after = getattr(sub, "catch_up_from", lambda: None)()
+            after = sub.catch_up_from()
             if after is not None:
                 out.append((sub, after))
         return out
@@ -185,9 +185,7 @@ class SweepService:
     async def _drain_subscribers(self) -> None:
         with anyio.move_on_after(30):
             for sub in self.subscribers:
-                drain = getattr(sub, "drain", None)
-                if drain is not None:
-                    await drain()
+                await sub.drain()
 
     # -- the loop ------------------------------------------------------------------------------------------
     async def _main_loop(self) -> None:

@@ -44,6 +44,7 @@ import structlog
 from orchestrator.core import events as ev
 from orchestrator.core.files import write_atomic
 from orchestrator.core.state import SweepState, TrialState
+from orchestrator.core.subscriber import Subscriber
 from stores.wandb_client import RunHandle, WandbClient, WandbError, redact, resolve_mode
 from stores.wandb_records import _SWEEP_EVENTS, RunRecord, _trial_of, flatten, sweep_record, trial_record, unflatten
 from stores.wandb_restore import events_from_wandb, restore_log_from_wandb
@@ -85,8 +86,8 @@ class _Batch:
     sweep_done: bool = False
 
 
-class WandbMirror:
-    """A :class:`~orchestrator.subscribers.Subscriber` that mirrors the sweep to W&B (see the module docstring).
+class WandbMirror(Subscriber):
+    """A :class:`~orchestrator.core.subscriber.Subscriber` that mirrors the sweep to W&B (see the module docstring).
 
     ``config`` needs ``sweep_name`` and ``wandb`` (a ``WandbSettings``); a ``SweepConfig`` will do. With
     ``wandb.mode == "disabled"`` the mirror does nothing.
