@@ -153,10 +153,10 @@ class Follower:
             return False
 
         def read() -> list[StoredEvent]:
-            from stores.sqlite import SQLiteStore
+            from stores.factory import open_store
 
             try:
-                store = SQLiteStore(db)
+                store = open_store(db)
             except StoreError as exc:
                 if exc.kind == "damaged":
                     raise

@@ -179,11 +179,11 @@ def resolve_config(
 
 def _stored_definition(db: Path) -> dict[str, Any] | None:
     """The definition a sweep was created with, from its local event log; None when there is none."""
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
 
     if not _exists(db, "train_dir"):
         return None
-    store = SQLiteStore(db)
+    store = open_store(db)
     try:
         first = next(store.read(0), None)
     finally:
@@ -193,11 +193,11 @@ def _stored_definition(db: Path) -> dict[str, Any] | None:
 
 def _restore_from_wandb(wandb: WandbSettings, sweep: str, db: Path) -> dict[str, Any] | None:
     """A new machine: rebuild the local log from the sweep's W&B group, then go on as if it had always been here."""
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
     from stores.wandb import restore_log_from_wandb
     from stores.wandb_client import WandbError
 
-    store = SQLiteStore(db)
+    store = open_store(db)
     try:
         restored = restore_log_from_wandb(wandb, sweep, store, "train_dir")
     except WandbError as exc:
@@ -269,12 +269,12 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from orchestrator.core.history import all_trials
     from orchestrator.core.reducer import fold
     from orchestrator.render import headline, trial_table
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
 
     db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
     if not _exists(db, "--train-dir"):
         raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
-    store = SQLiteStore(db)
+    store = open_store(db)
     trials = None
     try:
         if ns.all:
