@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-optimizer bench-loop clean
+.PHONY: install demo lint test bench-optimizer bench-loop clean
 
 install: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m orchestrator serve --sweep demo --args sweep_name=demo_$$(date +%m%d_%H%M%S) --log-format human
 
-test: $(STAMP)
+# ruff (lint, format check), mypy (strict on orchestrator/core, see pyproject.toml), the dependency rule, no cycles.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy orchestrator dispatchers stores recipes
+	$(VENV)/bin/lint-imports
+	$(PY) .ci/import_cycles.py
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q tests
 
 bench-optimizer: $(STAMP)

@@ -137,7 +137,11 @@ def _measure(clients: int, trials: int, popen, tmp: Path, gate: Path) -> dict:
     (tmp / "sweep.toml").write_text(SWEEP.format(trials=trials, python=PY, job=tmp / "job.py"))
     serve = popen(
         [PY, "-m", "orchestrator", "serve", "--sweep", "bench", "--config", "sweep.toml", "--log-format", "human"],
-        cwd=tmp, env=env(), stdout=subprocess.PIPE, text=True, bufsize=1,
+        cwd=tmp,
+        env=env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
     )
     serve_out = Lines(serve.stdout)
     endpoint = tmp / "train_dir" / "bench" / "endpoint.json"
@@ -149,7 +153,11 @@ def _measure(clients: int, trials: int, popen, tmp: Path, gate: Path) -> dict:
             followers.append(
                 popen(
                     [PY, "-m", "orchestrator", "attach", "--sweep", "bench", *extra],
-                    cwd=tmp, env=env(), stdout=subprocess.PIPE, text=True, bufsize=1,
+                    cwd=tmp,
+                    env=env(),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    bufsize=1,
                 )
             )
     attach_json, attach_out = (Lines(f.stdout) for f in followers) if followers else (None, None)

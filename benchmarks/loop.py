@@ -6,7 +6,8 @@
 Optuna runs fewer trials than we do because it is slow here (70 trials/s with SQLite storage on a quiet machine,
 10 on a loaded one: 10,000 could take a quarter of an hour). Its rate is about steady over a study (the summary
 shows its delay over the first and second half), and so is ours (our state does not grow with the sweep), so
-comparing our 10,000-trial rate with its 2,000-trial rate favours neither; nothing is extrapolated. ``--peer-trials 10000`` runs it in full.
+comparing our 10,000-trial rate with its 2,000-trial rate favours neither; nothing is extrapolated.
+``--peer-trials 10000`` runs it in full.
 
 The W&B mirror is off in every part (``wandb.mode = "disabled"``): it is a buffered subscriber, measured on its
 own in its tests, and mirroring 10,000 trials to offline runs would measure W&B, not the loop.
@@ -50,8 +51,9 @@ import tempfile
 import time
 from array import array
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,7 +92,7 @@ class InstantDispatcher:
     name = "instant"
 
     def __init__(self, mark_trial: int, parallel: int) -> None:
-        from orchestrator.jobs import Exited, JobHandle, Started
+        from orchestrator.core.jobs import Exited, JobHandle, Started
 
         self._types = (Exited, JobHandle, Started)
         self.mark_trial = mark_trial
@@ -136,7 +138,7 @@ class InstantDispatcher:
 
 
 def sweep_config(name: str, trials: int, train_dir: Path, parallel: int = 8, **fields: Any) -> Any:
-    from orchestrator.config import SweepConfig
+    from orchestrator.core.config import SweepConfig
 
     return SweepConfig(
         sweep_name=name,
@@ -170,7 +172,7 @@ def fsync_floor(directory: Path, n: int = 200) -> list[float]:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE t (x TEXT)")
     out = []
-    for i in range(n):
+    for _ in range(n):
         t0 = time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         db.execute("INSERT INTO t VALUES (?)", ("x" * 300,))
@@ -229,7 +231,10 @@ def part_optuna(trials: int, workdir: Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = workdir / "optuna.db"
     study = optuna.create_study(
-        study_name="bench", storage=f"sqlite:///{db}", sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize"
+        study_name="bench",
+        storage=f"sqlite:///{db}",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        direction="maximize",
     )
     starts: list[float] = []
     ends: list[float] = []
@@ -291,8 +296,20 @@ def startup(ours_db: Path, optuna_db: Path, workdir: Path) -> dict[str, Any]:
     store.close()
     train_dir = ours_db.parent.parent
     ours, out = timed_process(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "bench", "--train-dir", str(train_dir),
-         "--log-format", "json", "--overrides", "wandb.mode=disabled"],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            "bench",
+            "--train-dir",
+            str(train_dir),
+            "--log-format",
+            "json",
+            "--overrides",
+            "wandb.mode=disabled",
+        ],
         cwd=workdir,
     )
     assert "SWEEP SUMMARY" in out
@@ -331,7 +348,18 @@ def part_watch(jobs: int, sleep: float, window: float, workdir: Path) -> dict[st
     (workdir / "watch.toml").write_text(_toml(config))
     env = env_with_root()
     env["SLEEP_JOB_SECONDS"] = str(sleep)
-    argv = [sys.executable, "-m", "orchestrator", "serve", "--sweep", "watch", "--config", "watch.toml", "--log-format", "json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "serve",
+        "--sweep",
+        "watch",
+        "--config",
+        "watch.toml",
+        "--log-format",
+        "json",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     serve = psutil.Process(proc.pid)
@@ -424,8 +452,10 @@ def main() -> int:
     trials = ns.trials or (2_000 if ns.quick else 10_000)
     peer_trials = ns.peer_trials or (500 if ns.quick else 2_000)
     jobs = ns.jobs or (100 if ns.quick else 500)
-    print(f"benchmarks/loop.py: {trials:,} of our trials, {peer_trials:,} of Optuna's, {jobs} real jobs; "
-          f"{os.cpu_count()} cores, shared (compare ratios)")
+    print(
+        f"benchmarks/loop.py: {trials:,} of our trials, {peer_trials:,} of Optuna's, {jobs} real jobs; "
+        f"{os.cpu_count()} cores, shared (compare ratios)"
+    )
     with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
         work = Path(tmp)
         for d in ("ours", "nosync", "optuna", "watch"):
@@ -447,7 +477,7 @@ def main() -> int:
     ours_tps = ours["trials"] / ours["wall"]
     peer_tps = peer["trials"] / peer["wall"]
     d_no, d_opt, d_peer = ms(ours["delay_no_opt"]), ms(ours["delay_opt"]), ms(peer["delay"])
-    n_no, n_opt = ms(nosync["delay_no_opt"]), ms(nosync["delay_opt"])
+    n_no = ms(nosync["delay_no_opt"])
     floor = ms(ours["fsync"])
     med, p99 = statistics.median, lambda v: percentile(v, 99)
 
@@ -455,19 +485,87 @@ def main() -> int:
         return (r["rss_end"] - r["rss_mark"]) * 1000 / (r["trials"] - r["mark"])
 
     rows: list[tuple[str, str, str, str, str]] = [
-        ("trials/s, whole loop, durable SQLite log", f"{ours_tps:,.0f}", f"{peer_tps:,.1f}", fmt_ratio(ours_tps / peer_tps), TARGETS["throughput"]),
-        ("job end -> next dispatch, median, no optimizer", f"{med(d_no):.2f} ms", f"{med(d_peer):.1f} ms", fmt_ratio(med(d_peer) / med(d_no)), TARGETS["delay"]),
-        ("job end -> next dispatch, p99, no optimizer", f"{p99(d_no):.2f} ms", f"{p99(d_peer):.1f} ms", fmt_ratio(p99(d_peer) / p99(d_no)), TARGETS["delay"]),
-        ("job end -> next dispatch, median, with optimizer", f"{med(d_opt):.2f} ms", f"{med(d_peer):.1f} ms", fmt_ratio(med(d_peer) / med(d_opt)), "-"),
-        ("job end -> next dispatch, p99, with optimizer", f"{p99(d_opt):.2f} ms", f"{p99(d_peer):.1f} ms", fmt_ratio(p99(d_peer) / p99(d_opt)), "-"),
-        ("  same, no optimizer, synchronous=NORMAL: median / p99", f"{med(n_no):.2f} / {p99(n_no):.2f} ms", "-", "-", "(diagnostic)"),
-        ("  one SQLite commit, synchronous=FULL: median / p99", f"{med(floor):.2f} / {p99(floor):.2f} ms", "-", "-", "(the disk's floor)"),
-        (f"RSS at trial {ours['mark']:,} -> end", f"{ours['rss_mark']:.0f} -> {ours['rss_end']:.0f} MB", f"{peer['rss_mark']:.0f} -> {peer['rss_end']:.0f} MB", "-", TARGETS["memory"]),
-        ("RSS growth per 1,000 trials", f"{growth(ours):.2f} MB", f"{growth(peer):.2f} MB", fmt_ratio(growth(peer) / growth(ours)) if growth(ours) > 0 else "-", TARGETS["memory"]),
-        (f"start-up, whole process, {up['events']:,}-event log", f"{up['ours']:.2f} s", f"{up['peer']:.2f} s", fmt_ratio(up["peer"] / up["ours"]), TARGETS["startup"]),
+        (
+            "trials/s, whole loop, durable SQLite log",
+            f"{ours_tps:,.0f}",
+            f"{peer_tps:,.1f}",
+            fmt_ratio(ours_tps / peer_tps),
+            TARGETS["throughput"],
+        ),
+        (
+            "job end -> next dispatch, median, no optimizer",
+            f"{med(d_no):.2f} ms",
+            f"{med(d_peer):.1f} ms",
+            fmt_ratio(med(d_peer) / med(d_no)),
+            TARGETS["delay"],
+        ),
+        (
+            "job end -> next dispatch, p99, no optimizer",
+            f"{p99(d_no):.2f} ms",
+            f"{p99(d_peer):.1f} ms",
+            fmt_ratio(p99(d_peer) / p99(d_no)),
+            TARGETS["delay"],
+        ),
+        (
+            "job end -> next dispatch, median, with optimizer",
+            f"{med(d_opt):.2f} ms",
+            f"{med(d_peer):.1f} ms",
+            fmt_ratio(med(d_peer) / med(d_opt)),
+            "-",
+        ),
+        (
+            "job end -> next dispatch, p99, with optimizer",
+            f"{p99(d_opt):.2f} ms",
+            f"{p99(d_peer):.1f} ms",
+            fmt_ratio(p99(d_peer) / p99(d_opt)),
+            "-",
+        ),
+        (
+            "  same, no optimizer, synchronous=NORMAL: median / p99",
+            f"{med(n_no):.2f} / {p99(n_no):.2f} ms",
+            "-",
+            "-",
+            "(diagnostic)",
+        ),
+        (
+            "  one SQLite commit, synchronous=FULL: median / p99",
+            f"{med(floor):.2f} / {p99(floor):.2f} ms",
+            "-",
+            "-",
+            "(the disk's floor)",
+        ),
+        (
+            f"RSS at trial {ours['mark']:,} -> end",
+            f"{ours['rss_mark']:.0f} -> {ours['rss_end']:.0f} MB",
+            f"{peer['rss_mark']:.0f} -> {peer['rss_end']:.0f} MB",
+            "-",
+            TARGETS["memory"],
+        ),
+        (
+            "RSS growth per 1,000 trials",
+            f"{growth(ours):.2f} MB",
+            f"{growth(peer):.2f} MB",
+            fmt_ratio(growth(peer) / growth(ours)) if growth(ours) > 0 else "-",
+            TARGETS["memory"],
+        ),
+        (
+            f"start-up, whole process, {up['events']:,}-event log",
+            f"{up['ours']:.2f} s",
+            f"{up['peer']:.2f} s",
+            fmt_ratio(up["peer"] / up["ours"]),
+            TARGETS["startup"],
+        ),
     ]
     if watch is not None:
-        rows.append((f"serve CPU with {watch['running']} real jobs running", f"{watch['cpu_pct']:.1f}% of a core", "-", "-", TARGETS["cpu"]))
+        rows.append(
+            (
+                f"serve CPU with {watch['running']} real jobs running",
+                f"{watch['cpu_pct']:.1f}% of a core",
+                "-",
+                "-",
+                TARGETS["cpu"],
+            )
+        )
     header = ("metric", f"ours ({trials:,} trials)", f"Optuna ({peer_trials:,} trials)", "ratio", "target")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
@@ -479,16 +577,22 @@ def main() -> int:
     print()
     half = len(peer["delay"]) // 2
     first, second = peer["delay"][:half], peer["delay"][half:]
-    print(f"ratio: how many times better ours is (above 1: ours is better). Our log: {ours['events']:,} events "
-          f"in {ours['wall']:.1f} s; Optuna: {peer['wall']:.1f} s.")
-    print(f"Optuna's delay is one objective's return to the next one's start (tell, ask, sample: it has no job to "
-          f"dispatch); median {1e3 * med(first):.1f} ms over its first half, {1e3 * med(second):.1f} ms over its "
-          f"second.")
+    print(
+        f"ratio: how many times better ours is (above 1: ours is better). Our log: {ours['events']:,} events "
+        f"in {ours['wall']:.1f} s; Optuna: {peer['wall']:.1f} s."
+    )
+    print(
+        f"Optuna's delay is one objective's return to the next one's start (tell, ask, sample: it has no job to "
+        f"dispatch); median {1e3 * med(first):.1f} ms over its first half, {1e3 * med(second):.1f} ms over its "
+        f"second."
+    )
     print(f"Start-up: a bare `python -c pass` takes {up['python']:.2f} s here; best of 3 runs each.")
     if watch is not None:
-        print(f"Real jobs: all {watch['running']} running {watch['ramp']:.1f} s after serve started; CPU over "
-              f"{watch['window']:.1f} s ({watch['ended_in_window']} ended inside the window); serve RSS "
-              f"{watch['rss']:.0f} MB; the whole sweep ({2 * watch['jobs']} jobs) took {watch['total']:.1f} s.")
+        print(
+            f"Real jobs: all {watch['running']} running {watch['ramp']:.1f} s after serve started; CPU over "
+            f"{watch['window']:.1f} s ({watch['ended_in_window']} ended inside the window); serve RSS "
+            f"{watch['rss']:.0f} MB; the whole sweep ({2 * watch['jobs']} jobs) took {watch['total']:.1f} s."
+        )
     return 0
 
 

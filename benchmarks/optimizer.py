@@ -188,8 +188,10 @@ def time_suggestion(method: str, n: int, seed: int = 0) -> float:
     study = optuna.create_study(direction="minimize", sampler=sampler)
     dists = {n_: optuna.distributions.FloatDistribution(0.0, 1.0) for n_ in names}
     study.add_trials(
-        [optuna.trial.create_trial(params=dict(zip(names, map(float, x))), distributions=dists, value=float(y))
-         for x, y in zip(X, Y)]
+        [
+            optuna.trial.create_trial(params=dict(zip(names, map(float, x))), distributions=dists, value=float(y))
+            for x, y in zip(X, Y)
+        ]
     )
     t = time.perf_counter()
     study.ask(dists)
@@ -241,15 +243,23 @@ def main() -> None:
             time_suggestion(m, 20)  # warm up: imports and first-call costs are not a suggestion's
         for n in sizes:
             t = {m: time_suggestion(m, n) for m in ("protein", "tpe", "gpsampler")}
-            print(f"| {n} | {t['protein']:.3f} | {t['tpe']:.3f} | {t['gpsampler']:.2f} | "
-                  f"{t['gpsampler'] / t['protein']:.1f}x |", flush=True)
+            print(
+                f"| {n} | {t['protein']:.3f} | {t['tpe']:.3f} | {t['gpsampler']:.2f} | "
+                f"{t['gpsampler'] / t['protein']:.1f}x |",
+                flush=True,
+            )
     print(f"\ntotal {time.time() - started:.0f} s")
 
 
 def report(problems, methods, seeds, jobs, traces) -> None:
     print("Median simple regret (interquartile range) at the trial budget; ratio = peer median / ours.\n")
-    header = "| function | budget | " + " | ".join(methods) + " | " + " | ".join(
-        f"{m}/ours" for m in methods if m != "protein") + " |"
+    header = (
+        "| function | budget | "
+        + " | ".join(methods)
+        + " | "
+        + " | ".join(f"{m}/ours" for m in methods if m != "protein")
+        + " |"
+    )
     print(header)
     print("|" + " --- |" * (2 + len(methods) + len(methods) - 1))
     for p in problems:
@@ -260,18 +270,25 @@ def report(problems, methods, seeds, jobs, traces) -> None:
                 med[m] = float(np.median(r))
                 q1, q3 = np.percentile(r, [25, 75])
                 cells.append(f"{fmt(med[m])} ({fmt(q1)}-{fmt(q3)})")
-            ratios = [fmt(med[m] / med["protein"]) if med["protein"] > 0 else "inf"
-                      for m in methods if m != "protein"] if "protein" in methods else []
+            ratios = (
+                [fmt(med[m] / med["protein"]) if med["protein"] > 0 else "inf" for m in methods if m != "protein"]
+                if "protein" in methods
+                else []
+            )
             print(f"| {p.name} | {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    tsug = {m: np.mean([traces[j]["suggest_time"] / max(1, len(traces[j]["values"])) for j in jobs if j[1] == m])
-            for m in methods}
+    tsug = {
+        m: np.mean([traces[j]["suggest_time"] / max(1, len(traces[j]["values"])) for j in jobs if j[1] == m])
+        for m in methods
+    }
     print("\nMean time per suggestion during the runs: " + ", ".join(f"{m} {tsug[m]:.3f} s" for m in methods))
 
 
 def _scorers(p: Problem):
     if p.cost_aware:
-        return [(f"{p.budget} trials", lambda tr: regret_at_trials(tr, p.budget)),
-                (f"cost {COST_BUDGET:g}", lambda tr: regret_at_cost(tr, COST_BUDGET))]
+        return [
+            (f"{p.budget} trials", lambda tr: regret_at_trials(tr, p.budget)),
+            (f"cost {COST_BUDGET:g}", lambda tr: regret_at_cost(tr, COST_BUDGET)),
+        ]
     return [(f"{p.budget} trials", lambda tr: regret_at_trials(tr, p.budget))]
 
 

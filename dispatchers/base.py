@@ -15,15 +15,20 @@ Contract:
 - ``cancel(spec, handle)`` stops the job; it is safe on a job that already ended.
 - ``aclose()`` releases the dispatcher's resources; running jobs keep running.
 
+Optional hooks, each a small protocol of its own so the CLI asks ``isinstance(d, DryRun)`` rather than probing
+for a name: ``DryRun.dry_run(spec)`` describes what ``submit`` would do without doing it (``dryrun``);
+``LocalApiServer`` is a dispatcher backed by a local server a dry run may start and must stop again (SkyPilot).
+
 Any exception from a dispatcher, or a ``watch`` that hangs past the job's timeout, becomes a failed job with the
 exception's message as the reason; the service itself lives on.
 """
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
-from orchestrator.jobs import JobHandle, JobSpec, JobUpdate
+from orchestrator.core.jobs import JobHandle, JobSpec, JobUpdate
 
 
 @runtime_checkable
@@ -39,3 +44,22 @@ class Dispatcher(Protocol):
     async def cancel(self, spec: JobSpec, handle: JobHandle) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class DryRun(Protocol):
+    async def dry_run(self, spec: JobSpec) -> str:
+        """What submitting ``spec`` would do; ValueError with the reason when it could not run."""
+        ...
+
+
+@runtime_checkable
+class LocalApiServer(Protocol):
+    async def api_server_running(self) -> bool | None: ...
+
+    async def stop_api_server(self) -> None: ...
+
+
+class DispatcherError(Exception):
+    """A dispatcher name or option that cannot be used, or a dispatcher that misbehaved; the message names the
+    dispatcher and the fix."""

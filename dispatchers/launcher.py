@@ -215,8 +215,14 @@ def main(args: list[str] | None = None) -> int:
             write_json_atomic(path("launcher.json"), info)
             write_json_atomic(
                 path("exit.json"),
-                {"exit_code": None, "signal": None, "ended_at": time.time(), "duration": 0.0,
-                 "timed_out": False, "error": "cancelled before it started"},
+                {
+                    "exit_code": None,
+                    "signal": None,
+                    "ended_at": time.time(),
+                    "duration": 0.0,
+                    "timed_out": False,
+                    "error": "cancelled before it started",
+                },
             )
             return 1
         except (OSError, ValueError) as exc:
@@ -227,8 +233,14 @@ def main(args: list[str] | None = None) -> int:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             write_json_atomic(
                 path("exit.json"),
-                {"exit_code": code, "signal": None, "ended_at": time.time(), "duration": 0.0,
-                 "timed_out": False, "error": msg},
+                {
+                    "exit_code": code,
+                    "signal": None,
+                    "ended_at": time.time(),
+                    "duration": 0.0,
+                    "timed_out": False,
+                    "error": msg,
+                },
             )
             return code
     state["job"] = job
@@ -249,8 +261,14 @@ def main(args: list[str] | None = None) -> int:
         kill_orphans()
     write_json_atomic(
         path("exit.json"),
-        {"exit_code": rc, "signal": -rc if rc < 0 else None, "ended_at": time.time(), "duration": duration,
-         "timed_out": state["timed_out"], "error": None},
+        {
+            "exit_code": rc,
+            "signal": -rc if rc < 0 else None,
+            "ended_at": time.time(),
+            "duration": duration,
+            "timed_out": state["timed_out"],
+            "error": None,
+        },
     )
     return rc if rc >= 0 else 128 - rc
 

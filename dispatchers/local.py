@@ -14,7 +14,6 @@ bytes, and a poll interval that backs off while nothing changes (up to ``poll_in
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import shutil
@@ -23,21 +22,21 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 
-from orchestrator.contract import RESULT_TAG, parse_progress, parse_result_line
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from dispatchers.tail import Tail, decode
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.files import write_atomic
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Started
 
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 LOST_LAUNCHER = "the job's launcher died without recording an exit status"
 
-_PROGRESS_EVERY = 1.0  # seconds between two Progress updates of one job
 _LIVENESS_EVERY = 1.0  # seconds between two launcher liveness checks of one job
-_READ_CHUNK = 1 << 20  # bytes of output read per tick at most
-_MAX_LINE = 64 * 1024  # longer output lines are split
 _TAIL_LINES = 12  # output lines quoted in a failed job's error
 _HAVE_PROC = os.path.isdir("/proc/self")
 
@@ -136,7 +135,7 @@ class LocalDispatcher:
         d = self._dir_of(spec, handle)
         if (d / "exit.json").exists() or not (d / "claim").exists():
             return
-        _write_json_atomic(d / "stop.json", {"reason": "cancel", "at": time.time()})
+        write_atomic(d / "stop.json", json.dumps({"reason": "cancel", "at": time.time()}))
         await self._stop(d, handle)
 
     async def aclose(self) -> None:
@@ -149,7 +148,8 @@ class LocalDispatcher:
         found = shutil.which(program, path=os.environ.get("PATH")) if os.sep not in program else program
         if not found or not os.access(found, os.X_OK):
             raise ValueError(f"command: {program!r} is not an executable program here (check the sweep's `command`)")
-        return f"{spec.key} would run in {spec.cwd}:\n  {shlex.join(spec.argv)}\nlogs in {Path(spec.log_dir) / f'{spec.kind}.{spec.attempt}'}"
+        logs = Path(spec.log_dir) / f"{spec.kind}.{spec.attempt}"
+        return f"{spec.key} would run in {spec.cwd}:\n  {shlex.join(spec.argv)}\nlogs in {logs}"
 
     # -- internals --------------------------------------------------------------------------------------------
 
@@ -218,8 +218,8 @@ class LocalDispatcher:
         delay = 0.01
         while not (d / "exit.json").exists():
             now = time.monotonic()
-            launcher = _read_json(d / "launcher.json")
-            job_pid = launcher.get("job_pid") if launcher else None
+            launcher = _read_json(d / "launcher.json") or {}
+            job_pid: int = launcher.get("job_pid") or 0
             job_alive = bool(job_pid) and _alive(job_pid, launcher.get("job_ticks"), launcher.get("started_at"))
             if job_alive and not termed:
                 _killpg(job_pid, signal.SIGTERM)
@@ -239,13 +239,11 @@ class LocalDispatcher:
         if not (d / "claim").exists():
             yield Exited(None, error=f"no job {spec.key} was found in {d} (it was never started there)")
             return
-        tail = _Tail(d / "output.log")
+        tail = Tail(d / "output.log")
         last_lines: deque[str] = deque(maxlen=_TAIL_LINES)
-        result_line: str | None = None
+        reader = ContractReader()
         launcher: dict[str, Any] | None = None
         claim: dict[str, Any] | None = None
-        pending: Progress | None = None
-        progress_at = -math.inf
         next_liveness = time.monotonic() + _LIVENESS_EVERY
         backstop_sent = False
         interval = self._min_interval
@@ -266,24 +264,15 @@ class LocalDispatcher:
                 for line in lines:
                     changed = True
                     last_lines.append(line)
-                    if RESULT_TAG in line:
-                        result_line = line
-                    yield Output(line)
-                    if "Epoch" in line and (parsed := parse_progress(line)) is not None:
-                        pending = Progress(*parsed)
-                        if time.monotonic() - progress_at >= _PROGRESS_EVERY:
-                            yield pending
-                            pending, progress_at = None, time.monotonic()
+                    for update in reader.read(line):
+                        yield update
                 if exit_info is None or not tail.more():
                     break
                 await anyio.sleep(0)
-            if pending is not None and (exit_info is not None or time.monotonic() - progress_at >= _PROGRESS_EVERY):
-                yield pending
-                pending, progress_at = None, time.monotonic()
 
             if exit_info is not None:
                 await self._reap_launcher(launcher)
-                yield self._exited(spec, d, exit_info, launcher, result_line, last_lines)
+                yield self._exited(spec, d, exit_info, launcher, reader, last_lines)
                 return
 
             now = time.monotonic()
@@ -302,7 +291,7 @@ class LocalDispatcher:
                 started = float(launcher.get("started_at") or 0.0)
                 if time.time() - started > spec.timeout + self.kill_grace + 5.0:
                     backstop_sent = True
-                    _write_json_atomic(d / "stop.json", {"reason": "timeout", "at": time.time()})
+                    write_atomic(d / "stop.json", json.dumps({"reason": "timeout", "at": time.time()}))
                     if _alive(launcher["job_pid"], launcher.get("job_ticks"), started):
                         _killpg(launcher["job_pid"], signal.SIGKILL)
 
@@ -329,17 +318,13 @@ class LocalDispatcher:
         d: Path,
         info: dict[str, Any],
         launcher: dict[str, Any] | None,
-        result_line: str | None,
+        reader: ContractReader,
         last_lines: deque[str],
     ) -> Exited:
         code = info.get("exit_code")
         duration = float(info.get("duration") or 0.0)
-        result, errors = None, []
-        if result_line is not None:
-            try:
-                result = parse_result_line(result_line)
-            except ValueError as exc:
-                errors.append(f"malformed SWEEP_RESULT line: {exc}: {result_line.strip()[:300]}")
+        result, bad_result = reader.result()
+        errors = [bad_result] if bad_result else []
         stop = _read_json(d / "stop.json") or {}
         failed = code != 0
         if info.get("timed_out") or (stop.get("reason") == "timeout" and failed):
@@ -358,9 +343,7 @@ class LocalDispatcher:
                 error += _quote(last_lines, d / "output.log")
         return Exited(exit_code=code, result=result, duration=duration, error=error)
 
-    async def _lost(
-        self, spec: JobSpec, d: Path, handle: JobHandle, tail: _Tail, last_lines: deque[str]
-    ) -> Exited:
+    async def _lost(self, spec: JobSpec, d: Path, handle: JobHandle, tail: Tail, last_lines: deque[str]) -> Exited:
         """The launcher is gone without exit.json: stop its orphaned job, if any, so nothing runs unsupervised."""
         launcher = _read_json(d / "launcher.json") or {}
         started = launcher.get("started_at") or handle.data.get("started_at")
@@ -387,61 +370,6 @@ class LocalDispatcher:
 # -- helpers -----------------------------------------------------------------------------------------------------
 
 
-class _Tail:
-    """Incremental line reader of a growing file: a stat per call, reads only new bytes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.size = 0
-        self.buf = b""
-
-    def more(self) -> bool:
-        return self.offset < self.size
-
-    def read(self) -> list[str]:
-        try:
-            self.size = os.stat(self.path).st_size
-        except FileNotFoundError:
-            return []
-        if self.size < self.offset:  # replaced or truncated: start over
-            self.offset, self.buf = 0, b""
-        if self.size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(min(self.size - self.offset, _READ_CHUNK))
-        self.offset += len(data)
-        return self._split(data)
-
-    def flush(self) -> list[str]:
-        rest, self.buf = self.buf, b""
-        return [_decode(rest)] if rest else []
-
-    def read_all(self) -> list[str]:
-        lines = self.read()
-        while self.more():
-            lines += self.read()
-        return lines + self.flush()
-
-    def _split(self, data: bytes) -> list[str]:
-        buf = self.buf + data
-        hold = b""
-        if buf.endswith(b"\r"):  # may be the first half of \r\n
-            buf, hold = buf[:-1], b"\r"
-        parts = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self.buf = parts.pop() + hold
-        lines = [_decode(p) for p in parts]
-        while len(self.buf) > _MAX_LINE:
-            lines.append(_decode(self.buf[:_MAX_LINE]))
-            self.buf = self.buf[_MAX_LINE:]
-        return lines
-
-
-def _decode(b: bytes) -> str:
-    return b.decode("utf-8", errors="replace")
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A small JSON file's object; None when missing, empty or half-written."""
     try:
@@ -450,12 +378,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -524,6 +446,6 @@ def _tail_text(path: Path, limit: int = 2000) -> str:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - limit))
-            return _decode(f.read()).strip()
+            return decode(f.read()).strip()
     except OSError:
         return ""

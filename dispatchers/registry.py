@@ -18,13 +18,14 @@ job with a message naming the plugin; the service lives on (see ``dispatchers/ba
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable
 from importlib.metadata import entry_points
-from typing import Any, AsyncIterator, Awaitable, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
-from dispatchers.base import Dispatcher
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from dispatchers.base import Dispatcher, DispatcherError  # DispatcherError: also importable from here
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
 ENTRY_POINT_GROUP = "orchestrator.dispatchers"
 JOB_KINDS = ("train", "eval")
@@ -39,11 +40,6 @@ MODES: dict[str, dict[str, str]] = {
 
 T = TypeVar("T")
 _UPDATES = (Started, Progress, Output, Exited)
-
-
-class DispatcherError(Exception):
-    """A dispatcher name or option that cannot be used, or a dispatcher that misbehaved; the message names the
-    dispatcher and the fix."""
 
 
 def available() -> dict[str, Any]:
@@ -96,7 +92,7 @@ def parse_routes(dispatcher_type: str) -> dict[str, str]:
             if not sep or kind not in JOB_KINDS or not re.match(r"^[A-Za-z0-9_.-]+$", name):
                 raise DispatcherError(
                     f"dispatcher_type {dispatcher_type!r}: {part.strip()!r} is not <kind>=<dispatcher> with kind "
-                    f"one of {', '.join(JOB_KINDS)} (e.g. \"train=skypilot,eval=local\")"
+                    f'one of {", ".join(JOB_KINDS)} (e.g. "train=skypilot,eval=local")'
                 )
             if kind in routes:
                 raise DispatcherError(f"dispatcher_type {dispatcher_type!r} routes {kind!r} twice")
@@ -105,7 +101,7 @@ def parse_routes(dispatcher_type: str) -> dict[str, str]:
         if missing:
             raise DispatcherError(
                 f"dispatcher_type {dispatcher_type!r} does not say where {', '.join(missing)} jobs run "
-                f"(e.g. \"train=skypilot,eval=local\")"
+                f'(e.g. "train=skypilot,eval=local")'
             )
         return routes
     return {kind: dispatcher_type for kind in JOB_KINDS}
@@ -131,7 +127,9 @@ class RoutingDispatcher:
             try:
                 self.call_timeouts[name] = float(timeout)
             except (TypeError, ValueError):
-                raise DispatcherError(f"dispatcher_options.{name}.call_timeout must be seconds, got {timeout!r}")
+                raise DispatcherError(
+                    f"dispatcher_options.{name}.call_timeout must be seconds, got {timeout!r}"
+                ) from None
             self.options[name] = opts
         self._dispatchers: dict[str, Dispatcher] = {}
 
@@ -151,9 +149,8 @@ class RoutingDispatcher:
             with anyio.fail_after(self.call_timeouts.get(name, DEFAULT_CALL_TIMEOUT)):
                 return await call
         except TimeoutError:
-            raise DispatcherError(
-                f"dispatcher {name!r}: {what} did not return within {self.call_timeouts.get(name, DEFAULT_CALL_TIMEOUT):g} s"
-            ) from None
+            limit = self.call_timeouts.get(name, DEFAULT_CALL_TIMEOUT)
+            raise DispatcherError(f"dispatcher {name!r}: {what} did not return within {limit:g} s") from None
         except DispatcherError:
             raise
         except Exception as exc:
@@ -194,7 +191,9 @@ class RoutingDispatcher:
         except DispatcherError:
             raise
         except Exception as exc:
-            raise DispatcherError(f"dispatcher {name!r}: watch({spec.key}) failed: {type(exc).__name__}: {exc}") from exc
+            raise DispatcherError(
+                f"dispatcher {name!r}: watch({spec.key}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             while True:
                 try:
@@ -249,7 +248,7 @@ def build_dispatcher(dispatcher_type: str, options: dict[str, dict[str, Any]] | 
         names = sorted(set(MODES) | set(installed))
         raise DispatcherError(
             f"dispatcher_type {dispatcher_type!r} names {', '.join(map(repr, unknown))}, which is not installed; "
-            f"use one of: {', '.join(names)}, or \"train=<name>,eval=<name>\""
+            f'use one of: {", ".join(names)}, or "train=<name>,eval=<name>"'
         )
     for name in options or {}:
         if name not in installed:

@@ -29,287 +29,34 @@ launched by name, exactly like one it launched itself.
 
 from __future__ import annotations
 
-import importlib
 import os
-import re
 import shlex
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Literal
+from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dispatchers.registry import DispatcherError
-from orchestrator.contract import parse_progress, parse_result_line
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from dispatchers.base import DispatcherError
+from dispatchers.skypilot_options import _SECRET_NAME, SkyPilotOptions, cluster_name_for, job_name, parse_options
+from dispatchers.skypilot_sdk import SkySDK, launch_request_job_name, load_sdk
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.jobs import JobHandle, JobSpec, JobUpdate, Output, Progress, Started
 
-_SEPARATORS = re.compile(r"[^A-Za-z0-9._-]+")
-_GPUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(:\d+(\.\d+)?)?$")
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.I)
-_PLACEHOLDERS = {"job_name", "key", "run", "kind", "trial", "attempt", "sweep", "gpus", "gpu_type", "gpu_count",
-                 "nodes", "cloud", "region"}
-
-
-def job_name(key: str) -> str:
-    """SkyPilot's name for the job with this key: the key itself when SkyPilot accepts it (it does for the
-    service's ``<sweep>_trial_0007.train.1`` keys), else a sanitized form. Deterministic, so a restarted
-    service finds the job again by name."""
-    name = _SEPARATORS.sub("-", key)
-    name = re.sub(r"[._-]{3,}", "--", name).strip("._-")
-    if not name or not name[0].isalpha():
-        name = "job-" + name
-    return name
-
-
-def cluster_name_for(sweep: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9-]+", "-", sweep).strip("-").lower()
-    return f"sweep-{name}"[:60].rstrip("-")
-
-
-class SkyPilotOptions(BaseModel):
-    """``[dispatcher_options.skypilot]`` in a sweep's TOML."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpus: str | None = Field(None, description='accelerators per node, e.g. "A10G:1" (the seed\'s --gpus)')
-    nodes: int = Field(1, ge=1, description="nodes per job (the seed's --nodes)")
-    use_spot: bool = Field(True, description="spot instances (false is the seed's --no-spot)")
-    cloud: str | None = None
-    region: str | None = None
-    launch_mode: Literal["managed", "cluster"] = "managed"
-    cluster_name: str | None = Field(None, description='cluster mode: the cluster (default "sweep-<sweep>")')
-    idle_minutes_to_autostop: int | None = Field(None, ge=0, description="cluster mode: autostop when idle")
-    workdir: str | None = Field(None, description="synced to the VM; the job runs there")
-    setup: str | None = Field(None, description="setup commands run once per VM (e.g. pip install -e .)")
-    env: dict[str, str] = Field({}, description="extra environment variables for every job")
-    secrets: list[str] = Field([], description="names of service environment variables passed as SkyPilot secrets")
-    file_mounts: dict[str, str] = {}
-    python: str = Field("python", description="replaces the service's interpreter path at the start of argv")
-    max_restarts_on_errors: int = Field(0, ge=0, description="managed jobs: restarts after a user-code failure")
-    command_template: list[str] | None = Field(None, description="launch through your own script (argv list)")
-    command_job_name: str = Field("{job_name}", description="the managed job name your script launches")
-    poll_interval: float = Field(15.0, gt=0, description="seconds between status polls")
-    max_concurrent_calls: int = Field(4, ge=1, description="SDK calls in flight at once (worker threads)")
-    max_log_streams: int = Field(64, ge=1)
-    log_reopen_delay: float = Field(5.0, ge=0, description="seconds before following logs again after a drop")
-    sdk: str | None = Field(None, description='testing hook: "module:Class" implementing the SkySDK seam')
-    sdk_options: dict[str, Any] = {}
-
-    @field_validator("gpus")
-    @classmethod
-    def _gpus(cls, value: str | None) -> str | None:
-        if value is not None and not _GPUS.match(value):
-            raise ValueError(f'{value!r} is not NAME or NAME:COUNT (e.g. "A10G:1", "H100:8")')
-        return value
-
-    @field_validator("cluster_name")
-    @classmethod
-    def _cluster(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?", value):
-            raise ValueError("start with a letter; then letters, digits, '-', '_', '.'")
-        return value
-
-    @field_validator("command_template")
-    @classmethod
-    def _template(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("must be a non-empty argv list")
-        for item in value:
-            if item in ("{argv}", "{no_spot}"):
-                continue
-            for name in re.findall(r"{(\w*)}", item):
-                if name not in _PLACEHOLDERS:
-                    raise ValueError(
-                        f"unknown placeholder {{{name}}} in {item!r}; use {{argv}}, {{no_spot}} or one of "
-                        + ", ".join("{" + p + "}" for p in sorted(_PLACEHOLDERS))
-                    )
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "SkyPilotOptions":
-        if self.region and not self.cloud:
-            raise ValueError("region needs cloud (e.g. cloud = \"aws\", region = \"us-east-1\")")
-        if self.command_template is not None and self.launch_mode != "managed":
-            raise ValueError("command_template launches managed jobs: use it with launch_mode = \"managed\"")
-        if self.cluster_name and self.launch_mode != "cluster":
-            raise ValueError("cluster_name is for launch_mode = \"cluster\"")
-        return self
-
-    @property
-    def infra(self) -> str | None:
-        if not self.cloud:
-            return None
-        return f"{self.cloud}/{self.region}" if self.region else self.cloud
-
-
-def parse_options(options: dict[str, Any]) -> SkyPilotOptions:
-    """The options, or a DispatcherError naming each bad option and its fix."""
-    try:
-        return SkyPilotOptions(**options)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "<options>"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                known = ", ".join(sorted(SkyPilotOptions.model_fields))
-                msg = f"unknown option; known options: {known}"
-            lines.append(f"  dispatcher_options.skypilot.{loc}: {msg}")
-        raise DispatcherError("invalid SkyPilot options:\n" + "\n".join(lines)) from None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The seam: the only code that calls SkyPilot. Blocking calls; the dispatcher runs each in a worker thread.
-
-
-class SkySDK:
-    """SkyPilot 0.14's client SDK, narrowed to the calls this dispatcher makes. Each call sends a request to the
-    API server (started on 127.0.0.1 by SkyPilot itself when none is configured) and waits for its result with
-    ``sky.get``. Records are SkyPilot's own: ``responses.ManagedJobRecord`` (``status`` a
-    ``sky.jobs.ManagedJobStatus``), ``responses.ClusterJobRecord`` (``status`` a ``sky.JobStatus``) and
-    ``payloads.RequestPayload`` (the API server's requests)."""
-
-    _FIELDS = ("job_id", "task_id", "job_name", "task_name", "resources", "submitted_at", "start_at", "end_at",
-               "job_duration", "recovery_count", "status", "failure_reason", "details")
-
-    def __init__(self) -> None:
-        import sky  # 3 s to import: only when SkyPilot is really used
-
-        self.sky = sky
-
-    # Managed jobs (sky.jobs)
-    def launch_managed(self, task: Any, name: str) -> int:
-        job_ids, _controller = self.sky.get(self.sky.jobs.launch(task, name=name))
-        if not job_ids:
-            raise RuntimeError(f"SkyPilot returned no job id for managed job {name!r}")
-        return int(job_ids[0])
-
-    def managed_jobs(self, *, name: str | None = None, job_ids: list[int] | None = None,
-                     refresh: bool = False) -> list[Any]:
-        records, _total, _counts, _unfiltered = self.sky.get(
-            self.sky.jobs.queue_v2(refresh=refresh, job_ids=job_ids, name_match=name, fields=list(self._FIELDS))
-        )
-        return list(records)
-
-    def tail_managed_logs(self, job_id: int, follow: bool = True) -> Iterator[str | None]:
-        return self.sky.jobs.tail_logs(job_id=job_id, follow=follow, preload_content=False)
-
-    def cancel_managed(self, job_id: int) -> None:
-        self.sky.get(self.sky.jobs.cancel(job_ids=[job_id]))
-
-    # Jobs on a cluster (sky.launch)
-    def launch_cluster(self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None,
-                       dryrun: bool = False) -> int | None:
-        request = self.sky.launch(task, cluster_name=cluster_name, idle_minutes_to_autostop=idle_minutes_to_autostop,
-                                  dryrun=dryrun)
-        # A dry run streams the optimizer's plan (which cloud, instance and price it would pick) to stdout.
-        job_id, _handle = self.sky.stream_and_get(request) if dryrun else self.sky.get(request)
-        return job_id
-
-    def cluster_jobs(self, cluster_name: str) -> list[Any]:
-        from sky import exceptions
-
-        try:
-            return list(self.sky.get(self.sky.queue(cluster_name)))
-        except exceptions.ClusterDoesNotExist:
-            return []
-
-    def tail_cluster_logs(self, cluster_name: str, job_id: int, follow: bool = True) -> Iterator[str | None]:
-        return self.sky.tail_logs(cluster_name, job_id, follow, preload_content=False)
-
-    def cancel_cluster(self, cluster_name: str, job_id: int) -> None:
-        self.sky.get(self.sky.cancel(cluster_name, job_ids=[job_id]))
-
-    # Requests the API server is still processing (``sky api status``)
-    def requests_in_flight(self) -> list[Any]:
-        """The API server's unfinished requests (PENDING, WAITING, RUNNING) as SkyPilot's own
-        ``payloads.RequestPayload``s; for your own requests ``request_body`` is the request's body as JSON
-        (a ``jobs.launch`` body carries the job's ``name``, a ``launch`` body the task YAML and ``cluster_name``).
-        Empty when the local API server is not running (it then has no request in flight)."""
-        return list(self.sky.api_status(all_status=False, fields=list(self._REQUEST_FIELDS)))
-
-    def wait_request(self, request_id: str) -> None:
-        """Wait until a request has finished, however it ends: the caller reads the outcome elsewhere (a launch's
-        job is then in the queue, or it is not). A wait that breaks while the request still runs raises."""
-        try:
-            self.sky.get(request_id)
-        except Exception:
-            records = self.sky.api_status(request_ids=[request_id])
-            if any(r.status in _ACTIVE_REQUEST for r in records):
-                raise  # the wait broke, not the request: do not let a running launch pass for a finished one
-
-    _REQUEST_FIELDS = ("request_id", "name", "request_body", "status", "cluster_name", "created_at")
-
-    # The setup (preflight and dry run)
-    def enabled_clouds(self) -> list[str]:
-        """The clouds SkyPilot may launch on (``sky check`` enables them from the credentials it finds)."""
-        from sky.client import sdk  # not re-exported as sky.enabled_clouds
-
-        clouds = self.sky.get(sdk.enabled_clouds())  # the cache `sky check` fills
-        if not clouds:  # never checked here: check now, as sky.launch does on an empty cache
-            self.sky.get(sdk.check(infra_list=None, verbose=False))
-            clouds = self.sky.get(sdk.enabled_clouds())
-        return [str(cloud) for cloud in clouds]
-
-    def local_api_server_running(self) -> bool | None:
-        """Whether SkyPilot's local API server answers (asking does not start it); None when a remote API server
-        is configured (not ours to start or stop)."""
-        from sky.server import common
-
-        if not common.is_api_server_local():
-            return None
-        return common.get_api_server_status().status == common.ApiServerStatus.HEALTHY
-
-    def stop_local_api_server(self) -> None:
-        self.sky.api_stop()  # ``sky api stop``
-
-
-_ACTIVE_REQUEST = ("PENDING", "WAITING", "RUNNING")  # sky.server.requests.requests.RequestStatus.active_statuses()
-
-
-def launch_request_job_name(record: Any) -> tuple[str, str | None] | None:
-    """``(job name, cluster name or None)`` of an unfinished launch request (``sky.jobs.launch``: a managed job;
-    ``sky.launch``: a job on a cluster), from SkyPilot's ``RequestPayload``; None for any other request, or one whose
-    body is not visible to us (another user's)."""
-    import json
-
-    kind = record.name.removeprefix("sky.")  # the server records "sky.jobs.launch", "sky.launch"
-    if kind not in ("jobs.launch", "launch") or record.status not in _ACTIVE_REQUEST:
-        return None
-    try:
-        body = json.loads(record.request_body or "null")
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    if kind == "jobs.launch" and body.get("name"):
-        return str(body["name"]), None  # sky.jobs.launch(task, name=...) names the managed job
-    try:  # the dag YAML: its first document names the dag, which is the (single) task's name
-        import yaml
-
-        first = next(iter(yaml.safe_load_all(body.get("task") or "")), None)
-    except Exception:  # noqa: BLE001 - an unreadable body is not our launch
-        return None
-    name = first.get("name") if isinstance(first, dict) else None
-    if not name:
-        return None
-    return str(name), (body.get("cluster_name") if kind == "launch" else None)
-
-
-def load_sdk(path: str | None, options: dict[str, Any]) -> Any:
-    if path is None:
-        return SkySDK(**options)
-    module_name, _, attr = path.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr or "SkySDK")
-    except (ImportError, AttributeError) as exc:
-        raise DispatcherError(f"dispatcher_options.skypilot.sdk = {path!r} cannot be imported: {exc}") from None
-    return factory(**options)
-
+# By concern: skypilot_options (options, job and cluster names), skypilot_sdk (the seam: every SDK call), this
+# module (the job life cycle and log following). Their public names are importable from here.
+__all__ = [
+    "SkyPilotDispatcher",
+    "SkyPilotOptions",
+    "SkySDK",
+    "cluster_name_for",
+    "job_name",
+    "launch_request_job_name",
+    "load_sdk",
+    "parse_options",
+]
 
 # --------------------------------------------------------------------------------------------------------------
 # What the watcher needs to know about a job, whichever way it was launched.
@@ -343,8 +90,15 @@ def _managed_snapshot(record: Any) -> _Snapshot:
             S.FAILED_PRECHECKS: "SkyPilot's prechecks failed",
             S.FAILED_CONTROLLER: "SkyPilot's jobs controller failed",
         }.get(status, status.value)
-    return _Snapshot(status.value, started, status.is_terminal(), status == S.SUCCEEDED,
-                     int(record.recovery_count or 0), record.job_duration, reason)
+    return _Snapshot(
+        status.value,
+        started,
+        status.is_terminal(),
+        status == S.SUCCEEDED,
+        int(record.recovery_count or 0),
+        record.job_duration,
+        reason,
+    )
 
 
 def _cluster_snapshot(record: Any) -> _Snapshot:
@@ -358,9 +112,12 @@ def _cluster_snapshot(record: Any) -> _Snapshot:
         duration = (record.end_at or time.time()) - record.start_at
     reason = None
     if terminal and status != S.SUCCEEDED:
-        reason = {S.CANCELLED: "the SkyPilot job was cancelled", S.FAILED: "the job exited with a non-zero code",
-                  S.FAILED_SETUP: "the setup commands failed", S.FAILED_DRIVER: "SkyPilot's job driver failed"
-                  }.get(status, status.value)
+        reason = {
+            S.CANCELLED: "the SkyPilot job was cancelled",
+            S.FAILED: "the job exited with a non-zero code",
+            S.FAILED_SETUP: "the setup commands failed",
+            S.FAILED_DRIVER: "SkyPilot's job driver failed",
+        }.get(status, status.value)
     return _Snapshot(status.value, started, terminal, status == S.SUCCEEDED, 0, duration, reason)
 
 
@@ -570,10 +327,19 @@ class SkyPilotDispatcher:
         gpus = self.options.gpus or ""
         gpu_type, _, count = gpus.partition(":")
         return {
-            "job_name": job_name(spec.key), "key": spec.key, "run": spec.run, "kind": spec.kind,
-            "trial": str(spec.trial), "attempt": str(spec.attempt), "sweep": spec.sweep, "gpus": gpus,
-            "gpu_type": gpu_type, "gpu_count": count or ("1" if gpu_type else "0"),
-            "nodes": str(self.options.nodes), "cloud": self.options.cloud or "", "region": self.options.region or "",
+            "job_name": job_name(spec.key),
+            "key": spec.key,
+            "run": spec.run,
+            "kind": spec.kind,
+            "trial": str(spec.trial),
+            "attempt": str(spec.attempt),
+            "sweep": spec.sweep,
+            "gpus": gpus,
+            "gpu_type": gpu_type,
+            "gpu_count": count or ("1" if gpu_type else "0"),
+            "nodes": str(self.options.nodes),
+            "cloud": self.options.cloud or "",
+            "region": self.options.region or "",
         }
 
     def _template_job_name(self, spec: JobSpec) -> str:
@@ -632,8 +398,7 @@ class SkyPilotDispatcher:
         poll = self.options.poll_interval
         started = False
         recoveries: int | None = None
-        result: dict[str, Any] | None = None
-        result_error: str | None = None  # a SWEEP_RESULT line that broke the contract fails the job with this
+        reader = ContractReader()
         t0 = time.monotonic()
 
         def on_snapshot(snap: _Snapshot) -> list[JobUpdate]:
@@ -643,8 +408,12 @@ class SkyPilotDispatcher:
                 started = True
                 out.append(Started())
             if recoveries is not None and snap.recovery_count > recoveries:
-                out.append(Output(f"[skypilot] job {handle.data['job_id']} was preempted and SkyPilot recovered it "
-                                  f"(recovery {snap.recovery_count}); progress restarts from its last checkpoint"))
+                out.append(
+                    Output(
+                        f"[skypilot] job {handle.data['job_id']} was preempted and SkyPilot recovered it "
+                        f"(recovery {snap.recovery_count}); progress restarts from its last checkpoint"
+                    )
+                )
             recoveries = snap.recovery_count
             return out
 
@@ -673,26 +442,20 @@ class SkyPilotDispatcher:
             try:
                 lines = await anyio.to_thread.run_sync(self._open_logs, handle, limiter=self._calls)
                 while True:
-                    line = await anyio.to_thread.run_sync(_next_line, lines, abandon_on_cancel=True,
-                                                          limiter=self._streams)
+                    line = await anyio.to_thread.run_sync(
+                        _next_line, lines, abandon_on_cancel=True, limiter=self._streams
+                    )
                     if line is _END:
                         break
                     if line is None:
                         continue
                     failures = 0
                     text = line.rstrip("\r\n")
-                    parsed = _parse_line(text)
-                    if isinstance(parsed, dict):
-                        result = parsed
-                    elif isinstance(parsed, Progress):
-                        if not started:
+                    for update in reader.read(text):
+                        if isinstance(update, Progress) and not started:
                             started = True
                             yield Started()
-                        yield parsed
-                    elif isinstance(parsed, str):
-                        result_error = parsed
-                        yield Output(parsed)
-                    yield Output(text)
+                        yield update
                     if time.monotonic() - last_poll >= poll:
                         last_poll = time.monotonic()
                         for update in on_snapshot(await snapshot()):
@@ -719,9 +482,7 @@ class SkyPilotDispatcher:
                 yield update
         duration = snap.duration if snap.duration is not None else time.monotonic() - t0
         error = None if snap.succeeded else f"SkyPilot job {handle.data['job_id']} {snap.status}: {snap.reason}"
-        if result_error is not None and result is None:
-            error = f"{error}; {result_error}" if error else result_error
-        yield Exited(exit_code=_exit_code(snap), result=result, duration=float(duration), error=error)
+        yield reader.exited(_exit_code(snap), float(duration), error)
 
 
 _END = object()
@@ -729,18 +490,3 @@ _END = object()
 
 def _next_line(lines: Iterator[str | None]) -> Any:
     return next(lines, _END)
-
-
-def _parse_line(text: str) -> dict[str, Any] | Progress | str | None:
-    """A result dict, a Progress, a warning string (malformed result line), or None for a plain line."""
-    try:
-        result = parse_result_line(text)
-    except ValueError as exc:
-        return f"malformed SWEEP_RESULT line: {exc}"
-    if result is not None:
-        return result
-    progress = parse_progress(text)
-    if progress is not None:
-        step, total, sps = progress
-        return Progress(step=step, total=total, sps=sps)
-    return None

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import httpx
 
-from orchestrator.events import StoredEvent, event_from_dict
+from orchestrator.core.events import StoredEvent, event_from_dict
+from orchestrator.core.reducer import reduce
+from orchestrator.core.state import SweepState
 from orchestrator.http import LOOPBACK, read_endpoint
-from orchestrator.reducer import reduce
 from orchestrator.render import describe, headline, printable, summary, trial_table
-from orchestrator.state import SweepState
 from stores.base import StoreError
 
 EXIT_OK = 0
@@ -153,10 +153,10 @@ class Follower:
             return False
 
         def read() -> list[StoredEvent]:
-            from stores.sqlite import SQLiteStore
+            from stores.factory import open_store
 
             try:
-                store = SQLiteStore(db)
+                store = open_store(db)
             except StoreError as exc:
                 if exc.kind == "damaged":
                     raise
@@ -188,7 +188,7 @@ def _stored(data: str) -> StoredEvent:
 
 async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
     """(event type, data) pairs from a text/event-stream body."""
-    kind, data = "message", []
+    kind, data = "message", list[str]()
     async for line in lines:
         if not line:
             if data:
@@ -214,7 +214,7 @@ def _alive(pid: int) -> bool:
 
 
 def scheduler_name(state: SweepState) -> str:
-    from orchestrator.scheduler import OptimizingScheduler, SequentialScheduler
+    from orchestrator.core.scheduler import OptimizingScheduler, SequentialScheduler
 
     return SequentialScheduler.name if state.config.get("scheduler") == "sequential" else OptimizingScheduler.name
 
@@ -288,7 +288,9 @@ async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) 
     if outcome == NOT_SERVING:
         note(f"serve is not running for sweep {ns.sweep!r}")
         if ns.history and await follower.replay_log() and not _over(follower.state):
-            note(f"the stored history ends at seq {follower.last_seq}" if follower.last_seq else "nothing is stored yet")
+            note(
+                f"the stored history ends at seq {follower.last_seq}" if follower.last_seq else "nothing is stored yet"
+            )
         if _over(follower.state):
             outcome = FINISHED
         elif not ns.wait:
@@ -310,7 +312,7 @@ class LiveTable:
     """The trial table, redrawn in place on a terminal with rich's Live (plain periodic prints otherwise). Its
     headline says when serve is not running."""
 
-    def __init__(self, stream: Any, interval: float | None, follower: "Follower | None" = None):
+    def __init__(self, stream: Any, interval: float | None, follower: Follower | None = None):
         self.stream = stream
         self.tty = stream.isatty()
         self.interval = interval

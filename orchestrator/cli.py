@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from orchestrator.config import (
+from orchestrator.core.config import (
     ConfigError,
     merge_tree,
     SweepConfig,
@@ -20,7 +20,7 @@ from orchestrator.config import (
     load_config,
     parse_assignments,
 )
-from orchestrator.events import SweepCreated
+from orchestrator.core.events import SweepCreated
 from stores.base import StoreError
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
@@ -186,11 +186,11 @@ def resolve_config(
 
 def _stored_definition(db: Path) -> dict[str, Any] | None:
     """The definition a sweep was created with, from its local event log; None when there is none."""
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
 
     if not _exists(db, "train_dir"):
         return None
-    store = SQLiteStore(db)
+    store = open_store(db)
     try:
         first = next(store.read(0), None)
     finally:
@@ -200,11 +200,11 @@ def _stored_definition(db: Path) -> dict[str, Any] | None:
 
 def _restore_from_wandb(wandb: WandbSettings, sweep: str, db: Path) -> dict[str, Any] | None:
     """A new machine: rebuild the local log from the sweep's W&B group, then go on as if it had always been here."""
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
     from stores.wandb import restore_log_from_wandb
     from stores.wandb_client import WandbError
 
-    store = SQLiteStore(db)
+    store = open_store(db)
     try:
         restored = restore_log_from_wandb(wandb, sweep, store, "train_dir")
     except WandbError as exc:
@@ -275,10 +275,10 @@ def cmd_status(ns: argparse.Namespace) -> int:
         from orchestrator.attach import cmd_status_follow
 
         return cmd_status_follow(ns)
-    from orchestrator.history import all_trials
-    from orchestrator.reducer import fold
+    from orchestrator.core.history import all_trials
+    from orchestrator.core.reducer import fold
     from orchestrator.render import headline, trial_table
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
 
     db = _existing_log(ns)
     if ns.format != "table":
@@ -286,7 +286,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
         sys.stdout.write(export(db, ns.format))
         return 0
-    store = SQLiteStore(db)
+    store = open_store(db)
     trials = None
     try:
         if ns.all:

@@ -7,12 +7,13 @@ them: a local API server it started is stopped again (``sky api stop``), and it 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import anyio
 
-from dispatchers.registry import DispatcherError, build_dispatcher
-from orchestrator.config import ConfigError, SweepConfig
+from dispatchers.base import DispatcherError, DryRun, LocalApiServer
+from dispatchers.registry import build_dispatcher
+from orchestrator.core.config import ConfigError, SweepConfig
 from orchestrator.preflight import first_job, preflight
 from orchestrator.service import job_spec
 
@@ -25,12 +26,11 @@ def dry_run(config: SweepConfig, kind: str) -> str:
         dispatcher = router.get(name)
     except DispatcherError as exc:
         raise ConfigError(str(exc)) from None
-    check = getattr(dispatcher, "dry_run", None)
-    if check is None:
+    if not isinstance(dispatcher, DryRun):
         raise ConfigError(f"{kind} jobs of this sweep go to {name!r}, which offers no dry run")
     trial, job = first_job(config, kind, name)
     try:
-        return anyio.run(check, job_spec(config, trial, job))
+        return anyio.run(dispatcher.dry_run, job_spec(config, trial, job))
     except ValueError as exc:  # the dispatcher's own verdict on the job, e.g. a missing program
         raise ConfigError(str(exc)) from None
 
@@ -42,21 +42,23 @@ def dry_run_report(config: SweepConfig, kind: str, say: Callable[[str], None]) -
         router = build_dispatcher(config.dispatcher_type, config.dispatcher_options)
     except DispatcherError as exc:
         raise ConfigError(str(exc)) from None
-    servers = {}
+    servers: dict[str, LocalApiServer] = {}
     for name in {router.route("train"), router.route("eval")}:
         dispatcher = router.get(name)
-        if hasattr(dispatcher, "api_server_running") and anyio.run(dispatcher.api_server_running) is False:
+        if isinstance(dispatcher, LocalApiServer) and anyio.run(dispatcher.api_server_running) is False:
             servers[name] = dispatcher  # not running now: whatever starts it is this dry run
     try:
         for line in preflight(config):
             say(line)
         say(dry_run(config, kind))
     finally:
-        for name, dispatcher in servers.items():
+        for name, server in servers.items():
             try:
-                anyio.run(dispatcher.stop_api_server)
+                anyio.run(server.stop_api_server)
             except Exception as exc:  # noqa: BLE001 - say what is left running and how to stop it
-                say(f"{name}: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
-                    "stop it with: sky api stop")
+                say(
+                    f"{name}: SkyPilot's local API server, started by this dry run, is still running ({exc}); "
+                    "stop it with: sky api stop"
+                )
             else:
                 say(f"{name}: stopped SkyPilot's local API server again (this dry run started it)")

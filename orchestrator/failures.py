@@ -1,39 +1,7 @@
-"""Why a trial failed, in one line: what summaries show and what tells a doomed sweep from bad luck.
+"""Moved to orchestrator.core.failures; this path stays so existing imports keep working."""
 
-A failed job's error is a status plus the last lines of its output (``exited with code 2; last output (<log>):``
-then the quoted lines). The line that explains it is the job's own error line (``... error: override 'toy.nope'
-...``, ``RuntimeError: ...``), usually the last quoted line mentioning an error. Pure: the reducer uses it.
-"""
+import sys
 
-from __future__ import annotations
+from orchestrator.core import failures as _module
 
-import re
-
-_ERROR_LINE = re.compile(r"error|exception|traceback|failed|denied|not found|no such", re.IGNORECASE)
-_RUN_NUMBER = re.compile(r"trial_\d+")
-_QUOTE_HEAD = re.compile(r";\s*last output \([^)]*\):\s*$|\s*\(it printed nothing; [^)]*\)\s*$")
-
-
-def explain(reason: str) -> str:
-    """The reason's first line without the log path, plus the job's line that explains it (if it quoted one)."""
-    lines = reason.splitlines() or [""]
-    head = _QUOTE_HEAD.sub("", lines[0]).rstrip(" ;:")
-    quoted = [line.strip() for line in lines[1:] if line.strip()]
-    if not quoted:
-        return head
-    errors = [line for line in quoted if _ERROR_LINE.search(line)]
-    return f"{head}: {(errors or quoted)[-1]}"
-
-
-def failure_key(reason: str) -> str:
-    """Two trials failed "for the same reason" when their explanations match once run names are set aside."""
-    return _RUN_NUMBER.sub("trial_N", explain(reason))
-
-
-def clip(text: str, limit: int = 300) -> str:
-    """``text`` within ``limit`` characters, keeping its end (where the job's error line is) over its start."""
-    if len(text) <= limit:
-        return text
-    keep = limit - 5
-    head = keep // 3
-    return f"{text[:head]} ... {text[-(keep - head):]}"
+sys.modules[__name__] = _module

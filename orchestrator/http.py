@@ -27,7 +27,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 
 import anyio
 from starlette.applications import Starlette
@@ -39,7 +39,7 @@ from orchestrator.dashboard import cookie_token, dashboard_routes
 from orchestrator.query import offset
 from orchestrator.hub import EventHub, Keepalive, Lagging
 from orchestrator.logs import get_logger
-from orchestrator.state import SweepState, thaw
+from orchestrator.core.state import SweepState, thaw
 
 if TYPE_CHECKING:
     from orchestrator.service import SweepService
@@ -205,7 +205,7 @@ def read_endpoint(sweep_dir: Path) -> dict[str, Any] | None:
 
 
 # -- the server inside serve's task group --------------------------------------------------------------------
-def http_server(hub: EventHub) -> Callable[["SweepService"], Awaitable[None]]:
+def http_server(hub: EventHub) -> Callable[["SweepService"], Coroutine[Any, Any, None]]:
     """A ``background`` task for SweepService: serves ``hub`` over HTTP while the sweep runs."""
 
     async def task(service: "SweepService") -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import anyio
 
-from orchestrator.events import StoredEvent
-from orchestrator.state import SweepState
+from orchestrator.core.events import StoredEvent
+from orchestrator.core.state import SweepState
+from orchestrator.core.subscriber import Subscriber
 
 PAGE = 2000  # events per catch-up read (and per batch handed to a client)
 RECENT = 4096  # events kept in memory so joining or lagging clients rarely touch the store
@@ -88,7 +90,7 @@ class _Client:
             self.wake.set()
 
 
-class EventHub:
+class EventHub(Subscriber):
     """A Subscriber that serves the event stream to many followers; see the module docstring."""
 
     def __init__(self, reader: LogReader, buffer_size: int = DEFAULT_BUFFER, keepalive: float = KEEPALIVE_SECONDS):
@@ -142,7 +144,7 @@ class EventHub:
         return len(self._clients)
 
     # -- followers -------------------------------------------------------------------------------------------
-    def subscribe(self, since: int = 0) -> "Subscription":
+    def subscribe(self, since: int = 0) -> Subscription:
         """Every event with seq > ``since``, in order, exactly once: from the log, then live."""
         client = _Client(self.buffer_size)
         self._clients.add(client)
@@ -210,7 +212,7 @@ class Subscription:
     def close(self) -> None:
         self.hub._clients.discard(self._client)
 
-    async def __aenter__(self) -> "Subscription":
+    async def __aenter__(self) -> Subscription:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

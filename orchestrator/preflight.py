@@ -12,13 +12,14 @@ import re
 
 import anyio
 
-from dispatchers.registry import DispatcherError, build_dispatcher
+from dispatchers.base import DispatcherError
+from dispatchers.registry import build_dispatcher
 from optimizers.spaces import Space
-from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.jobs import job_key
-from orchestrator.run import PROG, UsageError, check_command
-from orchestrator.scheduler import make_scheduler, run_name
-from orchestrator.state import JobState, TrialState, freeze
+from orchestrator.core.config import ConfigError, SweepConfig
+from orchestrator.core.jobs import job_key, run_name
+from orchestrator.core.runner import PROG, UsageError, check_command
+from orchestrator.core.scheduler import make_scheduler
+from orchestrator.core.state import JobState, TrialState, freeze
 
 RUNNER = "orchestrator.run"
 _NAMED = re.compile(r"(?:override|argument|config at) '([^']+)'")
@@ -42,7 +43,7 @@ def _runner_args(config: SweepConfig, argv: tuple[str, ...]) -> list[str] | None
     prefix = config.argv_prefix()
     if prefix[-2:] != ["-m", RUNNER]:
         return None
-    return list(argv[len(prefix):])
+    return list(argv[len(prefix) :])
 
 
 def _field(config: SweepConfig, kind: str, message: str) -> str:
@@ -75,7 +76,11 @@ def check_command_lines(config: SweepConfig) -> list[str]:
             check_command(args)
         except UsageError as exc:
             entry = config.train_entrypoint if kind == "train" else config.eval_entrypoint
-            hint = "" if "--help" in str(exc) else f"\n  (what the recipe takes: {PROG} {config.recipe_module}.{entry} --help)"
+            hint = (
+                ""
+                if "--help" in str(exc)
+                else f"\n  (what the recipe takes: {PROG} {config.recipe_module}.{entry} --help)"
+            )
             raise ConfigError(
                 f"{_field(config, kind, str(exc))}: preflight: every {kind} job (recipe_module {config.recipe_module}) "
                 f"would fail with\n"

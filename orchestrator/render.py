@@ -6,10 +6,10 @@ import re
 import time
 from typing import Any
 
-from orchestrator import events as ev
-from orchestrator.failures import clip, explain
-from orchestrator.state import SweepState, TrialState, ordered_params, thaw
-
+from orchestrator.core import events as ev
+from orchestrator.core.failures import clip, explain
+from orchestrator.core.jobs import trial_label
+from orchestrator.core.state import SweepState, TrialState, ordered_params
 
 # C0 controls but tab and newline, DEL, C1 controls (ESC starts the terminal's escape sequences; CR and BS rewrite
 # the line), and the bidirectional overrides that reorder what is shown.
@@ -39,7 +39,7 @@ def fmt_params(params: dict[str, Any]) -> str:
 
 def _trial_run(state: SweepState, trial: int) -> str:
     t = state.trial(trial)
-    return short(t.run) if t else f"trial_{trial:04d}"
+    return short(t.run) if t else trial_label(trial)
 
 
 def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingScheduler") -> tuple[str, str] | None:
@@ -70,16 +70,25 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
                 return None
             total = event.total or 0
             pct = 100 * event.step / total if total else 0.0
-            return _trial_run(state, job.trial), f"{job.kind}: {pct:.1f}% of {total / 1e3:.2f} ksteps, {event.sps or 0:.0f} sps"
+            return _trial_run(
+                state, job.trial
+            ), f"{job.kind}: {pct:.1f}% of {total / 1e3:.2f} ksteps, {event.sps or 0:.0f} sps"
         case ev.JobExited():
             job = state.job(event.key)
             if job is None:
                 return None
             if event.exit_code == 0 and not event.error:
-                return _trial_run(state, job.trial), f"{job.kind} finished in {event.duration:.1f}s{_result(event.result)}"
-            return _trial_run(state, job.trial), f"{job.kind} attempt {job.attempt} failed: {event.error or f'exit code {event.exit_code}'}"
+                return _trial_run(
+                    state, job.trial
+                ), f"{job.kind} finished in {event.duration:.1f}s{_result(event.result)}"
+            return _trial_run(
+                state, job.trial
+            ), f"{job.kind} attempt {job.attempt} failed: {event.error or f'exit code {event.exit_code}'}"
         case ev.TrialCompleted():
-            return "SweepOrchestrator", f"{_trial_run(state, event.trial)} completed: score={event.score:.4g} cost={event.cost:.1f}"
+            return (
+                "SweepOrchestrator",
+                f"{_trial_run(state, event.trial)} completed: score={event.score:.4g} cost={event.cost:.1f}",
+            )
         case ev.TrialFailed():
             # the job's failure line just above quoted its output; here, the line that explains it
             return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {explain(event.reason)}"
@@ -145,8 +154,7 @@ def trial_table(state: SweepState, now: float | None = None, trials: list[TrialS
         score = f"{t.score:.4g}" if t.score is not None else "-"
         cost = f"{t.cost:.1f}" if t.cost is not None else "-"
         lines.append(
-            f"{short(t.run):<12} {t.status:<14} {_progress(t):<16} {score:>10} {cost:>9} "
-            f"{_runtime(t, now):>8.1f}s"
+            f"{short(t.run):<12} {t.status:<14} {_progress(t):<16} {score:>10} {cost:>9} {_runtime(t, now):>8.1f}s"
         )
         if t.status == "failed" and t.reason:
             lines.append(f"{'':<12} reason: {clip(explain(t.reason))}")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatchers.registry import DispatcherError, build_dispatcher
+from dispatchers.base import DispatcherError
+from dispatchers.registry import build_dispatcher
 from optimizers import make_optimizer
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.core.config import ConfigError, SweepConfig
+from orchestrator.core.subscriber import Subscriber
 from orchestrator.http import http_server
 from orchestrator.hub import EventHub
 from orchestrator.service import SweepService
-from orchestrator.subscribers import Subscriber
-from stores.sqlite import SQLiteStore
+from stores.factory import event_log_path, open_store
 from stores.wandb import WandbMirror
 from stores.wandb_client import resolve_mode
 
@@ -21,8 +22,8 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
         dispatcher = build_dispatcher(config.dispatcher_type, config.dispatcher_options)
     except DispatcherError as exc:
         raise ConfigError(str(exc)) from None
-    store = SQLiteStore(db or config.sweep_dir / "events.db")
-    hub = EventHub(SQLiteStore(store.path))  # its own connection: catch-up reads never wait behind appends
+    store = open_store(db or event_log_path(config.sweep_dir))
+    hub = EventHub(open_store(store.path))  # its own connection: catch-up reads never wait behind appends
     subscribers: list[Subscriber] = [hub]
     if resolve_mode(config.wandb) != "disabled":
         subscribers.append(WandbMirror(config, config.sweep_dir))

@@ -15,8 +15,9 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -25,15 +26,15 @@ from anyio.abc import TaskGroup
 from dispatchers.registry import RoutingDispatcher
 from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
-from orchestrator import events as ev
-from orchestrator.config import SweepConfig
-from orchestrator.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started
+from orchestrator.core import events as ev
+from orchestrator.core.config import SweepConfig
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started, run_name, run_prefix
+from orchestrator.core.reducer import reduce
+from orchestrator.core.scheduler import make_scheduler
+from orchestrator.core.state import JobState, SweepState, TrialState, thaw
+from orchestrator.core.subscriber import Subscriber
 from orchestrator.logs import get_logger
-from orchestrator.reducer import reduce
 from orchestrator.render import describe, short, summary, trial_table
-from orchestrator.scheduler import make_scheduler
-from orchestrator.state import JobState, SweepState, TrialState, thaw
-from orchestrator.subscribers import Subscriber
 from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
@@ -58,7 +59,7 @@ class SweepService:
         optimizer: Optimizer,
         subscribers: Sequence[Subscriber] = (),
         log_format: str = "human",
-        background: Sequence[Callable[["SweepService"], Awaitable[None]]] = (),
+        background: Sequence[Callable[[SweepService], Coroutine[Any, Any, None]]] = (),
     ):
         self.config = config
         self.store = store
@@ -116,7 +117,7 @@ class SweepService:
         a deleted events.db): starting afresh would run new trials over them, so refuse and say so."""
         if self.state.sweep is not None:
             return
-        prefix = f"{self.config.sweep_name}_trial_"
+        prefix = run_prefix(self.config.sweep_name)
         try:
             runs = sorted(p.name for p in self.config.sweep_dir.iterdir() if p.is_dir() and p.name.startswith(prefix))
         except OSError:
@@ -124,7 +125,8 @@ class SweepService:
         if runs:
             raise StoreError(
                 f"the event log of sweep {self.config.sweep_name!r} is empty, but {len(runs)} job director"
-                f"{'y' if len(runs) == 1 else 'ies'} of it exist ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}"
+                f"{'y' if len(runs) == 1 else 'ies'} of it exist "
+                f"({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}"
                 f" in {self.config.sweep_dir}): its log was lost (events.db replaced or its -wal file deleted). "
                 "Restore events.db (with its events.db-wal, if any) from where it was copied, or move those "
                 "directories away to start the sweep afresh.",
@@ -158,10 +160,10 @@ class SweepService:
         self.state, self.last_seq = await anyio.to_thread.run_sync(fold_log, limiter=self._store_limiter)
 
     def _catching_up(self) -> list[tuple[Subscriber, int]]:
-        """Subscribers that want the logged events after their own cursor (see ``orchestrator.subscribers``)."""
+        """Subscribers that want the logged events after their own cursor (see ``orchestrator.core.subscriber``)."""
         out = []
         for sub in self.subscribers:
-            after = getattr(sub, "catch_up_from", lambda: None)()
+            after = sub.catch_up_from()
             if after is not None:
                 out.append((sub, after))
         return out
@@ -183,9 +185,7 @@ class SweepService:
     async def _drain_subscribers(self) -> None:
         with anyio.move_on_after(30):
             for sub in self.subscribers:
-                drain = getattr(sub, "drain", None)
-                if drain is not None:
-                    await drain()
+                await sub.drain()
 
     # -- the loop ------------------------------------------------------------------------------------------
     async def _main_loop(self) -> None:
@@ -268,7 +268,7 @@ class SweepService:
             trial = self.state.next_trial + planned + len(out)
             if trial > self.config.max_trials:
                 break
-            run = f"{self.config.sweep_name}_trial_{trial:04d}"
+            run = run_name(self.config.sweep_name, trial)
             out.append(ev.TrialSuggested(trial=trial, run=run, params=s.params, info=s.info))
         return out
 
@@ -329,6 +329,7 @@ class SweepService:
                 if handle is None:
                     return
             # A dispatcher that neither reports nor gives up this long after the job's own limit is presumed hung.
+            assert spec.timeout is not None  # job_spec always sets it (config.timeout)
             await self._watch(spec, handle, deadline=job.requested_at + spec.timeout + self.config.watch_grace)
         finally:
             self._watching.discard(job.key)
@@ -342,7 +343,9 @@ class SweepService:
                 handle = await self.dispatcher.submit(spec)
         except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
             await self._send.send(
-                ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} could not submit: {exc}")
+                ev.JobExited(
+                    key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} could not submit: {exc}"
+                )
             )
             return None
         await self._send.send(ev.JobSubmitted(key=spec.key, handle=handle.data, reattached=reattached))
@@ -350,21 +353,32 @@ class SweepService:
 
     async def _watch(self, spec: JobSpec, handle: JobHandle, deadline: float) -> None:
         echo = get_logger(short(spec.run))
-        last_progress = 0.0
+        # Progress is throttled here, the one place for every dispatcher: at most one JobProgress a second per
+        # job, and the latest one held back is logged before anything else the job reports, so none is lost.
+        last_progress = -math.inf
+        held: Progress | None = None
         exited: ev.JobExited | None = None
+
+        async def log_progress(force: bool) -> None:
+            nonlocal held, last_progress
+            if held is not None and (force or time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS):
+                last_progress = time.monotonic()
+                update, held = held, None
+                await self._send.send(
+                    ev.JobProgress(key=spec.key, step=update.step, total=update.total, sps=update.sps)
+                )
+
         try:
             with anyio.fail_after(max(1.0, deadline - time.time())):
                 async for update in self.dispatcher.watch(spec, handle):
+                    if isinstance(update, Progress):
+                        held = update
+                        await log_progress(force=False)
+                    else:
+                        await log_progress(force=not isinstance(update, Output))
                     if isinstance(update, Output):
                         if spec.capture_output:
                             echo.info(update.line)
-                    elif isinstance(update, Progress):
-                        now = time.monotonic()
-                        if now - last_progress >= PROGRESS_EVERY_SECONDS:
-                            last_progress = now
-                            await self._send.send(
-                                ev.JobProgress(key=spec.key, step=update.step, total=update.total, sps=update.sps)
-                            )
                     elif isinstance(update, Started):
                         await self._send.send(ev.JobStarted(key=spec.key))
                     elif isinstance(update, Exited):
@@ -377,7 +391,9 @@ class SweepService:
                         )
                         break
             if exited is None:
-                exited = ev.JobExited(key=spec.key, exit_code=None, error="the dispatcher stopped watching without an exit status")
+                exited = ev.JobExited(
+                    key=spec.key, exit_code=None, error="the dispatcher stopped watching without an exit status"
+                )
         except TimeoutError:
             with anyio.move_on_after(15, shield=True):
                 await self._cancel_quietly(spec, handle)
@@ -388,7 +404,9 @@ class SweepService:
                 f"watch_grace {self.config.watch_grace:g} s of the job's request: presumed hung, cancelled",
             )
         except Exception as exc:  # noqa: BLE001 - a broken dispatcher fails the job, not the service
-            exited = ev.JobExited(key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} failed while watching: {exc}")
+            exited = ev.JobExited(
+                key=spec.key, exit_code=None, error=f"dispatcher {spec.dispatcher!r} failed while watching: {exc}"
+            )
         await self._send.send(exited)
 
     async def _cancel_quietly(self, spec: JobSpec, handle: JobHandle) -> None:
@@ -407,7 +425,9 @@ class SweepService:
         except Exception as exc:  # noqa: BLE001 - the seed's promise: fall back to random and say why
             self.log.warning(f"optimizer failed ({type(exc).__name__}: {exc}); falling back to random search")
             fallback = RandomSearch(self.config.protein_config, self.config.seed).suggest(observations, pending, n)
-            suggestions = [Suggestion(s.params, {**s.info, "fallback": f"{type(exc).__name__}: {exc}"}) for s in fallback]
+            suggestions = [
+                Suggestion(s.params, {**s.info, "fallback": f"{type(exc).__name__}: {exc}"}) for s in fallback
+            ]
         await self._send.send(_Suggested(suggestions))
 
     async def _monitor(self) -> None:

@@ -1,23 +1,7 @@
-"""Subscribers follow the committed event stream: the live log stream, the W&B mirror, attach clients.
+"""Moved to orchestrator.core.subscriber; this path stays so existing imports keep working."""
 
-The service calls ``publish`` right after each event is durable and folded into state. ``publish`` must return
-at once (buffer and move on): a slow subscriber must never slow the sweep. Work that takes time happens in
-``run``, which the service starts in its task group and cancels when it stops.
+import sys
 
-A subscriber that keeps its own record of how far it got (the W&B mirror's cursor) may also define
-``catch_up_from() -> int | None``: at start-up the service then hands it, through ``publish``, every logged event
-after that seq as it replays the log, so what it missed while the service was down reaches it too.
-"""
+from orchestrator.core import subscriber as _module
 
-from __future__ import annotations
-
-from typing import Protocol
-
-from orchestrator.events import StoredEvent
-from orchestrator.state import SweepState
-
-
-class Subscriber(Protocol):
-    def publish(self, stored: StoredEvent, state: SweepState) -> None: ...
-
-    async def run(self) -> None: ...
+sys.modules[__name__] = _module

@@ -100,9 +100,9 @@ def _bounded_append(points: list[list[float]], point: list[Any]) -> None:
 
 def read_book(db: Path) -> TrialBook:
     """Every trial of the sweep whose log is ``db`` (a SQLite event log)."""
-    from stores.sqlite import SQLiteStore
+    from stores.factory import open_store
 
-    store = SQLiteStore(db)
+    store = open_store(db)
     try:
         book = TrialBook()
         book.add(store.read(0))

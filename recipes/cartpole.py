@@ -69,7 +69,9 @@ class TrainerConfig(Section):
     losses: LossesConfig = LossesConfig()
     num_envs: int = Field(8, ge=1, description="parallel environments (in this one process)")
     batch_size: int | None = Field(
-        None, ge=2, description="samples collected per update, as Metta's trainer.batch_size (num_envs x n_steps); "
+        None,
+        ge=2,
+        description="samples collected per update, as Metta's trainer.batch_size (num_envs x n_steps); "
         "sets n_steps to batch_size / num_envs (default num_envs x n_steps = 256)",
     )
     n_steps: int = Field(32, ge=1, description="rollout length per environment per update")
@@ -79,16 +81,17 @@ class TrainerConfig(Section):
     checkpoint_interval: int = Field(50_000, gt=0, description="steps between checkpoints (one at the end too)")
     progress_interval: float = Field(2.0, ge=0, description="seconds between progress lines")
 
-
     @model_validator(mode="after")
-    def _batch(self) -> "TrainerConfig":
+    def _batch(self) -> TrainerConfig:
         if self.batch_size is None:
             return self
         if self.batch_size % self.num_envs:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of num_envs {self.num_envs}")
         steps = self.batch_size // self.num_envs
         if "n_steps" in self.model_fields_set and self.n_steps != steps:
-            raise ValueError(f"batch_size {self.batch_size} and n_steps {self.n_steps} disagree (num_envs {self.num_envs})")
+            raise ValueError(
+                f"batch_size {self.batch_size} and n_steps {self.n_steps} disagree (num_envs {self.num_envs})"
+            )
         object.__setattr__(self, "n_steps", steps)  # frozen: set once, while validating
         return self
 
@@ -203,16 +206,18 @@ def train(run: RunName, config: CartPoleConfig = CartPoleConfig(), train_dir: st
     save(model, steps)
     env.close()
     seconds = time.monotonic() - start
-    episodes = [info["r"] for info in model.ep_info_buffer]
-    metrics: dict[str, Any] = {"train/timesteps": steps, "train/seconds": round(seconds, 3), "train/sps": round(steps / seconds, 1)}
+    episodes = [info["r"] for info in model.ep_info_buffer or ()]
+    metrics: dict[str, Any] = {
+        "train/timesteps": steps,
+        "train/seconds": round(seconds, 3),
+        "train/sps": round(steps / seconds, 1),
+    }
     if episodes:
         metrics["train/episode_return"] = round(sum(episodes) / len(episodes), 3)
     return {"cost": round(seconds, 3), "metrics": metrics}
 
 
-def evaluate(
-    policy_uri: str, run: RunName | None = None, config: CartPoleConfig = CartPoleConfig()
-) -> dict[str, Any]:
+def evaluate(policy_uri: str, run: RunName | None = None, config: CartPoleConfig = CartPoleConfig()) -> dict[str, Any]:
     """Load the newest checkpoint at policy_uri, play evaluator.episodes episodes, report the mean return."""
     ckpt = latest_checkpoint(policy_path(policy_uri), CHECKPOINT_SUFFIX)  # before the slow imports
     meta = read_meta(ckpt)

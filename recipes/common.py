@@ -6,7 +6,6 @@ No training library is imported here, so the toy recipe (and the runner's ``--he
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from orchestrator.contract import format_progress
-from orchestrator.run import RecipeError, UsageError
+from orchestrator.core.contract import format_progress
+from orchestrator.core.files import write_atomic
+from orchestrator.core.recipe_values import RecipeError, UsageError
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)\.[A-Za-z0-9]+$")
 META_FILE = "meta.json"
@@ -73,14 +73,6 @@ def latest_checkpoint(path: Path, suffix: str) -> Path:
     if not found:
         raise RecipeError(f"no model_<step>{suffix} checkpoint in {path}")
     return max(found)[1]
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file so a reader never sees half of it (write a temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

@@ -170,9 +170,7 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def evaluate(
-    policy_uri: str, run: RunName | None = None, config: ToyConfig = ToyConfig()
-) -> dict[str, Any] | None:
+def evaluate(policy_uri: str, run: RunName | None = None, config: ToyConfig = ToyConfig()) -> dict[str, Any] | None:
     """Read the newest toy checkpoint and report its score (the train config, under this job's overrides)."""
     ckpt = latest_checkpoint(policy_path(policy_uri), ".json")
     saved = json.loads(ckpt.read_text())

@@ -6,9 +6,10 @@ blocks the event loop. ``append`` returns only after the events are durable.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
-from orchestrator.events import Event, StoredEvent
+from orchestrator.core.events import Event, StoredEvent
 
 
 class LeaseHeld(Exception):

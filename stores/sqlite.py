@@ -23,10 +23,10 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from orchestrator.events import Event, StoredEvent, event_from_json, event_to_json
+from orchestrator.core.events import Event, StoredEvent, event_from_json, event_to_json
 from stores.base import LeaseHeld, StoreError, disk_full
 
 _SCHEMA = """
@@ -152,7 +152,8 @@ _MAX_SEQ = 2**63 - 1
 _WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
 
 _RECOVER = (
-    "To salvage what it still holds: `sqlite3 {path} .recover > fixed.sql` (sqlite3 3.29 or newer) writes every row SQLite can still read "
+    "To salvage what it still holds: `sqlite3 {path} .recover > fixed.sql` (sqlite3 3.29 or newer) "
+    "writes every row SQLite can still read "
     "as SQL statements; `sqlite3 events.new.db < fixed.sql` loads them into a new file; keep the damaged one aside "
     "and move events.new.db to {path}, then run the same command again."
 )
@@ -168,8 +169,9 @@ def _check_whole(db: sqlite3.Connection, path: Path) -> None:
     wal_empty = not wal.exists() or wal.stat().st_size == 0
     size = path.stat().st_size
     if size % page or (wal_empty and pages * page > size):
-        raise sqlite3.DatabaseError(f"database disk image is malformed: the file is {size} bytes, "
-                                    f"{pages * page} expected: it was cut short")
+        raise sqlite3.DatabaseError(
+            f"database disk image is malformed: the file is {size} bytes, {pages * page} expected: it was cut short"
+        )
 
 
 def store_error(exc: BaseException, path: Path, doing: str) -> StoreError:
@@ -189,8 +191,7 @@ def store_error(exc: BaseException, path: Path, doing: str) -> StoreError:
     ):
         return StoreError(f"the event log {path} is damaged ({text}). " + _RECOVER.format(path=path), "damaged")
     if "unable to open" in low:
-        return StoreError(f"cannot open the event log {path} ({text}): check that its directory exists and is "
-                          "writable")
+        return StoreError(f"cannot open the event log {path} ({text}): check that its directory exists and is writable")
     return StoreError(f"cannot {doing} the event log {path}: {text}")
 
 

@@ -21,31 +21,33 @@ restart writes what it missed and nothing twice.
 
 :func:`events_from_wandb` reads a sweep's group back from the W&B API and rebuilds an event list that a fresh
 local log can start from.
+
+By concern: ``stores.wandb_client`` (the SDK and API behind one small client), ``stores.wandb_records`` (what is
+written, pure functions of the state), this module (the mirror and its cursor), ``stores.wandb_restore`` (resume
+from W&B). The public names are all importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
 import random
-import re
-import tempfile
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import structlog
 
-from orchestrator import events as ev
-from orchestrator.state import SweepState, TrialState, thaw
-from stores.wandb_client import RemoteRun, RunHandle, WandbClient, WandbError, redact, resolve_mode
+from orchestrator.core import events as ev
+from orchestrator.core.files import write_atomic
+from orchestrator.core.state import SweepState, TrialState
+from orchestrator.core.subscriber import Subscriber
+from stores.wandb_client import RunHandle, WandbClient, WandbError, redact, resolve_mode
+from stores.wandb_records import _SWEEP_EVENTS, RunRecord, _trial_of, flatten, sweep_record, trial_record, unflatten
+from stores.wandb_restore import events_from_wandb, restore_log_from_wandb
 
 __all__ = [
     "WandbMirror",
@@ -62,213 +64,13 @@ __all__ = [
 CURSOR_FILE = "wandb_mirror.json"
 _CURSOR_VERSION = 1
 
+
 def _log() -> Any:
     """The mirror's logger, bound at call time so it follows the service's logging configuration."""
     return structlog.get_logger().bind(component="WandbMirror")
 
 
-# -- what is written: pure functions of the state -------------------------------------------------------------
-
-
-def unflatten(params: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}`` (a path that is also a prefix keeps its value
-    under ``_value`` so nothing is lost)."""
-    tree: dict[str, Any] = {}
-    for path in sorted(params):
-        node = tree
-        parts = path.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {} if child is None else {"_value": child}
-                node[part] = child
-            node = child
-        leaf = parts[-1]
-        if isinstance(node.get(leaf), dict):
-            node[leaf]["_value"] = params[path]
-        else:
-            node[leaf] = params[path]
-    return tree
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The inverse of :func:`unflatten`."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if key == "_value" and prefix:
-            out[prefix] = value
-            continue
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON data (W&B stores summary and config as JSON); non-finite floats become strings."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """Everything one W&B run should hold for a given state."""
-
-    run_id: str
-    job_type: Literal["trial", "sweep"]
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    metrics: dict[str, Any] | None = None  # the completion row (trials only)
-    exit_code: int | None = None  # set when the run is done for good
-
-    def digest(self) -> str:
-        body = json.dumps([self.config, self.summary, self.metrics, self.exit_code], sort_keys=True, default=str)
-        return hashlib.sha256(body.encode()).hexdigest()[:24]
-
-    def config_digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _metric_name(state: SweepState) -> str | None:
-    protein = state.config.get("protein_config") if state.config else None
-    return protein.get("metric") if protein is not None else None
-
-
-def trial_record(state: SweepState, trial: TrialState) -> RunRecord:
-    """The W&B run of one trial (``state`` gives the sweep's definition)."""
-    params = thaw(trial.params)
-    summary: dict[str, Any] = {
-        "sweep/trial": trial.trial,
-        "sweep/suggestion": params,
-        "sweep/status": trial.status,
-        "sweep/suggested_at": trial.suggested_at,
-    }
-    if trial.info:
-        summary["sweep/info"] = thaw(trial.info)
-    trains = trial.jobs_of("train")
-    evals = trial.jobs_of("eval")
-    train = trains[-1] if trains else None
-    progress = 0.0
-    if train is not None:
-        if train.succeeded:
-            progress = 1.0
-            summary["sweep/train_seconds"] = train.duration
-        elif train.step is not None and train.total:
-            progress = max(0.0, min(1.0, train.step / train.total))
-        if train.step is not None:
-            summary["sweep/steps"] = train.step
-        if train.total is not None:
-            summary["sweep/total_steps"] = train.total
-        if train.sps is not None:
-            summary["sweep/sps"] = train.sps
-    if trial.status in ("training_done", "evaluating", "completed"):
-        progress = 1.0
-    summary["sweep/progress"] = progress
-    summary["sweep/attempts"] = {"train": len(trains), "eval": len(evals)}
-    metrics_row: dict[str, Any] | None = None
-    exit_code: int | None = None
-    if trial.status == "completed":
-        metrics = thaw(trial.metrics) or {}
-        summary["sweep/score"] = trial.score
-        summary["sweep/cost"] = trial.cost
-        summary["sweep/ended_at"] = trial.ended_at
-        row = {k: v for k, v in flatten(metrics).items() if not k.startswith("_")}
-        metric = _metric_name(state)
-        if metric and metric not in row:
-            row[metric] = trial.score
-        summary.update(row)
-        metrics_row = {**row, "sweep/score": trial.score, "sweep/cost": trial.cost}
-        exit_code = 0
-    elif trial.status == "failed":
-        summary["sweep/reason"] = trial.reason
-        summary["sweep/ended_at"] = trial.ended_at
-        exit_code = 1
-    return RunRecord(
-        run_id=trial.run,
-        job_type="trial",
-        config=_json_safe(unflatten(params)),
-        summary=_json_safe(summary),
-        metrics=_json_safe(metrics_row) if metrics_row is not None else None,
-        exit_code=exit_code,
-    )
-
-
-def sweep_record(state: SweepState) -> RunRecord | None:
-    """The sweep-level run: the definition (config) and the totals (summary)."""
-    if state.sweep is None:
-        return None
-    best = state.best
-    summary: dict[str, Any] = {
-        "sweep/kind": "sweep",
-        "sweep/name": state.sweep,
-        "sweep/status": "finished" if state.finished else "running",
-        "sweep/finished": state.finished,
-        "sweep/trials": state.numbered,
-        "sweep/completed": state.completed,
-        "sweep/failed": state.failed,
-        "sweep/active": len(state.open_trials),
-        "sweep/resumes": state.resumes,
-        "sweep/created_at": state.created_at,
-        "sweep/best_trial": state.best_trial,
-    }
-    if best is not None:
-        summary["sweep/best_run"] = best.run
-        summary["sweep/best_score"] = best.score
-    return RunRecord(
-        run_id=state.sweep,
-        job_type="sweep",
-        config=_json_safe(thaw(state.config)),
-        summary=_json_safe(summary),
-        exit_code=0 if state.finished else None,
-    )
-
-
-def _trial_of(event: Any, state: SweepState) -> TrialState | None:
-    """The trial ``event`` touched, as it stands in ``state`` (the state just after the event)."""
-    number = getattr(event, "trial", None)
-    if not isinstance(number, int):
-        key = getattr(event, "key", None)
-        number = state.job_trials.get(key) if key is not None else None
-    return state.trial(number) if isinstance(number, int) else None
-
-
-_SWEEP_EVENTS = (
-    ev.SweepCreated,
-    ev.SweepResumed,
-    ev.SweepFinished,
-    ev.TrialSuggested,
-    ev.TrialCompleted,
-    ev.TrialFailed,
-)
-
-
 # -- the cursor -----------------------------------------------------------------------------------------------
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"), sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # -- the mirror -----------------------------------------------------------------------------------------------
@@ -284,8 +86,8 @@ class _Batch:
     sweep_done: bool = False
 
 
-class WandbMirror:
-    """A :class:`~orchestrator.subscribers.Subscriber` that mirrors the sweep to W&B (see the module docstring).
+class WandbMirror(Subscriber):
+    """A :class:`~orchestrator.core.subscriber.Subscriber` that mirrors the sweep to W&B (see the module docstring).
 
     ``config`` needs ``sweep_name`` and ``wandb`` (a ``WandbSettings``); a ``SweepConfig`` will do. With
     ``wandb.mode == "disabled"`` the mirror does nothing.
@@ -391,8 +193,9 @@ class WandbMirror:
                 with anyio.move_on_after(self.close_timeout) as scope:
                     await anyio.to_thread.run_sync(self._close_all, abandon_on_cancel=True)
                 if scope.cancelled_caught:
-                    _log().warning("W&B did not finish the open runs in time; the next start resumes them",
-                                   open=len(self._open))
+                    _log().warning(
+                        "W&B did not finish the open runs in time; the next start resumes them", open=len(self._open)
+                    )
 
     # -- status -----------------------------------------------------------------------------------------------
 
@@ -421,9 +224,7 @@ class WandbMirror:
         """What the service calls once the sweep has ended: give W&B up to ``timeout`` seconds to catch up. What is
         still unwritten then stays in the log and the cursor, and the next start writes it."""
         if not await self.flush(timeout):
-            _log().warning(
-                "W&B has not caught up; the rest is written on the next start", pending=len(self._dirty)
-            )
+            _log().warning("W&B has not caught up; the rest is written on the next start", pending=len(self._dirty))
 
     # -- internals (loop side) --------------------------------------------------------------------------------
 
@@ -477,8 +278,9 @@ class WandbMirror:
         except FileNotFoundError:
             return fresh
         except ValueError:
-            _log().warning("unreadable W&B mirror cursor; rewriting every run (writes are idempotent)",
-                         path=str(self.cursor_path))
+            _log().warning(
+                "unreadable W&B mirror cursor; rewriting every run (writes are idempotent)", path=str(self.cursor_path)
+            )
             return fresh
         if data.get("version") != _CURSOR_VERSION or data.get("destination") != self.destination:
             return fresh  # another destination (offline -> online, another project): write everything there
@@ -486,7 +288,7 @@ class WandbMirror:
         return data
 
     def _save_cursor(self) -> None:
-        _write_json_atomic(self.cursor_path, self._cursor)
+        write_atomic(self.cursor_path, json.dumps(self._cursor, separators=(",", ":"), sort_keys=True), durable=True)
 
     def _write_batch(self, batch: _Batch) -> None:
         with self._io_lock:
@@ -594,168 +396,3 @@ class WandbMirror:
             self._save_cursor()
         except OSError as exc:
             _log().warning("could not save the W&B mirror cursor", error=redact(str(exc)))
-
-
-# -- resume from W&B ------------------------------------------------------------------------------------------
-
-_UNFINISHED = ("pending", "training", "training_done", "evaluating")
-
-
-def _trial_number(sweep: str, run: RemoteRun) -> int | None:
-    value = run.summary.get("sweep/trial")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
-        return int(value)
-    m = re.fullmatch(re.escape(sweep) + r"_trial_(\d+)", run.id)
-    return int(m.group(1)) if m else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _has_checkpoint(train_dir: Path, run: str) -> bool:
-    path = train_dir / run / "checkpoints"
-    try:
-        return path.is_dir() and any(path.iterdir())
-    except OSError:
-        return False
-
-
-def _eval_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in summary.items()
-        if not k.startswith("_") and not k.startswith("sweep/") and not isinstance(v, dict)
-    }
-
-
-def events_from_wandb(
-    settings: Any,
-    sweep: str,
-    train_dir: str | Path = "train_dir",
-    *,
-    client: WandbClient | None = None,
-) -> list[ev.Event]:
-    """Rebuild a sweep's event list from its W&B group, for a machine that has no local log.
-
-    Returns ``[]`` when W&B has no run in the group. Otherwise: ``SweepCreated`` (definition from the sweep-level
-    run's config; ``{}`` if that run is missing), then per trial in order ``TrialSuggested`` and its outcome:
-
-    - completed (``sweep/score`` in the summary): ``TrialCompleted`` with score, cost and the eval metrics;
-    - failed (``sweep/status`` failed, or nothing but a crashed/failed W&B state and no checkpoint): ``TrialFailed``;
-    - unfinished (pending, training, evaluating; W&B shows it running, crashed or finished early): if
-      ``train_dir/<run>/checkpoints`` holds a checkpoint, an exited train job (``JobRequested`` and
-      ``JobExited(exit_code=0)``) so the scheduler evaluates it again; else ``TrialFailed``;
-    - a trial number with no run at all (never mirrored): ``TrialFailed`` with empty params, so numbering stays
-      gap-free;
-
-    and ``SweepFinished`` if the sweep run says the sweep finished. Raises :class:`WandbError` (redacted) when W&B
-    cannot be read.
-    """
-    train_dir = Path(train_dir)
-    client = client or WandbClient(
-        "online", settings.project, getattr(settings, "entity", None), root=None
-    )
-    runs = client.group_runs(sweep)
-    if not runs:
-        return []
-    sweep_run = next((r for r in runs if r.job_type == "sweep" or r.summary.get("sweep/kind") == "sweep"), None)
-    if sweep_run is None:
-        sweep_run = next((r for r in runs if r.id == sweep), None)
-    trials: dict[int, RemoteRun] = {}
-    for run in runs:
-        if run is sweep_run:
-            continue
-        number = _trial_number(sweep, run)
-        if number is not None and number not in trials:
-            trials[number] = run
-
-    now = time.time()
-    definition = dict(sweep_run.config) if sweep_run is not None else {}
-    created = _number(sweep_run.summary.get("sweep/created_at")) if sweep_run is not None else None
-    out: list[ev.Event] = [ev.SweepCreated(sweep=sweep, config=definition, ts=created or now)]
-    last = max(trials, default=0)
-    for number in range(1, last + 1):
-        run = trials.get(number)
-        if run is None:
-            name = f"{sweep}_trial_{number:04d}"
-            out.append(ev.TrialSuggested(trial=number, run=name, params={}, info={"restored_from": "wandb"}))
-            out.append(ev.TrialFailed(trial=number, reason="no W&B run for this trial (never mirrored)"))
-            continue
-        out.extend(_trial_events(number, run, train_dir, now))
-    if sweep_run is not None and sweep_run.summary.get("sweep/finished") is True:
-        best = sweep_run.summary.get("sweep/best_trial")
-        out.append(ev.SweepFinished(best_trial=int(best) if isinstance(best, (int, float)) else None))
-    return out
-
-
-def restore_log_from_wandb(
-    settings: Any,
-    sweep: str,
-    store: Any,
-    train_dir: str | Path = "train_dir",
-    *,
-    client: WandbClient | None = None,
-) -> list[ev.StoredEvent]:
-    """Fill an empty event log from W&B: ``events_from_wandb`` appended to ``store`` (a ``Store``).
-
-    Does nothing and returns ``[]`` if the log already has events (the local log is the truth) or W&B has no run
-    in the group. Raises :class:`WandbError` (redacted) when W&B cannot be read.
-    """
-    if store.last_seq() > 0:
-        return []
-    events = events_from_wandb(settings, sweep, train_dir, client=client)
-    if not events:
-        return []
-    stored = store.append(events)
-    _log().info(
-        "rebuilt the sweep from W&B", sweep=sweep, events=len(stored),
-        trials=sum(isinstance(e, ev.TrialSuggested) for e in events),
-    )
-    return stored
-
-
-def _trial_events(number: int, run: RemoteRun, train_dir: Path, now: float) -> Iterable[ev.Event]:
-    s = run.summary
-    params = s.get("sweep/suggestion")
-    if not isinstance(params, dict):
-        params = flatten(run.config)
-    info = dict(s.get("sweep/info") or {}) if isinstance(s.get("sweep/info"), dict) else {}
-    info.update(restored_from="wandb", wandb_state=run.state)
-    suggested = _number(s.get("sweep/suggested_at")) or now
-    yield ev.TrialSuggested(trial=number, run=run.id, params=params, info=info, ts=suggested)
-
-    status = s.get("sweep/status")
-    score = _number(s.get("sweep/score"))
-    ended = _number(s.get("sweep/ended_at")) or now
-    if status != "failed" and score is not None:
-        cost = _number(s.get("sweep/cost"))
-        if cost is None:
-            cost = _number(s.get("sweep/train_seconds")) or _number(s.get("_runtime")) or 0.0
-        yield ev.TrialCompleted(trial=number, score=score, cost=cost, metrics=_eval_metrics(s), ts=ended)
-        return
-    if status == "failed":
-        yield ev.TrialFailed(trial=number, reason=str(s.get("sweep/reason") or "failed (from W&B)"), ts=ended)
-        return
-    # Unfinished here: pending, training, evaluating, or a run W&B shows crashed/failed/running with no result.
-    if _has_checkpoint(train_dir, run.id):
-        attempts = s.get("sweep/attempts")
-        attempt = int(attempts.get("train", 1)) if isinstance(attempts, dict) else 1
-        key = f"{run.id}.train.{max(1, attempt)}"
-        duration = _number(s.get("sweep/train_seconds")) or _number(s.get("_runtime")) or 0.0
-        yield ev.JobRequested(key=key, trial=number, kind="train", attempt=max(1, attempt), argv=[],
-                              dispatcher="restored", ts=suggested)
-        yield ev.JobExited(key=key, exit_code=0, duration=duration, ts=now)
-        return
-    where = train_dir / run.id / "checkpoints"
-    yield ev.TrialFailed(
-        trial=number,
-        reason=f"W&B shows the run {run.state} with status {status or 'unknown'}, and no checkpoint at {where}",
-        ts=now,
-    )

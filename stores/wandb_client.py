@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Mode = Literal["offline", "online", "disabled"]
 
@@ -207,7 +208,9 @@ class WandbClient:
         except WandbError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise _fail(f"listing runs of group {group!r} in {self.entity or '<default entity>'}/{self.project}", exc) from None
+            raise _fail(
+                f"listing runs of group {group!r} in {self.entity or '<default entity>'}/{self.project}", exc
+            ) from None
 
 
 def _plain(value: Any) -> Any:

@@ -47,7 +47,9 @@ def sweep_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def write_sweep(path: Path, max_trials: int = 4, parallel: int = 2, method: str = "random") -> Path:
     path.write_text(
-        SWEEP_TOML.format(max_trials=max_trials, parallel=parallel, method=method, python=sys.executable, job=LEDGER_JOB)
+        SWEEP_TOML.format(
+            max_trials=max_trials, parallel=parallel, method=method, python=sys.executable, job=LEDGER_JOB
+        )
     )
     return path
 

@@ -20,8 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 
 from orchestrator import cli
 from orchestrator import run as recipe_runner
-from orchestrator.config import SweepConfig, load_config
+from orchestrator.config import load_config
 from orchestrator.logs import configure_logging
 from orchestrator.reducer import fold
 from orchestrator.runtime import build_service
@@ -168,17 +169,50 @@ toml_values = st.recursive(
 
 _P = ("protein_config", "parameters", "toy.x")
 KNOWN_PATHS: list[tuple[str, ...]] = [
-    ("sweep_name",), ("max_trials",), ("max_parallel_jobs",), ("scheduler",), ("recipe_module",),
-    ("train_entrypoint",), ("eval_entrypoint",), ("monitoring_interval",), ("train_overrides",), ("eval_overrides",),
-    ("dispatcher_type",), ("dispatcher_options",), ("dispatcher_options", "local"),
-    ("dispatcher_options", "local", "poll_interval"), ("capture_output",), ("command",), ("max_retries",),
-    ("retry_backoff",), ("job_timeout",), ("seed",), ("store",), ("wandb",), ("wandb", "mode"), ("wandb", "project"),
-    ("http_host",), ("http_port",), ("http_token",),
-    ("protein_config",), ("protein_config", "metric"), ("protein_config", "goal"), ("protein_config", "method"),
-    ("protein_config", "parameters"), _P, (*_P, "distribution"), (*_P, "min"), (*_P, "max"), (*_P, "mean"),
-    (*_P, "scale"), (*_P, "choices"), ("protein_config", "parameters", "new.param"),
-    ("protein_config", "settings"), ("protein_config", "settings", "num_random_samples"),
-    ("protein_config", "settings", "max_suggestion_cost"), ("protein_config", "settings", "random_suggestions"),
+    ("sweep_name",),
+    ("max_trials",),
+    ("max_parallel_jobs",),
+    ("scheduler",),
+    ("recipe_module",),
+    ("train_entrypoint",),
+    ("eval_entrypoint",),
+    ("monitoring_interval",),
+    ("train_overrides",),
+    ("eval_overrides",),
+    ("dispatcher_type",),
+    ("dispatcher_options",),
+    ("dispatcher_options", "local"),
+    ("dispatcher_options", "local", "poll_interval"),
+    ("capture_output",),
+    ("command",),
+    ("max_retries",),
+    ("retry_backoff",),
+    ("job_timeout",),
+    ("seed",),
+    ("store",),
+    ("wandb",),
+    ("wandb", "mode"),
+    ("wandb", "project"),
+    ("http_host",),
+    ("http_port",),
+    ("http_token",),
+    ("protein_config",),
+    ("protein_config", "metric"),
+    ("protein_config", "goal"),
+    ("protein_config", "method"),
+    ("protein_config", "parameters"),
+    _P,
+    (*_P, "distribution"),
+    (*_P, "min"),
+    (*_P, "max"),
+    (*_P, "mean"),
+    (*_P, "scale"),
+    (*_P, "choices"),
+    ("protein_config", "parameters", "new.param"),
+    ("protein_config", "settings"),
+    ("protein_config", "settings", "num_random_samples"),
+    ("protein_config", "settings", "max_suggestion_cost"),
+    ("protein_config", "settings", "random_suggestions"),
 ]
 paths = st.sampled_from(KNOWN_PATHS) | st.builds(
     lambda parent, key: (*parent, key), st.sampled_from([(), ("protein_config",), _P, ("wandb",)]), _text
@@ -243,12 +277,16 @@ CLI_KEYS = [".".join(p) for p in KNOWN_PATHS if p != ("sweep_name",)] + [
 ]
 _values = st.one_of(
     _text,
-    st.sampled_from(["5", "0", "-1", "1e400", "nan", "true", "null", "[1, 2]", '{"a": 1}', "{", '"str"', "$(rm -rf x)", "a b"]),
+    st.sampled_from(
+        ["5", "0", "-1", "1e400", "nan", "true", "null", "[1, 2]", '{"a": 1}', "{", '"str"', "$(rm -rf x)", "a b"]
+    ),
     st.integers().map(str),
     st.floats().map(repr),
 )
 assignments = st.one_of(
-    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(CLI_KEYS) | _text.filter(lambda s: not s.startswith("-")), _values),
+    st.builds(
+        lambda k, v: f"{k}={v}", st.sampled_from(CLI_KEYS) | _text.filter(lambda s: not s.startswith("-")), _values
+    ),
     _text.filter(lambda s: not s.startswith("-")),  # often no '=' at all
 )
 
@@ -264,7 +302,8 @@ def test_any_args_and_overrides_run_or_get_one_message_naming_the_field(args: li
         return
     assert_usage_error(code, err)
     assert names_one_of(err, [tuple(t.partition("=")[0].split(".")) for t in args + overrides]) or any(
-        repr(t) in err for t in args + overrides  # a malformed item is quoted whole
+        repr(t) in err
+        for t in args + overrides  # a malformed item is quoted whole
     ), (args, overrides, err)
 
 
@@ -274,7 +313,9 @@ def test_any_args_and_overrides_run_or_get_one_message_naming_the_field(args: li
     _text | st.sampled_from(["x" * 400, "a/b", "../..", "-", "has space", "ok_name"]),
     st.none() | _text,
 )
-def test_any_sweep_name_and_train_dir_get_a_message_not_a_traceback(command: str, name: str, train_dir: str | None) -> None:
+def test_any_sweep_name_and_train_dir_get_a_message_not_a_traceback(
+    command: str, name: str, train_dir: str | None
+) -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp), sweep_loop_stubbed():
         Path("sweep.toml").write_text(toml_document(base_definition()))
         argv = [command, "--sweep", name]
@@ -289,8 +330,23 @@ def test_any_sweep_name_and_train_dir_get_a_message_not_a_traceback(command: str
 
 # -- recipe command lines (python -m orchestrator.run) --------------------------------------------------------------
 
-TOY_PATHS = ["toy.x", "toy.lr", "toy.steps", "toy.total_timesteps", "toy.cost", "toy.note", "toy.fail_mode",
-             "toy.fail_in", "toy.exit_code", "toy", "toy.x.y", "trainer.lr", "run", "train_dir", "config"]
+TOY_PATHS = [
+    "toy.x",
+    "toy.lr",
+    "toy.steps",
+    "toy.total_timesteps",
+    "toy.cost",
+    "toy.note",
+    "toy.fail_mode",
+    "toy.fail_in",
+    "toy.exit_code",
+    "toy",
+    "toy.x.y",
+    "trainer.lr",
+    "run",
+    "train_dir",
+    "config",
+]
 recipe_assignments = st.one_of(
     st.builds(lambda k, v: f"{k}={v}", st.sampled_from(TOY_PATHS) | _text, _values),
     _text,
@@ -303,7 +359,9 @@ recipe_assignments = st.one_of(
     st.lists(recipe_assignments, max_size=3),
     st.lists(recipe_assignments, max_size=4),
 )
-def test_any_recipe_overrides_run_or_get_one_line_naming_the_field(target: str, args: list[str], overrides: list[str]) -> None:
+def test_any_recipe_overrides_run_or_get_one_line_naming_the_field(
+    target: str, args: list[str], overrides: list[str]
+) -> None:
     argv = [target, "--args", *args, "--overrides", *overrides, "--dry-run"]
     code, err = call(recipe_runner.main, argv)
     if code == 0:
@@ -336,7 +394,9 @@ def run_cli(*argv: str, cwd: Path, module: str = "orchestrator") -> subprocess.C
         (toml_document({**base_definition(), "max_trials": "ten"}).encode(), [], "max_trials"),
     ],
 )
-def test_real_serve_processes_exit_2_without_a_traceback(tmp_path: Path, body: bytes, argv: list[str], message: str) -> None:
+def test_real_serve_processes_exit_2_without_a_traceback(
+    tmp_path: Path, body: bytes, argv: list[str], message: str
+) -> None:
     (tmp_path / "sweep.toml").write_bytes(body)
     (tmp_path / "x").mkdir()
     proc = run_cli("serve", "--sweep", "real", "--config", "sweep.toml", *argv, cwd=tmp_path)
@@ -377,7 +437,9 @@ HOSTILE = [
 ]
 
 
-def test_hostile_parameter_names_and_values_reach_the_job_as_inert_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_parameter_names_and_values_reach_the_job_as_inert_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep").write_text("still here")
@@ -385,7 +447,8 @@ def test_hostile_parameter_names_and_values_reach_the_job_as_inert_argv(tmp_path
     monkeypatch.setenv("ARGV_LOG", str(log))
     parameters: dict[str, Any] = {
         # Each hostile string is the only choice of its own parameter, so every trial carries all of them.
-        f"p{i}": {"distribution": "categorical", "choices": [s]} for i, s in enumerate(HOSTILE)
+        f"p{i}": {"distribution": "categorical", "choices": [s]}
+        for i, s in enumerate(HOSTILE)
     }
     parameters["name; touch pwned_name $(touch pwned_name2)"] = {"distribution": "categorical", "choices": ["v"]}
     parameters["all"] = {"distribution": "categorical", "choices": HOSTILE}

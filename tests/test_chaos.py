@@ -25,7 +25,18 @@ from tests.conftest import ledger, serve_env, write_sweep
 def test_twenty_sigkills_lose_nothing_and_run_nothing_twice(sweep_dir: Path) -> None:
     write_sweep(sweep_dir / "sweep.toml", max_trials=10, parallel=3)
     rng = random.Random(1234)
-    argv = [sys.executable, "-m", "orchestrator", "serve", "--sweep", "chaos", "--config", "sweep.toml", "--log-format", "json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "serve",
+        "--sweep",
+        "chaos",
+        "--config",
+        "sweep.toml",
+        "--log-format",
+        "json",
+    ]
     env = serve_env(JOB_SECONDS="6")
     kills = 0
     while kills < 20:
@@ -76,12 +87,27 @@ def test_a_kill_while_writing_to_the_store_or_dispatching_loses_nothing(sweep_di
     write_sweep(sweep_dir / "sweep.toml", max_trials=12, parallel=2)
     env = serve_env(JOB_SECONDS="0.4")
     serve = ["serve", "--sweep", "points", "--config", "sweep.toml", "--log-format", "json"]
-    crashes = [("mid-write", 3), ("dispatch", 1), ("after-commit", 4), ("mid-write", 6), ("dispatch", 2),
-               ("after-commit", 2), ("mid-write", 9), ("dispatch", 3), ("after-commit", 7)]
+    crashes = [
+        ("mid-write", 3),
+        ("dispatch", 1),
+        ("after-commit", 4),
+        ("mid-write", 6),
+        ("dispatch", 2),
+        ("after-commit", 2),
+        ("mid-write", 9),
+        ("dispatch", 3),
+        ("after-commit", 7),
+    ]
     db = sweep_dir / "train_dir" / "points" / "events.db"
     for point, n in crashes:
-        proc = subprocess.run([sys.executable, str(CRASH_POINTS), point, str(n), *serve], cwd=sweep_dir, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(CRASH_POINTS), point, str(n), *serve],
+            cwd=sweep_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == -signal.SIGKILL, (point, n, proc.stdout[-2000:])
         report = json.loads((sweep_dir / "crash.json").read_text())
         stored = list(SQLiteStore(db).read(0))
@@ -96,8 +122,14 @@ def test_a_kill_while_writing_to_the_store_or_dispatching_loses_nothing(sweep_di
             run, kind, attempt = report["key"].rsplit(".", 2)
             launched = json.loads((db.parent / run / f"{kind}.{attempt}" / "launcher.json").read_text())
             assert launched["job_pid"] > 0  # its launcher claimed the key and started it
-    final = subprocess.run([sys.executable, "-m", "orchestrator", *serve], cwd=sweep_dir, env=env,
-                           capture_output=True, text=True, timeout=180)
+    final = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *serve],
+        cwd=sweep_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert final.returncode == 0, final.stdout[-3000:]
 
     store = SQLiteStore(db)

@@ -149,12 +149,29 @@ def test_missing_sweep_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_remote_bind_needs_a_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, GOOD_PARAMS)
-    assert main(["serve", "--sweep", "x", "--config", str(path), "--train-dir", str(tmp_path), "--args", "http_host=0.0.0.0"]) == 2
+    assert (
+        main(
+            [
+                "serve",
+                "--sweep",
+                "x",
+                "--config",
+                str(path),
+                "--train-dir",
+                str(tmp_path),
+                "--args",
+                "http_host=0.0.0.0",
+            ]
+        )
+        == 2
+    )
     assert "set http_token" in capsys.readouterr().err
 
 
 def test_a_real_process_exits_2_without_traceback(tmp_path: Path) -> None:
-    path = write(tmp_path, '[protein_config]\n[protein_config.parameters.lr]\ndistribution = "uniform"\nmin = 1\nmax = 0\n')
+    path = write(
+        tmp_path, '[protein_config]\n[protein_config.parameters.lr]\ndistribution = "uniform"\nmin = 1\nmax = 0\n'
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "serve", "--sweep", "x", "--config", str(path)],
         cwd=tmp_path,

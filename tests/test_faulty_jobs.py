@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -270,7 +271,11 @@ def test_a_mix_of_good_and_failing_trials_completes_with_the_best_of_the_good(wo
     params = dict(config.protein_config.parameters)
     params["toy.fail_mode"] = {"distribution": "categorical", "choices": ["none", "exit"]}
     config = config.model_copy(
-        update={"protein_config": config.protein_config.model_validate({**config.protein_config.model_dump(), "parameters": params})}
+        update={
+            "protein_config": config.protein_config.model_validate(
+                {**config.protein_config.model_dump(), "parameters": params}
+            )
+        }
     )
     state, events, _ = run(config)
     statuses = {t.trial: (t.params["toy.fail_mode"], t.status) for t in state.shown_trials()}
@@ -280,4 +285,3 @@ def test_a_mix_of_good_and_failing_trials_completes_with_the_best_of_the_good(wo
     good = [t for t in state.shown_trials() if t.status == "completed"]
     best = events[-1].best_trial
     assert best == (max(good, key=lambda t: t.score).trial if good else None)
-

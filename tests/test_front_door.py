@@ -32,7 +32,11 @@ SHORT_TRAINING = {"recipes.cartpole": ["train_overrides.trainer.total_timesteps=
 def orchestrator(cwd: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
-        cwd=cwd, env=serve_env(**env), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=serve_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -54,8 +58,17 @@ def test_every_shipped_config_runs_a_trial_as_shipped(definition: str, tmp_path:
     recipe = tomllib.loads((CONFIG_DIR / f"{definition}.toml").read_text()).get("recipe_module", "recipes.cartpole")
     name = f"front_{definition}"
     done = orchestrator(
-        tmp_path, "serve", "--sweep", definition, "--log-format", "human",
-        "--args", f"sweep_name={name}", "max_trials=1", "--overrides", *SHORT_TRAINING[recipe],
+        tmp_path,
+        "serve",
+        "--sweep",
+        definition,
+        "--log-format",
+        "human",
+        "--args",
+        f"sweep_name={name}",
+        "max_trials=1",
+        "--overrides",
+        *SHORT_TRAINING[recipe],
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     state = fold(events(tmp_path, name))
@@ -77,8 +90,17 @@ def test_the_seed_command_shape_names_runs_and_resumes_the_sweep(tmp_path: Path)
     # status takes the sweep's name; the same serve command with a bigger budget resumes (extends) it
     status = orchestrator(tmp_path, "status", "--sweep", "my_test_sweep")
     assert status.returncode == 0 and "my_test_sweep: finished, 2/2 trials done" in status.stdout
-    again = orchestrator(tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=my_test_sweep",
-                         "max_trials=3", "--log-format", "human")
+    again = orchestrator(
+        tmp_path,
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=my_test_sweep",
+        "max_trials=3",
+        "--log-format",
+        "human",
+    )
     assert again.returncode == 0, again.stderr
     assert "Resuming sweep my_test_sweep: 2/2 trials done" in again.stdout
     state = fold(events(tmp_path, "my_test_sweep"))
@@ -116,8 +138,16 @@ def test_help_shows_both_command_forms(tmp_path: Path) -> None:
 
 def test_dotted_keys_inside_mapping_fields(tmp_path: Path) -> None:
     done = orchestrator(
-        tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=dots", "max_trials=1",
-        "--overrides", "train_overrides.toy.steps=3", "eval_overrides.toy.note=seen",
+        tmp_path,
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=dots",
+        "max_trials=1",
+        "--overrides",
+        "train_overrides.toy.steps=3",
+        "eval_overrides.toy.note=seen",
         "dispatcher_options.local.poll_interval=0.1",
     )
     assert done.returncode == 0, done.stderr
@@ -142,8 +172,9 @@ def test_a_new_sweep_draws_a_seed_records_it_and_keeps_it_on_resume(tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr
     resumes = [e for e in events(tmp_path, "seed_a") if isinstance(e, ev.SweepResumed)]
     assert resumes and resumes[-1].config["seed"] == seeds[0]  # type: ignore[index]
-    fixed = orchestrator(tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=seed_c", "max_trials=1",
-                         "seed=1234")
+    fixed = orchestrator(
+        tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=seed_c", "max_trials=1", "seed=1234"
+    )
     assert fixed.returncode == 0 and events(tmp_path, "seed_c")[0].config["seed"] == 1234  # type: ignore[union-attr]
 
 
@@ -155,8 +186,11 @@ def test_a_new_sweep_draws_a_seed_records_it_and_keeps_it_on_resume(tmp_path: Pa
     [
         ('train_overrides={"toy.nope": 1}', "train_overrides.toy.nope", "unknown override 'toy.nope'"),
         ("eval_overrides.toy.steps=many", "eval_overrides.toy.steps", "invalid value 'many' for override 'toy.steps'"),
-        ("protein_config.parameters.toy.nope.distribution=uniform", "protein_config.parameters.toy.nope",
-         "unknown override 'toy.nope'"),
+        (
+            "protein_config.parameters.toy.nope.distribution=uniform",
+            "protein_config.parameters.toy.nope",
+            "unknown override 'toy.nope'",
+        ),
     ],
 )
 def test_preflight_refuses_a_sweep_whose_jobs_would_all_fail(
@@ -165,8 +199,9 @@ def test_preflight_refuses_a_sweep_whose_jobs_would_all_fail(
     extra = ["protein_config.parameters.toy.nope.min=0", "protein_config.parameters.toy.nope.max=1"]
     extra = extra if "parameters" in override else []
     for command in ("serve", "dryrun"):
-        done = orchestrator(tmp_path, command, "--sweep", "quick_test", "--args", "sweep_name=pre",
-                            "--overrides", override, *extra)
+        done = orchestrator(
+            tmp_path, command, "--sweep", "quick_test", "--args", "sweep_name=pre", "--overrides", override, *extra
+        )
         assert done.returncode == 2, done.stdout + done.stderr
         assert done.stderr.startswith(f"error: {field}: preflight:"), done.stderr
         assert runner_says in done.stderr and "Traceback" not in done.stderr
@@ -185,8 +220,16 @@ def sky_overrides(state_dir: Path, clouds: str) -> list[str]:
 
 def test_preflight_on_skypilot_needs_an_enabled_cloud(tmp_path: Path) -> None:
     state_dir = tmp_path / "sky"
-    done = orchestrator(tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=nocloud",
-                        "--overrides", *sky_overrides(state_dir, "[]"))
+    done = orchestrator(
+        tmp_path,
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=nocloud",
+        "--overrides",
+        *sky_overrides(state_dir, "[]"),
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no cloud is enabled in SkyPilot" in done.stderr and "sky check" in done.stderr
     assert not (tmp_path / "train_dir" / "nocloud" / "events.db").exists()
@@ -195,8 +238,15 @@ def test_preflight_on_skypilot_needs_an_enabled_cloud(tmp_path: Path) -> None:
 def test_a_skypilot_dryrun_leaves_the_api_server_as_it_found_it(tmp_path: Path) -> None:
     state_dir = tmp_path / "sky"
     server = state_dir / "api_server"  # the fake's local API server: any SDK request starts it
-    args = ["dryrun", "--sweep", "quick_test", "--args", "sweep_name=dry", "--overrides",
-            *sky_overrides(state_dir, '["aws"]')]
+    args = [
+        "dryrun",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=dry",
+        "--overrides",
+        *sky_overrides(state_dir, '["aws"]'),
+    ]
     done = orchestrator(tmp_path, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "preflight: SkyPilot can launch on aws" in done.stdout
@@ -209,8 +259,16 @@ def test_a_skypilot_dryrun_leaves_the_api_server_as_it_found_it(tmp_path: Path) 
 
 
 def test_a_local_dryrun_takes_args_and_overrides(tmp_path: Path) -> None:
-    done = orchestrator(tmp_path, "dryrun", "--sweep", "ppo_arena", "--args", "sweep_name=arena",
-                        "--overrides", "train_overrides.trainer.total_timesteps=2048")
+    done = orchestrator(
+        tmp_path,
+        "dryrun",
+        "--sweep",
+        "ppo_arena",
+        "--args",
+        "sweep_name=arena",
+        "--overrides",
+        "train_overrides.trainer.total_timesteps=2048",
+    )
     assert done.returncode == 0, done.stderr
     assert "preflight: train command line checked against recipes.cartpole" in done.stdout
     assert "trainer.total_timesteps=2048" in done.stdout and "trainer.batch_size=64" in done.stdout
@@ -221,8 +279,17 @@ def test_a_local_dryrun_takes_args_and_overrides(tmp_path: Path) -> None:
 
 
 def test_a_doomed_sweep_stops_with_its_reason_and_resumes_once_fixed(tmp_path: Path) -> None:
-    base = ["serve", "--sweep", "quick_test", "--log-format", "human", "--args", "sweep_name=doomed",
-            "max_trials=10", "retry_backoff=0"]
+    base = [
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--log-format",
+        "human",
+        "--args",
+        "sweep_name=doomed",
+        "max_trials=10",
+        "retry_backoff=0",
+    ]
     done = orchestrator(tmp_path, *base, "--overrides", "train_overrides.toy.fail_mode=crash")
     assert done.returncode == 5, done.stdout[-2000:] + done.stderr
     assert "stopped: 3 trials in a row failed for the same reason (max_consecutive_failures=3)" in done.stderr
@@ -246,8 +313,17 @@ def test_a_doomed_sweep_stops_with_its_reason_and_resumes_once_fixed(tmp_path: P
 def test_a_usage_error_in_a_job_is_not_retried(tmp_path: Path) -> None:
     # exit code 2 from the job itself (the preflight cannot see it: the recipe decides it while running)
     done = orchestrator(
-        tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=usage", "max_trials=2", "max_retries=3",
-        "--overrides", "train_overrides.toy.fail_mode=exit", "train_overrides.toy.exit_code=2",
+        tmp_path,
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=usage",
+        "max_trials=2",
+        "max_retries=3",
+        "--overrides",
+        "train_overrides.toy.fail_mode=exit",
+        "train_overrides.toy.exit_code=2",
     )
     assert done.returncode == 1, done.stderr  # finished with no completed trial
     state = fold(events(tmp_path, "usage"))
@@ -258,8 +334,18 @@ def test_a_usage_error_in_a_job_is_not_retried(tmp_path: Path) -> None:
 
 
 def test_serve_exits_1_when_no_trial_completed(tmp_path: Path) -> None:
-    done = orchestrator(tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=none", "max_trials=2",
-                        "retry_backoff=0", "--overrides", "train_overrides.toy.fail_mode=crash")
+    done = orchestrator(
+        tmp_path,
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=none",
+        "max_trials=2",
+        "retry_backoff=0",
+        "--overrides",
+        "train_overrides.toy.fail_mode=crash",
+    )
     assert done.returncode == 1, done.stderr
     assert "Best run: none (no trial completed)" in done.stdout
 
@@ -269,9 +355,24 @@ def test_serve_exits_1_when_no_trial_completed(tmp_path: Path) -> None:
 
 def test_status_says_when_serve_is_down(tmp_path: Path) -> None:
     serve = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "quick_test", "--args", "sweep_name=down",
-         "max_trials=4", "max_parallel_jobs=1", "--overrides", "train_overrides.toy.step_seconds=0.5"],
-        cwd=tmp_path, env=serve_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            "quick_test",
+            "--args",
+            "sweep_name=down",
+            "max_trials=4",
+            "max_parallel_jobs=1",
+            "--overrides",
+            "train_overrides.toy.step_seconds=0.5",
+        ],
+        cwd=tmp_path,
+        env=serve_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     db = tmp_path / "train_dir" / "down" / "events.db"
     deadline = time.monotonic() + 60
@@ -316,8 +417,12 @@ def test_status_follow_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
     master, slave = os.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "status", "--sweep", "tty", "--follow"],
-        cwd=tmp_path, env=serve_env(COLUMNS="120", LINES="40", TERM="xterm"), stdin=slave, stdout=slave,
-        stderr=subprocess.PIPE, close_fds=True,
+        cwd=tmp_path,
+        env=serve_env(COLUMNS="120", LINES="40", TERM="xterm"),
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        close_fds=True,
     )
     os.close(slave)
     chunks = []
@@ -340,8 +445,19 @@ def test_status_follow_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
 
 
 def test_attach_prints_the_lines_serve_prints(tmp_path: Path) -> None:
-    serve = orchestrator(tmp_path, "serve", "--sweep", "quick_test", "--args", "sweep_name=same", "max_trials=2",
-                         "capture_output=false", "monitoring_interval=600", "--log-format", "human")
+    serve = orchestrator(
+        tmp_path,
+        "serve",
+        "--sweep",
+        "quick_test",
+        "--args",
+        "sweep_name=same",
+        "max_trials=2",
+        "capture_output=false",
+        "monitoring_interval=600",
+        "--log-format",
+        "human",
+    )
     assert serve.returncode == 0, serve.stderr
     attach = orchestrator(tmp_path, "attach", "--sweep", "same")
     assert attach.returncode == 0, attach.stderr

@@ -35,9 +35,24 @@ def test_a_blank_token_is_no_token_off_loopback(sweep: Sweep, how: list[str]) ->
     sweep.gate.touch()  # were it served after all, it would end
     args, env = [a for a in how if "SWEEP_" not in a], dict(a.split("=", 1) for a in how if "SWEEP_" in a)
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", sweep.name, "--config", "sweep.toml",
-         "--overrides", "http_host=0.0.0.0", *args],
-        cwd=sweep.root, env=serve_env(**env), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            sweep.name,
+            "--config",
+            "sweep.toml",
+            "--overrides",
+            "http_host=0.0.0.0",
+            *args,
+        ],
+        cwd=sweep.root,
+        env=serve_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "http_host=0.0.0.0 exposes the sweep beyond this machine: set http_token" in proc.stderr

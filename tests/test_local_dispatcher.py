@@ -14,7 +14,8 @@ import anyio
 import pytest
 
 from dispatchers.base import Dispatcher
-from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _proc_stat, _Tail
+from dispatchers.local import LOST_LAUNCHER, LocalDispatcher, _alive, _proc_stat
+from dispatchers.tail import Tail
 from orchestrator.jobs import Exited, JobSpec, Output, Progress, Started, job_key
 
 pytestmark = pytest.mark.anyio
@@ -101,14 +102,14 @@ async def test_is_a_dispatcher() -> None:
 async def test_output_progress_and_result_are_collected(tmp_path: Path) -> None:
     job = script(
         tmp_path,
-        f"""
+        """
         import os, sys
         from orchestrator.contract import format_progress, report_result
         print("hello from", os.getcwd(), os.environ["MY_VAR"])
         print("to stderr", file=sys.stderr)
         for i in range(1, 51):
             print(format_progress(i, 700.0, i * 1000.0, 50_000.0))
-        report_result({{"score": 0.93, "cost": 4.5, "metrics": {{"a": 1}}}})
+        report_result({"score": 0.93, "cost": 4.5, "metrics": {"a": 1}})
         print("partial last line", end="")
         """,
     )
@@ -124,8 +125,9 @@ async def test_output_progress_and_result_are_collected(tmp_path: Path) -> None:
     assert "to stderr" in out
     assert out[-1] == "partial last line"
     progress = [u for u in updates if isinstance(u, Progress)]
-    assert 1 <= len(progress) < 50  # throttled ...
-    assert progress[-1] == Progress(step=50_000.0, total=50_000.0, sps=700.0)  # ... but the last one always passes
+    # every progress line, in order: the service, not the dispatcher, throttles what it logs
+    assert [p.step for p in progress] == pytest.approx([i * 1000.0 for i in range(1, 51)])
+    assert progress[-1] == Progress(step=50_000.0, total=50_000.0, sps=700.0)
     ex = only_exit(updates)
     assert ex.exit_code == 0 and ex.error is None and ex.duration > 0
     assert ex.result == {"score": 0.93, "cost": 4.5, "metrics": {"a": 1}}
@@ -214,6 +216,7 @@ async def test_reattach_after_restart_to_a_running_job(tmp_path: Path) -> None:
     assert await second.find(spec_for(tmp_path, [PY, job], run="s_trial_0002")) is None
     found = await second.find(spec)
     assert found is not None and found.data["job_pid"] == handle.data["job_pid"]
+
     async def act() -> None:
         (tmp_path / "go").touch()
 
@@ -246,6 +249,7 @@ async def test_launcher_killed_with_sigkill_is_a_lost_launcher(tmp_path: Path) -
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
     job_pid, job_ticks = handle.data["job_pid"], handle.data["job_ticks"]
+
     async def act() -> None:
         os.kill(handle.data["launcher_pid"], signal.SIGKILL)
 
@@ -283,6 +287,7 @@ async def test_cancel(tmp_path: Path) -> None:
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
+
     async def act() -> None:
         await d.cancel(spec, handle)
         assert not _alive(handle.data["job_pid"], handle.data["job_ticks"])
@@ -320,8 +325,18 @@ async def test_program_that_cannot_start(tmp_path: Path) -> None:
 
 async def test_hostile_argv_values_arrive_inert(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
-    hostile = ["; rm -rf x", "$(touch pwned)", "`touch pwned2`", "it's \"quoted\"", "line1\nline2", "&& touch p3",
-               "*", "--lr=1e-3 | tee out", "trainer.batch_size=$((1<<30))", ""]
+    hostile = [
+        "; rm -rf x",
+        "$(touch pwned)",
+        "`touch pwned2`",
+        'it\'s "quoted"',
+        "line1\nline2",
+        "&& touch p3",
+        "*",
+        "--lr=1e-3 | tee out",
+        "trainer.batch_size=$((1<<30))",
+        "",
+    ]
     job = script(tmp_path, "import json, sys\njson.dump(sys.argv[1:], open('argv.json', 'w'))\n")
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job, *hostile])
@@ -334,7 +349,7 @@ async def test_hostile_argv_values_arrive_inert(tmp_path: Path) -> None:
 
 def test_tail_splits_lines_across_reads(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
-    tail = _Tail(path)
+    tail = Tail(path)
     assert tail.read() == []
     with open(path, "ab") as f:
         for chunk in (b"a\r", b"\nb", b"c\rd\n", "é".encode()[:1]):
@@ -365,6 +380,7 @@ async def test_launcher_forwards_sigterm_to_the_job(tmp_path: Path) -> None:
     d = dispatcher()
     spec = spec_for(tmp_path, [PY, job])
     handle = await d.submit(spec)
+
     async def act() -> None:
         os.kill(handle.data["launcher_pid"], signal.SIGTERM)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 import pytest
 
 from optimizers import Observation, ProteinConfig, make_optimizer
@@ -26,8 +25,11 @@ MIXED = {
 
 def config(parameters=None, **kw) -> ProteinConfig:
     settings = kw.pop("settings", {"num_random_samples": 4})
-    return ProteinConfig(parameters=parameters or {"x": {"distribution": "uniform", "min": 0.0, "max": 1.0,
-                                                          "scale": 1.0}}, settings=settings, **kw)
+    return ProteinConfig(
+        parameters=parameters or {"x": {"distribution": "uniform", "min": 0.0, "max": 1.0, "scale": 1.0}},
+        settings=settings,
+        **kw,
+    )
 
 
 def run(opt, f, trials: int, cost=lambda p: 1.0) -> list[Observation]:
@@ -40,7 +42,7 @@ def run(opt, f, trials: int, cost=lambda p: 1.0) -> list[Observation]:
 
 
 def mixed_score(p) -> float:
-    return -(math.log10(p["lr"]) + 3) ** 2 - (p["epochs"] - 3) ** 2 - 0.01 * abs(p["batch"] - 64) + p["clip"]
+    return -((math.log10(p["lr"]) + 3) ** 2) - (p["epochs"] - 3) ** 2 - 0.01 * abs(p["batch"] - 64) + p["clip"]
 
 
 def valid(cfg: ProteinConfig, params: dict) -> bool:
@@ -164,8 +166,9 @@ def test_genetic_is_deterministic_and_improves_on_its_start():
 
 
 def test_protein_beats_random_on_a_smooth_function():
-    cfg = config({f"x{i}": {"distribution": "uniform", "min": -1.0, "max": 1.0, "scale": 1.0} for i in range(3)},
-                 goal="minimize")
+    cfg = config(
+        {f"x{i}": {"distribution": "uniform", "min": -1.0, "max": 1.0, "scale": 1.0} for i in range(3)}, goal="minimize"
+    )
     f = lambda p: sum((p[f"x{i}"] - 0.3) ** 2 for i in range(3))  # noqa: E731
     ours = min(o.score for o in run(Protein(cfg, seed=0), f, 20))
     rand = min(o.score for o in run(RandomSearch(cfg, seed=0), f, 20))

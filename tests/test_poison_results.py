@@ -24,8 +24,9 @@ from tests.fakes.sweeps import stored
 ECHO_JOB = ROOT / "tests" / "jobs" / "echo_job.py"
 
 # One trial, no retries: a job that breaks the contract fails its trial at once.
-SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(max_trials=1, parallel=1, method="random", python=sys.executable,
-                                                job=ECHO_JOB)
+SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(
+    max_trials=1, parallel=1, method="random", python=sys.executable, job=ECHO_JOB
+)
 
 # Any JSON value, with the numbers that broke the planner before: 400-digit integers, bools, NaN, infinities.
 _SCALARS = (
@@ -36,9 +37,12 @@ _SCALARS = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20)
 )
-JSON_VALUES = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                           max_leaves=12)
-RESULTS = st.fixed_dictionaries({"score": JSON_VALUES}, optional={"cost": JSON_VALUES, "metrics": JSON_VALUES}) | JSON_VALUES
+JSON_VALUES = st.recursive(
+    _SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12
+)
+RESULTS = (
+    st.fixed_dictionaries({"score": JSON_VALUES}, optional={"cost": JSON_VALUES, "metrics": JSON_VALUES}) | JSON_VALUES
+)
 
 
 def _line(value: Any) -> str:
@@ -50,16 +54,31 @@ def run_sweep(tmp: Path, stdout: bytes) -> subprocess.CompletedProcess[str]:
     (tmp / "sweep.toml").write_text(SWEEP)
     (tmp / "stdout.bin").write_bytes(stdout)
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "poison", "--config", "sweep.toml",
-         "--log-format", "json"],
-        cwd=tmp, env=serve_env(ECHO_STDOUT=str(tmp / "stdout.bin")), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            "poison",
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+        ],
+        cwd=tmp,
+        env=serve_env(ECHO_STDOUT=str(tmp / "stdout.bin")),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def assert_finished(tmp: Path, proc: subprocess.CompletedProcess[str]) -> Any:
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
     state, _ = stored(tmp, "poison")
+    # 0 when the trial completed, 1 (EXIT_NO_TRIAL) when it failed: either way the sweep finished, not crashed
+    assert proc.returncode == (0 if state.best_trial is not None else 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
     assert state.finished
     (trial,) = state.shown_trials()
     assert trial.status in ("completed", "failed")
@@ -95,14 +114,16 @@ def test_a_poison_result_already_in_an_old_log_fails_its_trial_on_restart(tmp_pa
     run = "poison_trial_0001"
     db = tmp_path / "train_dir" / "poison" / "events.db"
     store = SQLiteStore(db)
-    store.append([
-        ev.SweepCreated(sweep="poison", config=config),
-        ev.TrialSuggested(trial=1, run=run, params={"toy.x": 0.1}),
-        ev.JobRequested(key=f"{run}.train.1", trial=1, kind="train", argv=["t"]),
-        ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0, result={"cost": 10**400}),
-        ev.JobRequested(key=f"{run}.eval.1", trial=1, kind="eval", argv=["e"]),
-        ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": 1.0, "metrics": "x"}),
-    ])
+    store.append(
+        [
+            ev.SweepCreated(sweep="poison", config=config),
+            ev.TrialSuggested(trial=1, run=run, params={"toy.x": 0.1}),
+            ev.JobRequested(key=f"{run}.train.1", trial=1, kind="train", argv=["t"]),
+            ev.JobExited(key=f"{run}.train.1", exit_code=0, duration=1.0, result={"cost": 10**400}),
+            ev.JobRequested(key=f"{run}.eval.1", trial=1, kind="eval", argv=["e"]),
+            ev.JobExited(key=f"{run}.eval.1", exit_code=0, result={"score": 1.0, "metrics": "x"}),
+        ]
+    )
     store.close()
     for _ in range(2):  # and the restart after that one is as quiet
         trial = assert_finished(tmp_path, run_sweep(tmp_path, b""))
@@ -158,3 +179,23 @@ def test_a_progress_line_gives_finite_numbers_or_none(sps: str, pct: str) -> Non
 def test_the_parser_names_the_rule_a_line_breaks(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         parse_result_line("SWEEP_RESULT " + text)
+
+
+def test_the_contract_reader_takes_the_last_result_line_and_fails_a_malformed_one() -> None:
+    from orchestrator.core.contract import ContractReader
+    from orchestrator.core.jobs import Exited, Output, Progress
+
+    reader = ContractReader()
+    assert reader.read("Epoch 1 / 700 sps / 50.00% of 2.00 ksteps") == [
+        Output("Epoch 1 / 700 sps / 50.00% of 2.00 ksteps"),
+        Progress(1000.0, 2000.0, 700.0),
+    ]
+    reader.read('SWEEP_RESULT {"score": 1.0}')
+    assert reader.exited(0, 1.0, None).result == {"score": 1.0}
+    reader.read('SWEEP_RESULT {"score": "high"}')  # the last line is the result, even when an earlier one was fine
+    ex = reader.exited(0, 1.0, None)
+    assert ex.result is None and ex.error.startswith("malformed SWEEP_RESULT line: the reported score 'high'")
+    assert reader.exited(None, 1.0, "SkyPilot job 3 FAILED").error.startswith("SkyPilot job 3 FAILED; malformed")
+    reader.read('SWEEP_RESULT {"score": 2.0}')
+    assert reader.exited(0, 1.0, None) == Exited(0, {"score": 2.0}, 1.0, None)
+    assert ContractReader().exited(0, 1.0, None) == Exited(0, None, 1.0, None)

@@ -85,8 +85,11 @@ def test_toy_eval_result_problems(tmp_path: Path) -> None:
     assert malformed.returncode == 0
     with pytest.raises(ValueError):
         result_of(malformed)
-    for mode, reason in (("nan_score", "not a finite number"), ("inf_score", "not a finite number"),
-                         ("string_score", "not a number")):
+    for mode, reason in (
+        ("nan_score", "not a finite number"),
+        ("inf_score", "not a finite number"),
+        ("string_score", "not a number"),
+    ):
         proc = toy_eval(tmp_path, "r", f"toy.fail_mode={mode}", "toy.fail_in=eval")
         assert proc.returncode == 0
         with pytest.raises(ValueError, match=reason):
@@ -117,9 +120,21 @@ def test_flaky_fails_once_then_succeeds(tmp_path: Path) -> None:
 
 def test_hang_stays_alive_until_killed(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.run", "recipes.toy.train", "--args", "run=h",
-         "--overrides", "toy.fail_mode=hang", "toy.step_seconds=0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.run",
+            "recipes.toy.train",
+            "--args",
+            "run=h",
+            "--overrides",
+            "toy.fail_mode=hang",
+            "toy.step_seconds=0",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = proc.stdout.readline()
@@ -132,9 +147,11 @@ def test_hang_stays_alive_until_killed(tmp_path: Path) -> None:
 
 
 def test_toy_starts_fast_without_torch(tmp_path: Path) -> None:
-    probe = "import sys, runpy; sys.argv=['x','recipes.toy.train','--help']\n" \
-            "try:\n  runpy.run_module('orchestrator.run', run_name='__main__')\nexcept SystemExit: pass\n" \
-            "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH', file=sys.stderr)"
+    probe = (
+        "import sys, runpy; sys.argv=['x','recipes.toy.train','--help']\n"
+        "try:\n  runpy.run_module('orchestrator.run', run_name='__main__')\nexcept SystemExit: pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH', file=sys.stderr)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "NO_TORCH" in out.stderr
     start = time.monotonic()
@@ -148,11 +165,20 @@ def test_toy_starts_fast_without_torch(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cartpole_train_then_eval(tmp_path: Path) -> None:
     train = job(
-        "recipes.cartpole.train", "--args", "run=cp_trial_0001",
-        "--overrides", "trainer.total_timesteps=1024", "trainer.num_envs=2", "trainer.n_steps=128",
-        "trainer.minibatch_size=64", "trainer.update_epochs=2", "trainer.checkpoint_interval=512",
-        "trainer.optimizer.learning_rate=1e-3", "trainer.progress_interval=0",
-        cwd=tmp_path, timeout=120,
+        "recipes.cartpole.train",
+        "--args",
+        "run=cp_trial_0001",
+        "--overrides",
+        "trainer.total_timesteps=1024",
+        "trainer.num_envs=2",
+        "trainer.n_steps=128",
+        "trainer.minibatch_size=64",
+        "trainer.update_epochs=2",
+        "trainer.checkpoint_interval=512",
+        "trainer.optimizer.learning_rate=1e-3",
+        "trainer.progress_interval=0",
+        cwd=tmp_path,
+        timeout=120,
     )
     assert train.returncode == 0, train.stderr
     progress = [p for p in map(parse_progress, train.stdout.splitlines()) if p is not None]
@@ -164,9 +190,13 @@ def test_cartpole_train_then_eval(tmp_path: Path) -> None:
 
     evaluation = job(
         "recipes.cartpole.evaluate",
-        "--args", "policy_uri=file://./train_dir/cp_trial_0001/checkpoints", "run=cp_trial_0001",
-        "--overrides", "evaluator.episodes=3",
-        cwd=tmp_path, timeout=120,
+        "--args",
+        "policy_uri=file://./train_dir/cp_trial_0001/checkpoints",
+        "run=cp_trial_0001",
+        "--overrides",
+        "evaluator.episodes=3",
+        cwd=tmp_path,
+        timeout=120,
     )
     assert evaluation.returncode == 0, evaluation.stderr
     result = result_of(evaluation)

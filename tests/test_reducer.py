@@ -103,7 +103,9 @@ def test_replay_gives_the_same_state(events: list[ev.Event]) -> None:
 @given(st.lists(any_event, max_size=40), st.data())
 def test_a_repeated_terminal_event_changes_nothing(events: list[ev.Event], data: st.DataObject) -> None:
     state = fold(events)
-    repeatable = [e for e in events if isinstance(e, (ev.TrialCompleted, ev.TrialFailed, ev.JobExited, ev.SweepFinished))]
+    repeatable = [
+        e for e in events if isinstance(e, (ev.TrialCompleted, ev.TrialFailed, ev.JobExited, ev.SweepFinished))
+    ]
     if not repeatable:
         return
     event = data.draw(st.sampled_from(repeatable))

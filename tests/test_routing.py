@@ -84,18 +84,36 @@ sys.modules["fake_plugins"] = mod
 
 @pytest.fixture(autouse=True)
 def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    eps = {n: EntryPoint(n, v, registry.ENTRY_POINT_GROUP) for n, v in {
-        "local": "fake_plugins:Good", "skypilot": "fake_plugins:Good", "good": "fake_plugins:Good",
-        "raises": "fake_plugins:Raises", "garbage": "fake_plugins:Garbage", "noexit": "fake_plugins:NoExit",
-        "hangs": "fake_plugins:Hangs", "incomplete": "fake_plugins:Incomplete", "explode": "fake_plugins:explode",
-        "missing": "no_such_module_xyz:Thing",
-    }.items()}
+    eps = {
+        n: EntryPoint(n, v, registry.ENTRY_POINT_GROUP)
+        for n, v in {
+            "local": "fake_plugins:Good",
+            "skypilot": "fake_plugins:Good",
+            "good": "fake_plugins:Good",
+            "raises": "fake_plugins:Raises",
+            "garbage": "fake_plugins:Garbage",
+            "noexit": "fake_plugins:NoExit",
+            "hangs": "fake_plugins:Hangs",
+            "incomplete": "fake_plugins:Incomplete",
+            "explode": "fake_plugins:explode",
+            "missing": "no_such_module_xyz:Thing",
+        }.items()
+    }
     monkeypatch.setattr(registry, "available", lambda: eps)
 
 
 def spec(dispatcher: str) -> JobSpec:
-    return JobSpec(key="s_trial_0001.train.1", sweep="s", run="s_trial_0001", trial=1, kind="train", attempt=1,
-                   argv=["true"], cwd=Path("."), dispatcher=dispatcher)
+    return JobSpec(
+        key="s_trial_0001.train.1",
+        sweep="s",
+        run="s_trial_0001",
+        trial=1,
+        kind="train",
+        attempt=1,
+        argv=["true"],
+        cwd=Path("."),
+        dispatcher=dispatcher,
+    )
 
 
 def test_modes_and_per_kind_routes() -> None:
@@ -106,8 +124,11 @@ def test_modes_and_per_kind_routes() -> None:
     assert parse_routes("train=good, eval=local") == {"train": "good", "eval": "local"}
     router = build_dispatcher("hybrid_remote_train")
     assert router.route("train") == "skypilot" and router.route("eval") == "local"
-    for bad, msg in [("train=good", "does not say where eval"), ("train=good,test=local", "not <kind>=<dispatcher>"),
-                     ("train=a,train=b,eval=c", "routes 'train' twice")]:
+    for bad, msg in [
+        ("train=good", "does not say where eval"),
+        ("train=good,test=local", "not <kind>=<dispatcher>"),
+        ("train=a,train=b,eval=c", "routes 'train' twice"),
+    ]:
         with pytest.raises(DispatcherError, match=msg):
             parse_routes(bad)
 
@@ -140,7 +161,9 @@ def test_misbehaving_dispatchers_raise_dispatcher_errors_naming_them() -> None:
         router = RoutingDispatcher({"train": "good", "eval": "good"}, {"hangs": {"call_timeout": 0.2}})
         assert (await router.submit(spec("good"))).data == {"n": 1}
         assert [type(u).__name__ for u in await watch_all(router, "good")] == ["Output", "Exited"]
-        with pytest.raises(DispatcherError, match=r"'raises': submit\(s_trial_0001.train.1\) failed: RuntimeError: backend down"):
+        with pytest.raises(
+            DispatcherError, match=r"'raises': submit\(s_trial_0001.train.1\) failed: RuntimeError: backend down"
+        ):
             await router.submit(spec("raises"))
         with pytest.raises(DispatcherError, match="'raises': watch.* failed: ValueError: stream broke"):
             await watch_all(router, "raises")

@@ -95,7 +95,9 @@ def workdir(tmp_path: Path) -> Path:
 def test_overrides_and_args_are_applied_with_types(workdir: Path) -> None:
     proc = job(
         "my_recipes.train",
-        "--args", "run=demo_trial_0001", "repeats=3",
+        "--args",
+        "run=demo_trial_0001",
+        "repeats=3",
         "--overrides",
         "trainer.optimizer.learning_rate=1e-3",
         "trainer.total_timesteps=2e4",
@@ -120,17 +122,27 @@ def test_overrides_and_args_are_applied_with_types(workdir: Path) -> None:
 
 def test_seed_style_command_on_the_demo_recipe(tmp_path: Path) -> None:
     kwargs = dry_run(
-        "recipes.cartpole.train", "--args", "run=demo_trial_0001",
-        "--overrides", "trainer.optimizer.learning_rate=0.001", "trainer.total_timesteps=20000",
-        "trainer.losses.loss_configs.ppo.clip_coef=0.25", "trainer.losses.loss_configs.ppo.ent_coef=0.01",
-        "trainer.losses.loss_configs.ppo.gae_lambda=0.9", "trainer.losses.loss_configs.ppo.vf_coef=0.4",
+        "recipes.cartpole.train",
+        "--args",
+        "run=demo_trial_0001",
+        "--overrides",
+        "trainer.optimizer.learning_rate=0.001",
+        "trainer.total_timesteps=20000",
+        "trainer.losses.loss_configs.ppo.clip_coef=0.25",
+        "trainer.losses.loss_configs.ppo.ent_coef=0.01",
+        "trainer.losses.loss_configs.ppo.gae_lambda=0.9",
+        "trainer.losses.loss_configs.ppo.vf_coef=0.4",
         cwd=tmp_path,
     )
     trainer = kwargs["config"]["trainer"]
     assert kwargs["run"] == "demo_trial_0001"
     assert trainer["optimizer"]["learning_rate"] == 0.001 and trainer["total_timesteps"] == 20000
     assert trainer["losses"]["loss_configs"]["ppo"] == {
-        "clip_coef": 0.25, "ent_coef": 0.01, "gae_lambda": 0.9, "vf_coef": 0.4, "gamma": 0.98,
+        "clip_coef": 0.25,
+        "ent_coef": 0.01,
+        "gae_lambda": 0.9,
+        "vf_coef": 0.4,
+        "gamma": 0.98,
     }
 
 
@@ -141,7 +153,11 @@ def test_bare_assignments_and_last_one_wins(tmp_path: Path) -> None:
 
 def test_unknown_override_names_the_nearest_path(tmp_path: Path) -> None:
     proc = job(
-        "recipes.cartpole.train", "--args", "run=r", "--overrides", "trainer.optimizer.lerning_rate=0.001",
+        "recipes.cartpole.train",
+        "--args",
+        "run=r",
+        "--overrides",
+        "trainer.optimizer.lerning_rate=0.001",
         cwd=tmp_path,
     )
     assert (
@@ -175,7 +191,10 @@ def test_bad_values_exit_2_naming_the_path(tmp_path: Path, override: str, expect
     [
         (["recipes.toy.train", "--args", "run"], "malformed assignment 'run' in --args"),
         (["recipes.toy.train", "--args", "run=r", "--overrides", "=3"], "malformed assignment '=3' in --overrides"),
-        (["recipes.toy.train", "--args", "run=r", "--overides", "toy.x=1"], "unknown option '--overides'; did you mean '--overrides'?"),
+        (
+            ["recipes.toy.train", "--args", "run=r", "--overides", "toy.x=1"],
+            "unknown option '--overides'; did you mean '--overrides'?",
+        ),
         (["recipes.toy.trian", "--args", "run=r"], "has no recipe function 'trian'; did you mean 'train'?"),
         (["recipes.tyo.train"], "unknown module 'recipes.tyo'; did you mean 'recipes.toy'?"),
         (["nosuchpackage.train"], "unknown module 'nosuchpackage'"),
@@ -197,8 +216,11 @@ def test_help(tmp_path: Path) -> None:
     recipe = job("recipes.cartpole.train", "--help", cwd=tmp_path)
     assert recipe.returncode == 0
     for path in (
-        "trainer.optimizer.learning_rate", "trainer.total_timesteps", "trainer.losses.loss_configs.ppo.clip_coef",
-        "trainer.losses.loss_configs.ppo.ent_coef", "trainer.losses.loss_configs.ppo.gae_lambda",
+        "trainer.optimizer.learning_rate",
+        "trainer.total_timesteps",
+        "trainer.losses.loss_configs.ppo.clip_coef",
+        "trainer.losses.loss_configs.ppo.ent_coef",
+        "trainer.losses.loss_configs.ppo.gae_lambda",
         "trainer.losses.loss_configs.ppo.vf_coef",
     ):
         assert path in recipe.stdout
@@ -221,8 +243,8 @@ INERT = [
     "; rm -rf /",
     "$(touch pwned_subst)",
     "`touch pwned_backtick`",
-    "' OR \"1\"=\"1",
-    "line one\nline two\nSWEEP_RESULT {\"score\": 1e9}",
+    '\' OR "1"="1',
+    'line one\nline two\nSWEEP_RESULT {"score": 1e9}',
     "a=b=c && echo hi > pwned_redirect",
     "ünïcödé ✓ %s {0} \\n",
     "",
@@ -232,8 +254,13 @@ INERT = [
 def test_injection_looking_values_arrive_inert(tmp_path: Path) -> None:
     for i, value in enumerate(INERT):
         proc = job(
-            "recipes.toy.train", "--args", f"run=inert_{i}",
-            "--overrides", f"toy.note={value}", "toy.step_seconds=0", "toy.steps=1",
+            "recipes.toy.train",
+            "--args",
+            f"run=inert_{i}",
+            "--overrides",
+            f"toy.note={value}",
+            "toy.step_seconds=0",
+            "toy.steps=1",
             cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stderr
@@ -264,8 +291,17 @@ def test_any_string_reaches_a_str_field_unchanged(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("annotation", "raw", "expected"),
-    [(float, "1e-3", 0.001), (int, "50_000", 50000), (int, "2e4", 20000), (int, "64.0", 64), (bool, "false", False),
-     (bool, "1", True), (str, "0.1", "0.1"), (int | None, "None", None), (float, " 0.5 ", 0.5)],
+    [
+        (float, "1e-3", 0.001),
+        (int, "50_000", 50000),
+        (int, "2e4", 20000),
+        (int, "64.0", 64),
+        (bool, "false", False),
+        (bool, "1", True),
+        (str, "0.1", "0.1"),
+        (int | None, "None", None),
+        (float, " 0.5 ", 0.5),
+    ],
 )
 def test_coerce(annotation: object, raw: str, expected: object) -> None:
     value = coerce("p", annotation, raw)

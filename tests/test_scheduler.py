@@ -42,13 +42,16 @@ def test_a_doomed_sweep_is_stopped_from_the_log_alone_and_a_resume_starts_the_co
     from orchestrator.reducer import fold
 
     config = SweepConfig(
-        sweep_name="s", max_trials=10,
+        sweep_name="s",
+        max_trials=10,
         protein_config=ProteinConfig(parameters={"x": ParameterConfig(distribution="uniform", min=0, max=1)}),
     )
     created = [ev.SweepCreated(sweep="s", config=config.public_dict())]
     # Same reason in all but the log path, which names the run: one reason.
-    reason = "train failed after 2 attempts: exited with code 1; last output (td/{run}/train.2/output.log):\n" \
-             "    File x, line 3\n    RuntimeError: boom"
+    reason = (
+        "train failed after 2 attempts: exited with code 1; last output (td/{run}/train.2/output.log):\n"
+        "    File x, line 3\n    RuntimeError: boom"
+    )
     scheduler = OptimizingScheduler(config)
     two = fold([*created, *_failing(2, reason)])
     assert two.failure_streak == 2 and not scheduler.decide(two, 0.0, {"train": "local", "eval": "local"}).events

@@ -53,8 +53,18 @@ class ThreadCheckingSky(FakeSky):
     main = threading.main_thread()
 
     def __getattribute__(self, name: str) -> Any:
-        if name in ("launch_managed", "managed_jobs", "tail_managed_logs", "cancel_managed", "launch_cluster",
-                    "cluster_jobs", "tail_cluster_logs", "cancel_cluster", "requests_in_flight", "wait_request"):
+        if name in (
+            "launch_managed",
+            "managed_jobs",
+            "tail_managed_logs",
+            "cancel_managed",
+            "launch_cluster",
+            "cluster_jobs",
+            "tail_cluster_logs",
+            "cancel_cluster",
+            "requests_in_flight",
+            "wait_request",
+        ):
             if threading.current_thread() is ThreadCheckingSky.main:
                 raise AssertionError(f"SkyPilot SDK call {name} made on the event loop thread")
         return super().__getattribute__(name)
@@ -68,19 +78,33 @@ def sky_state(tmp_path: Path):
 
 
 def make(state: Path, **options: Any) -> SkyPilotDispatcher:
-    opts = {"sdk": "tests.test_skypilot:ThreadCheckingSky", "sdk_options": {"state_dir": str(state)},
-            "poll_interval": 0.05, "log_reopen_delay": 0.05, **options}
+    opts = {
+        "sdk": "tests.test_skypilot:ThreadCheckingSky",
+        "sdk_options": {"state_dir": str(state)},
+        "poll_interval": 0.05,
+        "log_reopen_delay": 0.05,
+        **options,
+    }
     return SkyPilotDispatcher(name="skypilot", **opts)
 
 
-def spec_for(tmp_path: Path, key: str = "s_trial_0001.train.1", env: dict[str, str] | None = None,
-             argv: list[str] | None = None) -> JobSpec:
+def spec_for(
+    tmp_path: Path, key: str = "s_trial_0001.train.1", env: dict[str, str] | None = None, argv: list[str] | None = None
+) -> JobSpec:
     script = tmp_path / "job.py"
     script.write_text(JOB)
     run = key.split(".")[0]
-    return JobSpec(key=key, sweep="s", run=run, trial=1, kind="train", attempt=1,
-                   argv=argv or [sys.executable, str(script), "--args", f"run={run}", "x=a b$HOME"],
-                   env=env or {}, dispatcher="skypilot")
+    return JobSpec(
+        key=key,
+        sweep="s",
+        run=run,
+        trial=1,
+        kind="train",
+        attempt=1,
+        argv=argv or [sys.executable, str(script), "--args", f"run={run}", "x=a b$HOME"],
+        env=env or {},
+        dispatcher="skypilot",
+    )
 
 
 async def collect(dispatcher: SkyPilotDispatcher, spec: JobSpec, handle, limit: float = 30) -> list[Any]:
@@ -109,14 +133,23 @@ def test_unknown_or_bad_options_name_the_option_and_the_fix() -> None:
         SkyPilotDispatcher(cloud="nosuchcloud")  # SkyPilot's own validation, surfaced at start-up
 
 
-def test_the_task_runs_the_argv_with_env_and_resources_and_round_trips_through_yaml(tmp_path: Path,
-                                                                                     monkeypatch) -> None:
+def test_the_task_runs_the_argv_with_env_and_resources_and_round_trips_through_yaml(
+    tmp_path: Path, monkeypatch
+) -> None:
     import sky
 
     monkeypatch.setenv("WANDB_API_KEY", "secret-value")
-    d = SkyPilotDispatcher(gpus="A10G:1", nodes=2, use_spot=False, cloud="aws", region="us-east-1",
-                           workdir=".", setup="pip install -e .", env={"WANDB_MODE": "offline"},
-                           secrets=["WANDB_API_KEY"])
+    d = SkyPilotDispatcher(
+        gpus="A10G:1",
+        nodes=2,
+        use_spot=False,
+        cloud="aws",
+        region="us-east-1",
+        workdir=".",
+        setup="pip install -e .",
+        env={"WANDB_MODE": "offline"},
+        secrets=["WANDB_API_KEY"],
+    )
     spec = spec_for(tmp_path, env={"SWEEP_RUN": "s_trial_0001", "HF_TOKEN": "tok"})
     task = d.build_task(spec)
     assert task.name == "s_trial_0001.train.1" == job_name(spec.key)
@@ -127,8 +160,9 @@ def test_the_task_runs_the_argv_with_env_and_resources_and_round_trips_through_y
     assert task.envs == {"WANDB_MODE": "offline", "SWEEP_RUN": "s_trial_0001"}
     assert set(task.secrets) == {"WANDB_API_KEY", "HF_TOKEN"}  # secret-looking names never go to plain envs
     # The run command is the argv, quoted item by item; the service's interpreter path becomes `python`.
-    out = subprocess.run(["bash", "-c", task.run.replace("python", sys.executable, 1)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", task.run.replace("python", sys.executable, 1)], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out.splitlines()[-1].removeprefix("SWEEP_RESULT "))["argv"] == spec.argv[2:]
     assert task.run.startswith("python ")
     config = task.to_yaml_config()
@@ -221,15 +255,21 @@ LAUNCHER_THAT_DIES = textwrap.dedent(
 
 @pytest.mark.parametrize("launch_mode", ["managed", "cluster"])
 def test_a_launch_still_in_flight_when_the_service_died_is_waited_for_not_launched_again(
-        tmp_path: Path, sky_state: Path, launch_mode: str) -> None:
+    tmp_path: Path, sky_state: Path, launch_mode: str
+) -> None:
     """The service dies while SkyPilot's API server is still processing its launch request: the job is not in
     the queue yet. The next service's find() waits for that request and finds the job it launched; submit()
     starts nothing: exactly one SkyPilot job."""
     spec = spec_for(tmp_path)
-    options = {"sdk": "tests.fakes.sky:FakeSky", "python": sys.executable, "launch_mode": launch_mode,
-               "sdk_options": {"state_dir": str(sky_state), "launch_s": 4.0}}
-    spec_json = {f: getattr(spec, f) for f in ("key", "sweep", "run", "trial", "kind", "attempt", "argv", "env",
-                                               "dispatcher")}
+    options = {
+        "sdk": "tests.fakes.sky:FakeSky",
+        "python": sys.executable,
+        "launch_mode": launch_mode,
+        "sdk_options": {"state_dir": str(sky_state), "launch_s": 4.0},
+    }
+    spec_json = {
+        f: getattr(spec, f) for f in ("key", "sweep", "run", "trial", "kind", "attempt", "argv", "env", "dispatcher")
+    }
     script = tmp_path / "first_life.py"
     script.write_text(LAUNCHER_THAT_DIES)
     first = subprocess.Popen([sys.executable, str(script), str(ROOT), json.dumps(options), json.dumps(spec_json)])
@@ -289,8 +329,9 @@ def test_find_returns_none_for_a_job_never_launched(tmp_path: Path, sky_state: P
     assert anyio.run(main) is None
 
 
-def test_a_preempted_spot_job_is_recovered_by_skypilot_and_the_watch_follows_it(tmp_path: Path,
-                                                                                  sky_state: Path) -> None:
+def test_a_preempted_spot_job_is_recovered_by_skypilot_and_the_watch_follows_it(
+    tmp_path: Path, sky_state: Path
+) -> None:
     spec = spec_for(tmp_path, env={"STEPS": "6", "PAUSE": "0.15"})
 
     async def main() -> tuple[Any, list[Any]]:
@@ -365,11 +406,13 @@ def test_cluster_mode_runs_jobs_on_the_sweeps_cluster(tmp_path: Path, sky_state:
     assert updates[-1].exit_code == 0 and updates[-1].result["score"] == 0.5
 
 
-def test_a_command_template_launches_through_the_users_script_and_the_job_is_followed(tmp_path: Path,
-                                                                                       sky_state: Path) -> None:
+def test_a_command_template_launches_through_the_users_script_and_the_job_is_followed(
+    tmp_path: Path, sky_state: Path
+) -> None:
     launcher = tmp_path / "launch.py"
-    launcher.write_text(textwrap.dedent(
-        f"""
+    launcher.write_text(
+        textwrap.dedent(
+            f"""
         # A user's own launch script, like the seed's devops/skypilot/launch.py: builds a task, launches it.
         import shlex, sys
         sys.path.insert(0, {str(ROOT)!r})
@@ -382,13 +425,28 @@ def test_a_command_template_launches_through_the_users_script_and_the_job_is_fol
         task = sky.Task(name=name, run=shlex.join(argv)).set_resources(sky.Resources(accelerators="H100:4"))
         print("launched", FakeSky({str(sky_state)!r}).launch_managed(task, name))
         """
-    ))
+        )
+    )
     spec = spec_for(tmp_path)
 
     async def main() -> tuple[Any, list[Any]]:
-        d = make(sky_state, python=sys.executable, gpus="H100:4", use_spot=False,
-                 command_template=[sys.executable, str(launcher), "--name", "{job_name}", "--gpus",
-                                   "{gpu_count}", "{no_spot}", "--", "{argv}"])
+        d = make(
+            sky_state,
+            python=sys.executable,
+            gpus="H100:4",
+            use_spot=False,
+            command_template=[
+                sys.executable,
+                str(launcher),
+                "--name",
+                "{job_name}",
+                "--gpus",
+                "{gpu_count}",
+                "{no_spot}",
+                "--",
+                "{argv}",
+            ],
+        )
         handle = await d.submit(spec)
         return handle, await collect(d, spec, handle)
 
@@ -432,27 +490,34 @@ def sky_home(tmp_path: Path):
         path.write_text(text)
     (home / ".fluidstack").mkdir()
     (home / ".fluidstack" / "api_key").write_text("api_key_for_tests\n")
-    env = {**os.environ, "HOME": str(home), "SKYPILOT_DISABLE_USAGE_COLLECTION": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "SKYPILOT_DISABLE_USAGE_COLLECTION": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     env.pop("SKYPILOT_API_SERVER_ENDPOINT", None)
     yield env
-    subprocess.run([str(Path(sys.executable).parent / "sky"), "api", "stop"], env=env, capture_output=True,
-                   timeout=60)
+    subprocess.run([str(Path(sys.executable).parent / "sky"), "api", "stop"], env=env, capture_output=True, timeout=60)
 
 
 def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Path, sky_home: dict) -> None:
     config = tmp_path / "sweep.toml"
     config.write_text(
-        (ROOT / "configs" / "quick_test.toml").read_text().replace(
-            'dispatcher_type = "local"', 'dispatcher_type = "hybrid_remote_train"', 1
-        )
+        (ROOT / "configs" / "quick_test.toml")
+        .read_text()
+        .replace('dispatcher_type = "local"', 'dispatcher_type = "hybrid_remote_train"', 1)
         + '\n[train_overrides]\n"toy.steps" = 100\n'
         + '\n[dispatcher_options.skypilot]\ngpus = "A10G:1"\nnodes = 1\nuse_spot = false\n'
         + 'setup = "pip install -e ."\nenv = {WANDB_MODE = "offline"}\n'
     )
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "dryrun", "--sweep", "dry.sweep", "--config", str(config)],
-        cwd=tmp_path, env=sky_home, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=sky_home,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -465,7 +530,11 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
     # cache), and the dry run stopped the local API server it had started.
     assert "preflight: SkyPilot can launch on fluidstack" in out
     assert "stopped SkyPilot's local API server again (this dry run started it)" in out
-    status = [sys.executable, "-c", "from dispatchers.skypilot import SkySDK; print(SkySDK().local_api_server_running())"]
+    status = [
+        sys.executable,
+        "-c",
+        "from dispatchers.skypilot import SkySDK; print(SkySDK().local_api_server_running())",
+    ]
     assert subprocess.run(status, cwd=tmp_path, env=sky_home, capture_output=True, text=True).stdout.strip() == "False"
 
     # With a local API server already running, a dry run leaves it running.
@@ -473,7 +542,11 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
     subprocess.run([sky, "api", "start"], env=sky_home, capture_output=True, text=True, timeout=120, check=True)
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "dryrun", "--sweep", "dry.sweep", "--config", str(config)],
-        cwd=tmp_path, env=sky_home, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=sky_home,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0 and "Dryrun finished." in proc.stdout, proc.stdout + proc.stderr
     assert "stopped" not in proc.stdout + proc.stderr
@@ -493,7 +566,8 @@ def test_dry_run_of_a_real_sweep_config_through_skypilots_real_sdk(tmp_path: Pat
         print("parsed", launch_request_job_name(launch.model_copy(update={"status": "RUNNING"})))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=sky_home, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, env=sky_home, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "parsed ('dry.sweep_trial_0001.train.1', 'sweep-dry-sweep')" in proc.stdout

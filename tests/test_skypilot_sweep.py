@@ -55,8 +55,15 @@ def test_hybrid_sweep_trains_on_skypilot_and_evaluates_locally(tmp_path: Path) -
 
 def test_a_killed_service_reattaches_to_its_running_skypilot_job(tmp_path: Path) -> None:
     state_dir = tmp_path / "sky"
-    write_toy_sweep(tmp_path / "sweep.toml", "hybrid_remote_train", sky_options(state_dir, tmp_path), max_trials=1,
-                    parallel=1, steps=30, step_seconds=0.1)
+    write_toy_sweep(
+        tmp_path / "sweep.toml",
+        "hybrid_remote_train",
+        sky_options(state_dir, tmp_path),
+        max_trials=1,
+        parallel=1,
+        steps=30,
+        step_seconds=0.1,
+    )
     try:
         proc = serve("rs", tmp_path)
         fake = FakeSky(state_dir)
@@ -85,8 +92,13 @@ def test_a_service_killed_while_its_launch_is_in_flight_does_not_launch_the_job_
     """The service dies while the API server is still processing its ``sky.jobs.launch`` (held in flight by the
     fake until released). The restarted service must wait for that request, not launch the job again."""
     state_dir = tmp_path / "sky"
-    write_toy_sweep(tmp_path / "sweep.toml", "hybrid_remote_train",
-                    sky_options(state_dir, tmp_path, ", hold_launches = true"), max_trials=1, parallel=1)
+    write_toy_sweep(
+        tmp_path / "sweep.toml",
+        "hybrid_remote_train",
+        sky_options(state_dir, tmp_path, ", hold_launches = true"),
+        max_trials=1,
+        parallel=1,
+    )
     fake = FakeSky(state_dir)
     try:
         proc = serve("fl", tmp_path)

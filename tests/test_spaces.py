@@ -77,8 +77,10 @@ def test_logit_round_trip(p, data):
     assert math.isclose(1 - decode_value(p, encode_value(p, v)), 1 - v, rel_tol=1e-9, abs_tol=1e-12)
 
 
-@given(st.lists(st.one_of(st.integers(), st.text(max_size=5), st.booleans()), min_size=1, max_size=8, unique=True),
-       st.data())
+@given(
+    st.lists(st.one_of(st.integers(), st.text(max_size=5), st.booleans()), min_size=1, max_size=8, unique=True),
+    st.data(),
+)
 def test_categorical_round_trip(choices, data):
     p = ParameterConfig(distribution="categorical", choices=choices)
     v = data.draw(st.sampled_from(choices))
@@ -86,14 +88,17 @@ def test_categorical_round_trip(choices, data):
 
 
 @settings(max_examples=200)
-@given(st.sampled_from(["uniform", "int_uniform", "uniform_pow2", "log_normal", "logit_normal"]).flatmap(
-    numeric_param), anywhere)
+@given(
+    st.sampled_from(["uniform", "int_uniform", "uniform_pow2", "log_normal", "logit_normal"]).flatmap(numeric_param),
+    anywhere,
+)
 def test_decoded_values_are_always_valid_and_stable(p, x):
     v = decode_value(p, x)
     assert _valid(p, v), (p, x, v)
     assert -1 <= encode_value(p, v) <= 1
-    assert decode_value(p, encode_value(p, v)) == v or math.isclose(decode_value(p, encode_value(p, v)), v,
-                                                                       rel_tol=1e-9)
+    assert decode_value(p, encode_value(p, v)) == v or math.isclose(
+        decode_value(p, encode_value(p, v)), v, rel_tol=1e-9
+    )
 
 
 def test_integers_get_equal_shares_of_the_space():
@@ -103,11 +108,13 @@ def test_integers_get_equal_shares_of_the_space():
 
 
 def test_center_and_box():
-    space = Space({
-        "lr": ParameterConfig(distribution="log_normal", min=1e-5, max=1e-1, mean=1e-3, scale=0.25),
-        "bs": ParameterConfig(distribution="uniform_pow2", min=16, max=1024),
-        "width": ParameterConfig(distribution="categorical", choices=[32, 64, 128], mean=128),
-    })
+    space = Space(
+        {
+            "lr": ParameterConfig(distribution="log_normal", min=1e-5, max=1e-1, mean=1e-3, scale=0.25),
+            "bs": ParameterConfig(distribution="uniform_pow2", min=16, max=1024),
+            "width": ParameterConfig(distribution="categorical", choices=[32, 64, 128], mean=128),
+        }
+    )
     center = space.decode(space.center())
     assert math.isclose(center["lr"], 1e-3, rel_tol=1e-9)
     assert center["bs"] in (64, 128) and center["width"] == 128

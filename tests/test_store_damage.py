@@ -28,13 +28,30 @@ SWEEP = "s"
 
 
 def command(cwd: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=serve_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=serve_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def serve(cwd: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return command(cwd, "serve", "--sweep", SWEEP, "--config", "sweep.toml", "--log-format", "json", *extra,
-                   JOB_SECONDS="0.1", **env)
+    return command(
+        cwd,
+        "serve",
+        "--sweep",
+        SWEEP,
+        "--config",
+        "sweep.toml",
+        "--log-format",
+        "json",
+        *extra,
+        JOB_SECONDS="0.1",
+        **env,
+    )
 
 
 def finished_sweep(cwd: Path, trials: int = 3) -> Path:
@@ -76,9 +93,25 @@ def test_a_finished_sweep_is_whole_in_events_db_alone(sweep_dir: Path) -> None:
 
 def test_an_interrupted_serve_leaves_the_log_whole_in_events_db(sweep_dir: Path) -> None:
     write_sweep(sweep_dir / "sweep.toml", max_trials=3)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", "--sweep", SWEEP, "--config",
-                             "sweep.toml", "--log-format", "json"], cwd=sweep_dir, env=serve_env(JOB_SECONDS="5"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            SWEEP,
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+        ],
+        cwd=sweep_dir,
+        env=serve_env(JOB_SECONDS="5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     db = sweep_dir / "train_dir" / SWEEP / "events.db"
     deadline = time.monotonic() + 60
     while "JobStarted" not in (events_in(db) if db.exists() else []):
@@ -124,8 +157,12 @@ def test_a_lost_log_beside_job_directories_is_refused(sweep_dir: Path, loss: str
         db.write_bytes(b"")
     ledger_before = (sweep_dir / "ledger.txt").read_text()
     proc = serve(sweep_dir)
-    one_clear_error(proc, "event log of sweep 's' is empty, but 2 job directories of it exist",
-                    "s_trial_0001, s_trial_0002", "Restore events.db")
+    one_clear_error(
+        proc,
+        "event log of sweep 's' is empty, but 2 job directories of it exist",
+        "s_trial_0001, s_trial_0002",
+        "Restore events.db",
+    )
     assert (sweep_dir / "ledger.txt").read_text() == ledger_before  # nothing ran
     assert events_in(db) == []
 
@@ -146,10 +183,16 @@ def _overwrite_middle(db: Path) -> None:
 def test_a_damaged_log_is_named_with_how_to_recover(sweep_dir: Path, damage) -> None:
     db = finished_sweep(sweep_dir, trials=6)
     damage(db)
-    for args in (["status", "--sweep", SWEEP], ["attach", "--sweep", SWEEP],
-                 ["serve", "--sweep", SWEEP, "--log-format", "json"]):
-        err = one_clear_error(command(sweep_dir, *args), f"the event log {Path('train_dir', SWEEP, 'events.db')} "
-                              "is damaged", ".recover > fixed.sql")
+    for args in (
+        ["status", "--sweep", SWEEP],
+        ["attach", "--sweep", SWEEP],
+        ["serve", "--sweep", SWEEP, "--log-format", "json"],
+    ):
+        err = one_clear_error(
+            command(sweep_dir, *args),
+            f"the event log {Path('train_dir', SWEEP, 'events.db')} is damaged",
+            ".recover > fixed.sql",
+        )
         assert "nothing is stored yet" not in err
 
 
@@ -185,8 +228,12 @@ def test_a_read_only_sweep_is_refused_with_the_reason_and_status_still_reads_it(
     monkeypatch.setenv("LEDGER", str(tmpfs.parent / "ledger.txt"))
     finished_sweep(tmpfs, trials=2)
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
-    one_clear_error(serve(tmpfs, "--args", "max_trials=3"), "is read-only", "Read-only file system",
-                    "copy the sweep directory somewhere writable")
+    one_clear_error(
+        serve(tmpfs, "--args", "max_trials=3"),
+        "is read-only",
+        "Read-only file system",
+        "copy the sweep directory somewhere writable",
+    )
     status = command(tmpfs, "status", "--sweep", SWEEP)
     assert status.returncode == 0 and "2/2 trials done" in status.stdout, status.stderr
 
@@ -195,9 +242,25 @@ def test_a_full_disk_says_so_keeps_the_log_and_resumes(tmpfs: Path, monkeypatch)
     monkeypatch.setenv("LEDGER", str(tmpfs.parent / "ledger.txt"))
     write_sweep(tmpfs / "sweep.toml", max_trials=4)
     db = tmpfs / "train_dir" / SWEEP / "events.db"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", "--sweep", SWEEP, "--config",
-                             "sweep.toml", "--log-format", "json"], cwd=tmpfs, env=serve_env(JOB_SECONDS="8"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            SWEEP,
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+        ],
+        cwd=tmpfs,
+        env=serve_env(JOB_SECONDS="8"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while "JobStarted" not in (events_in(db) if db.exists() else []):
         assert time.monotonic() < deadline and proc.poll() is None

@@ -19,7 +19,19 @@ from tests.conftest import ledger, serve_env, write_sweep
 
 def serve(sweep: str, cwd: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", sweep, "--config", "sweep.toml", "--log-format", "json", *extra],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            sweep,
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+            *extra,
+        ],
         cwd=cwd,
         env=serve_env(**env),
         stdout=subprocess.PIPE,

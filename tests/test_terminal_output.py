@@ -21,7 +21,11 @@ def piped_into_head(cwd: Path, command: str, **env: str) -> tuple[int, str, str]
     """``python -m orchestrator <command> | head -1``: the command's exit status, head's output, its stderr."""
     proc = subprocess.run(
         ["bash", "-c", f"{sys.executable} -m orchestrator {command} 2>cmd.err | head -1; exit ${{PIPESTATUS[0]}}"],
-        cwd=cwd, env=serve_env(**env), capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=serve_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return proc.returncode, proc.stdout, (cwd / "cmd.err").read_text()
 
@@ -30,8 +34,10 @@ def test_status_and_attach_piped_into_head_end_quietly(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "train_dir" / "big" / "events.db")
     store.append(long_sweep(3000, "big"))  # far more output than a pipe holds
     store.close()
-    for command, first in (("status --sweep big --all", "Sweep big: finished"),
-                           ("attach --sweep big", "[SweepOrchestrator] Starting sweep big")):
+    for command, first in (
+        ("status --sweep big --all", "Sweep big: finished"),
+        ("attach --sweep big", "[SweepOrchestrator] Starting sweep big"),
+    ):
         code, out, err = piped_into_head(tmp_path, command)
         assert code == SIGPIPE_EXIT and out.startswith(first), (command, code, out, err)
         assert not any(word in err for word in NOISE), err
@@ -44,8 +50,14 @@ def test_serve_piped_into_head_ends_quietly_and_resumes(tmp_path: Path) -> None:
     code, out, err = piped_into_head(tmp_path, "serve --sweep poison --config sweep.toml --log-format human", **env)
     assert code == SIGPIPE_EXIT and out.startswith("[SweepOrchestrator]"), (code, out, err)
     assert not any(word in err for word in NOISE), err
-    again = subprocess.run([sys.executable, "-m", "orchestrator", "serve", "--sweep", "poison", "--log-format", "json"],
-                           cwd=tmp_path, env=serve_env(**env), capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "poison", "--log-format", "json"],
+        cwd=tmp_path,
+        env=serve_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     state, _ = stored(tmp_path, "poison")
     assert state.finished and [t.status for t in state.shown_trials()] == ["completed"]
@@ -58,9 +70,22 @@ def test_job_output_escape_sequences_are_shown_not_obeyed(tmp_path: Path) -> Non
         (hostile + "\n" + "SWEEP_RESULT " + json.dumps({"score": 0.5}) + "\n").encode()
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", "poison", "--config", "sweep.toml",
-         "--log-format", "human"],
-        cwd=tmp_path, env=serve_env(ECHO_STDOUT=str(tmp_path / "stdout.bin")), capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            "poison",
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "human",
+        ],
+        cwd=tmp_path,
+        env=serve_env(ECHO_STDOUT=str(tmp_path / "stdout.bin")),
+        capture_output=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
     out = proc.stdout.decode()

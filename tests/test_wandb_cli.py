@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from fakes.wandb_server import FakeWandbServer
+
 from orchestrator.reducer import fold
 from stores.sqlite import SQLiteStore
 from tests.conftest import ledger, serve_env, write_sweep

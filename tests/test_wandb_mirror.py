@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import anyio
 import pytest
-
 from fakes.wandb_files import read_offline_runs, segment_files
-from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, mirror_config, hermetic_wandb
+from fakes.wandb_helpers import LoopLag, check_mirrors, hermetic_wandb, make_mirror, mirror_config
 from fakes.wandb_script import METRIC, Log, definition, params, run_name, script
+
 from orchestrator import reducer
 from orchestrator.config import WandbSettings
 from stores.wandb import CURSOR_FILE, WandbMirror, flatten, resolve_mode, unflatten
@@ -151,7 +151,9 @@ def test_outage_in_the_middle_of_a_sweep(tmp_path: Path) -> None:
     log.close()
 
 
-def test_restart_continues_from_the_cursor_without_writing_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restart_continues_from_the_cursor_without_writing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first mirror writes phase 1, then is down for phase 2 when the service stops. A second mirror (a new
     process: the log replayed, the cursor read back) writes what was missed and phase 3, and leaves alone the runs
     that were already complete. The state remembers only the last ended trial: what was missed comes from the log."""

@@ -7,16 +7,15 @@ with an empty sweep dir, reads them back through the real ``wandb.Api`` (``WANDB
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anyio
 import pytest
-
 from fakes.wandb_files import read_offline_runs
-from fakes.wandb_helpers import make_mirror, hermetic_wandb
+from fakes.wandb_helpers import hermetic_wandb, make_mirror
 from fakes.wandb_script import METRIC, Log, definition, evaluate, params, run_name, script, suggest, train
 from fakes.wandb_server import FakeWandbServer, ServedRun
+
 from orchestrator import events as ev
 from orchestrator.config import WandbSettings, load_config
 from orchestrator.reducer import fold
@@ -59,9 +58,18 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     server = FakeWandbServer(KEY, entity="test-entity").start()
     server.load_offline(tmp_path / "machine_a", project="sweeps")
     # Another sweep in the same project must stay out of the rebuild.
-    server.runs.append(ServedRun(id="other_trial_0001", project="sweeps", entity="test-entity",
-                                 display_name="other_trial_0001", group="other", job_type="trial", state="finished",
-                                 summary={"sweep/trial": 1, "sweep/score": 9.0, "sweep/status": "completed"}))
+    server.runs.append(
+        ServedRun(
+            id="other_trial_0001",
+            project="sweeps",
+            entity="test-entity",
+            display_name="other_trial_0001",
+            group="other",
+            job_type="trial",
+            state="finished",
+            summary={"sweep/trial": 1, "sweep/score": 9.0, "sweep/status": "completed"},
+        )
+    )
     monkeypatch.setenv("WANDB_BASE_URL", server.url)
     yield server, log
     log.close()
@@ -144,8 +152,12 @@ def test_a_finished_sweep_comes_back_finished(tmp_path: Path, monkeypatch: pytes
     assert state.finished and state.best_trial == 3
     for trial in old.shown_trials():
         got = state.trial(trial.trial)
-        assert (got.status, got.score, got.cost, dict(got.params)) == (trial.status, trial.score, trial.cost,
-                                                                      dict(trial.params))
+        assert (got.status, got.score, got.cost, dict(got.params)) == (
+            trial.status,
+            trial.score,
+            trial.cost,
+            dict(trial.params),
+        )
     log.close()
 
 

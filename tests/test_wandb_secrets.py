@@ -10,11 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 import structlog
-
 from fakes.wandb_files import read_offline_runs
 from fakes.wandb_helpers import hermetic_wandb, make_mirror
 from fakes.wandb_script import Log, script
 from fakes.wandb_server import FakeWandbServer
+
 from orchestrator.config import WandbSettings
 from stores.wandb import events_from_wandb
 from stores.wandb_client import WandbError, redact

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fakes.wandb_helpers import LoopLag, check_mirrors, hermetic_wandb, make_mirror
 
-from fakes.wandb_helpers import LoopLag, check_mirrors, make_mirror, hermetic_wandb
 from orchestrator import reducer
 from orchestrator.config import load_config
 from orchestrator.runtime import build_service
@@ -87,6 +87,7 @@ def test_a_sweep_run_without_wandb_is_mirrored_in_full_once_resumed_with_it(
         )
         service = build_service(config, log_format="json")
         mirror = next((s for s in service.subscribers if isinstance(s, WandbMirror)), None)
+
         async def bounded():
             with anyio.fail_after(120):
                 return await service.run()

@@ -33,9 +33,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sky import JobStatus
 from sky.jobs import ManagedJobStatus
@@ -56,10 +57,18 @@ _ACTIVE_REQUEST = ("PENDING", "WAITING", "RUNNING")
 
 
 class FakeSky:
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None, pending_s: float = 0.2,
-                 starting_s: float = 0.2, recover_s: float = 0.3, poll_s: float = 0.05, launch_s: float = 0.0,
-                 fail_launch: bool = False, hold_launches: bool = False,
-                 clouds: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        pending_s: float = 0.2,
+        starting_s: float = 0.2,
+        recover_s: float = 0.3,
+        poll_s: float = 0.05,
+        launch_s: float = 0.0,
+        fail_launch: bool = False,
+        hold_launches: bool = False,
+        clouds: list[str] | None = None,
+    ) -> None:
         state_dir = state_dir or os.environ.get("FAKE_SKY_STATE")
         if not state_dir:
             raise ValueError("FakeSky needs state_dir (or FAKE_SKY_STATE in the environment)")
@@ -95,8 +104,9 @@ class FakeSky:
         self.calls.append("launch_managed")
         return self._launch("jobs.launch", "managed", name, task)
 
-    def managed_jobs(self, *, name: str | None = None, job_ids: list[int] | None = None,
-                     refresh: bool = False) -> list[ManagedJobRecord]:
+    def managed_jobs(
+        self, *, name: str | None = None, job_ids: list[int] | None = None, refresh: bool = False
+    ) -> list[ManagedJobRecord]:
         self.calls.append("managed_jobs")
         self._process_requests()
         out = []
@@ -106,13 +116,22 @@ class FakeSky:
             if job_ids is not None and job["id"] not in job_ids:
                 continue
             job = self._refresh("managed", job["id"])
-            out.append(ManagedJobRecord(
-                job_id=job["id"], task_id=0, job_name=job["name"], task_name=job["name"],
-                status=ManagedJobStatus(job["status"]), submitted_at=job["submitted_at"],
-                start_at=job.get("start_at"), end_at=job.get("end_at"), job_duration=self._duration(job),
-                recovery_count=job["recovery_count"], failure_reason=job.get("failure_reason"),
-                resources=job["resources"],
-            ))
+            out.append(
+                ManagedJobRecord(
+                    job_id=job["id"],
+                    task_id=0,
+                    job_name=job["name"],
+                    task_name=job["name"],
+                    status=ManagedJobStatus(job["status"]),
+                    submitted_at=job["submitted_at"],
+                    start_at=job.get("start_at"),
+                    end_at=job.get("end_at"),
+                    job_duration=self._duration(job),
+                    recovery_count=job["recovery_count"],
+                    failure_reason=job.get("failure_reason"),
+                    resources=job["resources"],
+                )
+            )
         return sorted(out, key=lambda r: -r.job_id)  # newest first, like the real queue
 
     def tail_managed_logs(self, job_id: int, follow: bool = True) -> Iterator[str | None]:
@@ -126,8 +145,9 @@ class FakeSky:
 
     # ---------------------------------------------------------------- jobs on a cluster
 
-    def launch_cluster(self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None,
-                       dryrun: bool = False) -> int | None:
+    def launch_cluster(
+        self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None, dryrun: bool = False
+    ) -> int | None:
         self.calls.append("launch_cluster")
         self._server_up()
         if dryrun:
@@ -141,11 +161,20 @@ class FakeSky:
         out = []
         for job in self._all(ns):
             job = self._refresh(ns, job["id"])
-            out.append(ClusterJobRecord(
-                job_id=job["id"], job_name=job["name"], username="fake", user_hash="fake",
-                submitted_at=job["submitted_at"], start_at=job.get("start_at"), end_at=job.get("end_at"),
-                resources=job["resources"], status=_CLUSTER_STATUS[job["status"]], log_path=str(self._dir(ns, job["id"])),
-            ))
+            out.append(
+                ClusterJobRecord(
+                    job_id=job["id"],
+                    job_name=job["name"],
+                    username="fake",
+                    user_hash="fake",
+                    submitted_at=job["submitted_at"],
+                    start_at=job.get("start_at"),
+                    end_at=job.get("end_at"),
+                    resources=job["resources"],
+                    status=_CLUSTER_STATUS[job["status"]],
+                    log_path=str(self._dir(ns, job["id"])),
+                )
+            )
         return out
 
     def tail_cluster_logs(self, cluster_name: str, job_id: int, follow: bool = True) -> Iterator[str | None]:
@@ -167,11 +196,22 @@ class FakeSky:
         for req in self._requests():
             if req["status"] in _ACTIVE_REQUEST:
                 # What the server's listing sends (requests.encode_requests): the body as JSON, no return value.
-                out.append(RequestPayload(
-                    request_id=req["request_id"], name=req["name"], entrypoint="", request_body=req["body"],
-                    status=req["status"], created_at=req["created_at"], user_id="fake", return_value="null",
-                    error="null", pid=None, schedule_type="long", cluster_name=req["cluster_name"],
-                ))
+                out.append(
+                    RequestPayload(
+                        request_id=req["request_id"],
+                        name=req["name"],
+                        entrypoint="",
+                        request_body=req["body"],
+                        status=req["status"],
+                        created_at=req["created_at"],
+                        user_id="fake",
+                        return_value="null",
+                        error="null",
+                        pid=None,
+                        schedule_type="long",
+                        cluster_name=req["cluster_name"],
+                    )
+                )
         return sorted(out, key=lambda r: -r.created_at)
 
     def wait_request(self, request_id: str) -> None:
@@ -276,14 +316,30 @@ class FakeSky:
         resources = next(iter(task.resources))
         now = time.time()
         req = {  # "name": the server records request names with its "sky." prefix
-            "request_id": uuid.uuid4().hex, "name": "sky." + request_name, "status": "RUNNING", "created_at": now,
-            "done_at": now + self.launch_s, "fail": self.fail_launch, "held": self.hold_launches, "cluster_name": cluster_name,
-            "body": body.model_dump_json(), "ns": ns, "error": None, "job_id": None,
+            "request_id": uuid.uuid4().hex,
+            "name": "sky." + request_name,
+            "status": "RUNNING",
+            "created_at": now,
+            "done_at": now + self.launch_s,
+            "fail": self.fail_launch,
+            "held": self.hold_launches,
+            "cluster_name": cluster_name,
+            "body": body.model_dump_json(),
+            "ns": ns,
+            "error": None,
+            "job_id": None,
             "task_yaml": yaml_utils.dump_yaml_str(redacted),
             "job": {
-                "name": name, "status": "PENDING", "recovery_count": 0, "attempt": 0,
-                "resources": f"{task.num_nodes}x {resources}", "run": config["run"],
-                "envs": {**config.get("envs", {}), **{k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()}},
+                "name": name,
+                "status": "PENDING",
+                "recovery_count": 0,
+                "attempt": 0,
+                "resources": f"{task.num_nodes}x {resources}",
+                "run": config["run"],
+                "envs": {
+                    **config.get("envs", {}),
+                    **{k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()},
+                },
                 "workdir": config.get("workdir") if isinstance(config.get("workdir"), str) else None,
             },
         }
@@ -392,14 +448,24 @@ class FakeSky:
         attempt = job["attempt"]
         workdir = job.get("workdir") or str(d / "sky_workdir")
         os.makedirs(workdir, exist_ok=True)
-        env = {**os.environ, **{k: str(v) for k, v in job["envs"].items()},
-               "SKYPILOT_TASK_ID": f"fake-{job['id']}-{attempt}", "SKYPILOT_NUM_NODES": "1"}
+        env = {
+            **os.environ,
+            **{k: str(v) for k, v in job["envs"].items()},
+            "SKYPILOT_TASK_ID": f"fake-{job['id']}-{attempt}",
+            "SKYPILOT_NUM_NODES": "1",
+        }
         log = open(d / f"run.{attempt}.log", "ab")
         # bash runs the task's run script; the wrapper records its exit code atomically when it ends by itself.
         wrapper = 'bash -c "$1"; rc=$?; echo $rc > "$2.tmp"; mv "$2.tmp" "$2"'
-        proc = subprocess.Popen(["bash", "-c", wrapper, "fake-sky", job["run"], str(d / f"exit.{attempt}")],
-                                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", wrapper, "fake-sky", job["run"], str(d / f"exit.{attempt}")],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         log.close()
         job["pgid"] = proc.pid
 

@@ -38,10 +38,27 @@ num_random_samples = 2
 """
 
 
-def write_toy_sweep(path: Path, dispatcher_type: str, options: str = "", max_trials: int = 3, parallel: int = 2,
-                    max_retries: int = 0, steps: int = 4, step_seconds: float = 0.05) -> Path:
-    path.write_text(TOY_SWEEP.format(max_trials=max_trials, parallel=parallel, dispatcher_type=dispatcher_type,
-                                     max_retries=max_retries, steps=steps, step_seconds=step_seconds) + options)
+def write_toy_sweep(
+    path: Path,
+    dispatcher_type: str,
+    options: str = "",
+    max_trials: int = 3,
+    parallel: int = 2,
+    max_retries: int = 0,
+    steps: int = 4,
+    step_seconds: float = 0.05,
+) -> Path:
+    path.write_text(
+        TOY_SWEEP.format(
+            max_trials=max_trials,
+            parallel=parallel,
+            dispatcher_type=dispatcher_type,
+            max_retries=max_retries,
+            steps=steps,
+            step_seconds=step_seconds,
+        )
+        + options
+    )
     return path
 
 
@@ -49,15 +66,30 @@ def serve(sweep: str, cwd: Path, *extra: str, pythonpath: list[str] = (), **env:
     full_env = {**os.environ, **env}
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *map(str, pythonpath), full_env.get("PYTHONPATH", "")])
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", sweep, "--config", "sweep.toml",
-         "--log-format", "json", *extra],
-        cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            sweep,
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+            *extra,
+        ],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 def stored(cwd: Path, sweep: str) -> tuple[Any, list[Any]]:
     """The sweep's state folded from its log, and the raw events."""
-    from orchestrator.reducer import fold
+    from orchestrator.core.reducer import fold
     from stores.sqlite import SQLiteStore
 
     store = SQLiteStore(cwd / "train_dir" / sweep / "events.db")

@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio
 
-from orchestrator.config import WandbSettings
 from fakes.wandb_files import read_offline_runs
-from orchestrator.history import all_trials
+from orchestrator.core.config import WandbSettings
+from orchestrator.core.history import all_trials
 from stores.sqlite import SQLiteStore
 from stores.wandb import WandbMirror, sweep_record, trial_record, unflatten
 from stores.wandb_client import WandbClient, WandbError
@@ -125,7 +125,15 @@ def check_mirrors(sweep_dir: Path, db: Path) -> dict:
     return runs
 
 
-_WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_ENTITY")
+_WANDB_VARS = (
+    "WANDB_API_KEY",
+    "WANDB_MODE",
+    "WANDB_BASE_URL",
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_DIR",
+    "WANDB_ENTITY",
+)
 
 
 def hermetic_wandb(home: Path, monkeypatch: Any, api_key: str | None = None) -> None:

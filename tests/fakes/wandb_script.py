@@ -6,13 +6,14 @@ and hand each committed event and the folded state to the mirror, the way the se
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from orchestrator import events as ev
-from orchestrator.config import CONFIG_DIR, load_config
-from orchestrator.reducer import reduce
-from orchestrator.state import SweepState
+from orchestrator.core import events as ev
+from orchestrator.core.config import CONFIG_DIR, load_config
+from orchestrator.core.reducer import reduce
+from orchestrator.core.state import SweepState
 from stores.sqlite import SQLiteStore
 
 METRIC = "evaluator/eval_arena/score"
@@ -21,7 +22,12 @@ METRIC = "evaluator/eval_arena/score"
 def definition(sweep: str) -> dict[str, Any]:
     config = load_config(
         CONFIG_DIR / "demo.toml",
-        {"sweep_name": sweep, "max_trials": 6, "seed": 0, "protein_config": {"metric": METRIC}},  # a fixed seed: one definition
+        {
+            "sweep_name": sweep,
+            "max_trials": 6,
+            "seed": 0,
+            "protein_config": {"metric": METRIC},
+        },  # a fixed seed: one definition
     )
     return config.public_dict()
 
@@ -70,15 +76,25 @@ def script(sweep: str) -> list[list[ev.Event]]:
     Phase 2: trials 3 and 4 complete, 5 trains. Phase 3: 5 completes, 6 fails; the sweep finishes (best: 3)."""
     return [
         [ev.SweepCreated(sweep=sweep, config=definition(sweep))]
-        + suggest(sweep, 1) + train(sweep, 1) + evaluate(sweep, 1, 0.61)
-        + suggest(sweep, 2) + train(sweep, 2, ok=False) + [ev.TrialFailed(trial=2, reason="train exited with 1")]
-        + suggest(sweep, 3) + train(sweep, 3)[:4]
+        + suggest(sweep, 1)
+        + train(sweep, 1)
+        + evaluate(sweep, 1, 0.61)
+        + suggest(sweep, 2)
+        + train(sweep, 2, ok=False)
+        + [ev.TrialFailed(trial=2, reason="train exited with 1")]
+        + suggest(sweep, 3)
+        + train(sweep, 3)[:4]
         + suggest(sweep, 4),
-        train(sweep, 3)[4:] + evaluate(sweep, 3, 0.93)
-        + train(sweep, 4) + evaluate(sweep, 4, 0.72)
-        + suggest(sweep, 5) + train(sweep, 5)[:5],
-        train(sweep, 5)[5:] + evaluate(sweep, 5, 0.88)
-        + suggest(sweep, 6) + [ev.TrialFailed(trial=6, reason="eval printed no SWEEP_RESULT line")]
+        train(sweep, 3)[4:]
+        + evaluate(sweep, 3, 0.93)
+        + train(sweep, 4)
+        + evaluate(sweep, 4, 0.72)
+        + suggest(sweep, 5)
+        + train(sweep, 5)[:5],
+        train(sweep, 5)[5:]
+        + evaluate(sweep, 5, 0.88)
+        + suggest(sweep, 6)
+        + [ev.TrialFailed(trial=6, reason="eval printed no SWEEP_RESULT line")]
         + [ev.SweepFinished(best_trial=3)],
     ]
 

@@ -44,7 +44,7 @@ class ServedRun:
     created_at: float = 0.0
 
     @classmethod
-    def from_offline(cls, run: OfflineRun, entity: str, project: str) -> "ServedRun":
+    def from_offline(cls, run: OfflineRun, entity: str, project: str) -> ServedRun:
         keys = sorted({k for row in run.history for k in row})
         steps = [row["_step"] for row in run.history if "_step" in row]
         return cls(
@@ -142,7 +142,7 @@ class FakeWandbServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeWandbServer":
+    def start(self) -> FakeWandbServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -175,7 +175,7 @@ class FakeWandbServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "FakeWandbServer":
+    def __enter__(self) -> FakeWandbServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -202,7 +202,9 @@ class FakeWandbServer:
         query: str = request.get("query", "")
         variables: dict[str, Any] = request.get("variables") or {}
         m = re.search(r"\b(query|mutation)\s+(\w+)", query)
-        name = m.group(2) if m else ("ViewerId" if re.fullmatch(r"\s*\{\s*viewer\s*\{\s*id\s*\}\s*\}\s*", query) else "")
+        name = (
+            m.group(2) if m else ("ViewerId" if re.fullmatch(r"\s*\{\s*viewer\s*\{\s*id\s*\}\s*\}\s*", query) else "")
+        )
         self.queries.append(name or query[:60])
         if name in ("ViewerId", "GetViewer", "GetDefaultEntity", "Viewer"):
             return 200, {"data": {"viewer": self._viewer()}}
@@ -282,5 +284,8 @@ class FakeWandbServer:
             "summaryMetrics": json.dumps(run.summary),
             "historyLineCount": run.history_lines,
             "user": {"name": "Test User", "username": "tester"},
-            "historyKeys": {"lastStep": run.last_step, "keys": {k: {"typeCounts": [{"type": "number", "count": 1}]} for k in run.history_keys}},
+            "historyKeys": {
+                "lastStep": run.last_step,
+                "keys": {k: {"typeCounts": [{"type": "number", "count": 1}]} for k in run.history_keys},
+            },
         }

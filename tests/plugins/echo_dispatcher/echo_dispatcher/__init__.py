@@ -15,21 +15,29 @@ key substring): ``raise_on`` (``submit`` raises), ``hang_on`` (``submit`` never 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 
-from orchestrator.contract import parse_progress, parse_result_line
-from orchestrator.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Started
 
 
 class EchoDispatcher:
-    def __init__(self, name: str = "echo", state_dir: str = "train_dir/.echo", raise_on: str | None = None,
-                 hang_on: str | None = None, hang_watch_on: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "echo",
+        state_dir: str = "train_dir/.echo",
+        raise_on: str | None = None,
+        hang_on: str | None = None,
+        hang_watch_on: str | None = None,
+    ) -> None:
         self.name = name
         self.state_dir = Path(state_dir)
         self.raise_on, self.hang_on, self.hang_watch_on = raise_on, hang_on, hang_watch_on
@@ -39,7 +47,9 @@ class EchoDispatcher:
         return self.state_dir / key
 
     async def find(self, spec: JobSpec) -> JobHandle | None:
-        return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))}) if self._dir(spec.key).exists() else None
+        return (
+            JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))}) if self._dir(spec.key).exists() else None
+        )
 
     async def submit(self, spec: JobSpec) -> JobHandle:
         if self.raise_on and self.raise_on in spec.key:
@@ -51,7 +61,10 @@ class EchoDispatcher:
             return existing
         self._dir(spec.key).mkdir(parents=True)
         self._procs[spec.key] = await anyio.open_process(
-            spec.argv, cwd=spec.cwd, env={**os.environ, **spec.env}, stderr=-2  # stderr into stdout
+            spec.argv,
+            cwd=spec.cwd,
+            env={**os.environ, **spec.env},
+            stderr=-2,  # stderr into stdout
         )
         return JobHandle(spec.key, self.name, {"dir": str(self._dir(spec.key))})
 
@@ -66,25 +79,19 @@ class EchoDispatcher:
             else:
                 yield Exited(exit_code=None, error="echo lost this job when the service restarted")
             return
-        t0, result, buf = time.monotonic(), None, b""
+        t0, reader, buf = time.monotonic(), ContractReader(), b""
         yield Started()
         async for chunk in proc.stdout:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for raw in lines:
                 line = raw.decode(errors="replace")
-                yield Output(f"[echo] {line}")
-                if (progress := parse_progress(line)) is not None:
-                    yield Progress(*progress)
-                try:
-                    result = parse_result_line(line) or result
-                except ValueError:
-                    pass
+                for update in reader.read(line):  # the contract's rules, as every dispatcher applies them
+                    yield Output(f"[echo] {line}") if isinstance(update, Output) else update
         code = await proc.wait()
-        exited = {"exit_code": code, "result": result, "duration": time.monotonic() - t0,
-                  "error": None if code == 0 else f"exit code {code}"}
-        exit_file.write_text(json.dumps(exited))
-        yield Exited(**exited)
+        exited = reader.exited(code, time.monotonic() - t0, None if code == 0 else f"exit code {code}")
+        exit_file.write_text(json.dumps(dataclasses.asdict(exited)))
+        yield exited
 
     async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
         (self._dir(spec.key) / "cancelled").touch()
