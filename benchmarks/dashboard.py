@@ -30,8 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -64,9 +64,16 @@ def load(page, url: str) -> dict[str, float]:
               .filter(e => e.name.includes('plotly') || e.name.includes('trials?offset=0'))
               .map(e => [e.name.includes('plotly') ? 'plotly.js loaded' : 'first page of trials', e.responseEnd]))"""
     )
-    drawn = {k if "navigation" in k else f"draw {k} (ms)": v for k, v in page.evaluate("window.sweepDashboard.timings").items()}
-    return {"every chart drawn (ms from navigation)": float(page.evaluate("document.body.dataset.readyMs")),
-            "wall (ms, goto to ready)": wall, **timings, **drawn}
+    drawn = {
+        k if "navigation" in k else f"draw {k} (ms)": v
+        for k, v in page.evaluate("window.sweepDashboard.timings").items()
+    }
+    return {
+        "every chart drawn (ms from navigation)": float(page.evaluate("document.body.dataset.readyMs")),
+        "wall (ms, goto to ready)": wall,
+        **timings,
+        **drawn,
+    }
 
 
 @contextlib.contextmanager
@@ -74,7 +81,11 @@ def served(root: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     """``serve`` on the sweep under ``root`` and its address; at the end it is stopped and ``root`` removed."""
     serve = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "serve", "--sweep", NAME, "--log-format", "json"],
-        cwd=root, env=env(), stdout=open(root / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=root,
+        env=env(),
+        stdout=open(root / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         endpoint = root / "train_dir" / NAME / "endpoint.json"
@@ -89,8 +100,13 @@ def served(root: Path) -> Iterator[tuple[subprocess.Popen, str]]:
 def write_report(root: Path) -> float:
     """``report`` of the sweep into ``root/report.html``; returns the seconds it took."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "orchestrator", "report", "--sweep", NAME, "--out", "report.html"],
-                   cwd=root, env=env(), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator", "report", "--sweep", NAME, "--out", "report.html"],
+        cwd=root,
+        env=env(),
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -107,7 +123,8 @@ def screenshots(out: Path) -> None:
             page.goto(url)
             page.wait_for_selector("body[data-ready='1']", timeout=120_000)
             page.wait_for_function(
-                "() => document.getElementById('curves').data.filter(t => t.x.length >= 6).length === 3", timeout=120_000
+                "() => document.getElementById('curves').data.filter(t => t.x.length >= 6).length === 3",
+                timeout=120_000,
             )
             page.wait_for_timeout(1500)  # the last throttled redraw
             page.screenshot(path=str(out / "dashboard.png"))
@@ -152,18 +169,22 @@ def main() -> None:
         before = page.evaluate("document.getElementById('history').data[0].x.length")
         (root / "gates" / f"{NAME}_trial_{args.trials + 1:04d}").touch()
         t = time.perf_counter()
-        page.wait_for_function(f"() => document.getElementById('history').data[0].x.length === {before + 1}",
-                               timeout=120_000)
+        page.wait_for_function(
+            f"() => document.getElementById('history').data[0].x.length === {before + 1}", timeout=120_000
+        )
         results["interaction"]["gate opened to the trial's point drawn (ms, includes its eval job)"] = (
-            time.perf_counter() - t) * 1000
+            time.perf_counter() - t
+        ) * 1000
         serve.wait(timeout=120)
 
         report_s = write_report(root)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.route("http*://**", lambda route: route.abort())
-        results["report"] = {"report command (s)": report_s,
-                             "size (MB)": (root / "report.html").stat().st_size / 2**20,
-                             **load(page, (root / "report.html").as_uri())}
+        results["report"] = {
+            "report command (s)": report_s,
+            "size (MB)": (root / "report.html").stat().st_size / 2**20,
+            **load(page, (root / "report.html").as_uri()),
+        }
         browser.close()
     print(f"\n{args.trials:,} trials, Chromium {CHROMIUM}, {os.cpu_count()} cores")
     for part, numbers in results.items():

@@ -8,16 +8,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from orchestrator.core.config import (
     ConfigError,
-    merge_tree,
     SweepConfig,
     WandbSettings,
     config_path_for,
     load_config,
+    merge_tree,
     parse_assignments,
 )
 from orchestrator.core.events import SweepCreated
@@ -36,7 +37,9 @@ EXIT_INTERRUPTED = 130
 def _sweep_args(p: argparse.ArgumentParser, runs: bool = False) -> None:
     if runs:
         p.add_argument(
-            "--sweep", required=True, metavar="DEFINITION",
+            "--sweep",
+            required=True,
+            metavar="DEFINITION",
             help="the sweep definition configs/DEFINITION.toml; the sweep is named DEFINITION unless "
             "--args sweep_name=NAME names it",
         )
@@ -53,7 +56,10 @@ def _definition_args(p: argparse.ArgumentParser) -> None:
         "--args", nargs="*", default=[], metavar="K=V", help="sweep fields, e.g. sweep_name=my_sweep max_trials=5"
     )
     p.add_argument(
-        "--overrides", nargs="*", default=[], metavar="K=V",
+        "--overrides",
+        nargs="*",
+        default=[],
+        metavar="K=V",
         help="any field by dotted path, e.g. dispatcher_type=local train_overrides.trainer.total_timesteps=20000",
     )
 
@@ -109,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="list every trial, not only those in flight and the last 50 ended"
     )
     status.add_argument(
-        "--format", choices=["table", "csv", "json"], default="table", help="csv/json: every trial, one column per parameter"
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="csv/json: every trial, one column per parameter",
     )
     _follow_args(status)
 

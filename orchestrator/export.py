@@ -11,8 +11,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from orchestrator.trials import TrialBook, parameter_space, read_book
 
@@ -24,7 +25,10 @@ def table(book: TrialBook) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, rows): the sweep's own parameter order first, then any other path a trial had."""
     records = book.records()
     names = list(_params_in_order(book, records))
-    rows = [{**{k: r[k] for k in FIRST}, **{n: r["params"].get(n) for n in names}, **{k: r[k] for k in LAST}} for r in records]
+    rows = [
+        {**{k: r[k] for k in FIRST}, **{n: r["params"].get(n) for n in names}, **{k: r[k] for k in LAST}}
+        for r in records
+    ]
     return [*FIRST, *names, *LAST], rows
 
 

@@ -26,8 +26,9 @@ import math
 import os
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -35,11 +36,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.core.state import SweepState, thaw
 from orchestrator.dashboard import cookie_token, dashboard_routes
-from orchestrator.query import offset
 from orchestrator.hub import EventHub, Keepalive, Lagging
 from orchestrator.logs import get_logger
-from orchestrator.core.state import SweepState, thaw
+from orchestrator.query import offset
 
 if TYPE_CHECKING:
     from orchestrator.service import SweepService
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 ENDPOINT_FILE = "endpoint.json"
 SEND_BUFFER = 256 * 1024  # per-connection kernel send buffer: bounded, so a stuck client costs a bounded amount
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 
 
 # -- the app -------------------------------------------------------------------------------------------------
@@ -205,10 +204,10 @@ def read_endpoint(sweep_dir: Path) -> dict[str, Any] | None:
 
 
 # -- the server inside serve's task group --------------------------------------------------------------------
-def http_server(hub: EventHub) -> Callable[["SweepService"], Coroutine[Any, Any, None]]:
+def http_server(hub: EventHub) -> Callable[[SweepService], Coroutine[Any, Any, None]]:
     """A ``background`` task for SweepService: serves ``hub`` over HTTP while the sweep runs."""
 
-    async def task(service: "SweepService") -> None:
+    async def task(service: SweepService) -> None:
         await serve_http(service, hub)
 
     return task
@@ -229,7 +228,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_http(service: "SweepService", hub: EventHub) -> None:
+async def serve_http(service: SweepService, hub: EventHub) -> None:
     import uvicorn
 
     config = service.config
@@ -287,7 +286,9 @@ async def serve_http(service: "SweepService", hub: EventHub) -> None:
             if not server.started:
                 return
             await anyio.to_thread.run_sync(write_endpoint, config.sweep_dir, info)
-            log.info(f"Event stream on {info['url']} (follow: python -m orchestrator attach --sweep {config.sweep_name})")
+            log.info(
+                f"Event stream on {info['url']} (follow: python -m orchestrator attach --sweep {config.sweep_name})"
+            )
             await anyio.sleep_forever()
         finally:
             hub.close()  # every stream ends; clients resume from their last seq (or are done)

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from orchestrator.config import ConfigError
+from orchestrator.core.config import ConfigError
 from orchestrator.dashboard import page, plotly_js, static_file
 from orchestrator.trials import TrialBook, iso, read_book, sweep_summary
 

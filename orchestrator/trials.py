@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from orchestrator import events as ev
-from orchestrator.reducer import reduce
-from orchestrator.state import SweepState, TrialState, thaw
+from orchestrator.core import events as ev
+from orchestrator.core.reducer import reduce
+from orchestrator.core.state import SweepState, TrialState, thaw
 
 CURVE_POINTS = 300  # progress points kept per job in flight (older halves are thinned out)
 
@@ -39,8 +40,9 @@ class TrialBook:
             before, event = self.state, s.event
             after = reduce(before, event)
             number = getattr(event, "trial", None)
-            if number is None:
-                number = before.job_trials.get(getattr(event, "key", None))
+            key = getattr(event, "key", None)
+            if number is None and isinstance(key, str):
+                number = before.job_trials.get(key)
             if number is not None:
                 self.touched[number] = s.seq
             if after.ended > before.ended:
@@ -64,8 +66,10 @@ class TrialBook:
                 self.curves[number] = (key, curve)
             start = job.started_at or job.requested_at
             _bounded_append(curve, [round(event.ts - start, 3), event.step, event.total])
-        elif isinstance(getattr(event, "step", None), (int, float)) and isinstance(getattr(event, "score", None), (int, float)):
-            _bounded_append(self.reports.setdefault(number, []), [event.step, event.score])  # type: ignore[attr-defined]
+        else:
+            step, score = getattr(event, "step", None), getattr(event, "score", None)
+            if isinstance(step, (int, float)) and isinstance(score, (int, float)):
+                _bounded_append(self.reports.setdefault(number, []), [step, score])
 
     def trials(self) -> list[TrialState]:
         """Every trial, ended or in flight, by number."""
@@ -150,7 +154,7 @@ def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def iso(ts: float | None) -> str | None:
     if not ts:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parameter_space(state: SweepState) -> dict[str, dict[str, Any]]:

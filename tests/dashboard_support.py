@@ -45,13 +45,16 @@ os.makedirs(ckpt, exist_ok=True)
 json.dump(values, open(os.path.join(ckpt, "params.json"), "w"))
 """
 
+
 def write_gated_sweep(root: Path, trials: int, parallel: int = 2) -> Path:
     """``root/sweep.toml`` and its job; jobs of run R hold until ``root/gates/R`` exists."""
     (root / "gates").mkdir(parents=True, exist_ok=True)
     job = root / "gated_job.py"
     job.write_text(textwrap.dedent(GATED_JOB.format(gates=str(root / "gates"))))
     toml = root / "sweep.toml"
-    toml.write_text(SWEEP_TOML.format(max_trials=trials, parallel=parallel, method="random", python=sys.executable, job=job))
+    toml.write_text(
+        SWEEP_TOML.format(max_trials=trials, parallel=parallel, method="random", python=sys.executable, job=job)
+    )
     return toml
 
 

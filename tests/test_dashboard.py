@@ -15,9 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -139,7 +139,8 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
 
     # Two trials train at once; their progress lines draw one learning curve each, growing live.
     page.wait_for_function(
-        "() => { const d = document.getElementById('curves').data; return d.length === 2 && d.every(t => t.x.length >= 2) }",
+        "() => { const d = document.getElementById('curves').data;"
+        " return d.length === 2 && d.every(t => t.x.length >= 2) }",
         timeout=DEADLINE * 1000,
     )
     assert points(page)["history"] == [0, 0]
@@ -151,8 +152,9 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
     assert rows["trial_0001"][1] == "completed"
 
     assert live.finish(proc, 4) == 0
-    page.wait_for_function("() => document.getElementById('headline').textContent.startsWith('finished')",
-                           timeout=DEADLINE * 1000)
+    page.wait_for_function(
+        "() => document.getElementById('headline').textContent.startsWith('finished')", timeout=DEADLINE * 1000
+    )
     page.wait_for_function("() => document.getElementById('history').data[0].x.length === 4", timeout=DEADLINE * 1000)
     assert page.evaluate("window.sameDocument") is True
     drawn = points(page)
@@ -165,8 +167,14 @@ def test_live_page_draws_every_chart_and_follows_the_sweep_without_a_reload(live
     assert drawn["parcoords"] == [4]
     assert drawn["curves"] == []  # nothing runs any more
     # What the page asked for: itself, its files, trials, and the event stream (which told it when to ask).
-    assert set(requests) == {"/", "/static/dashboard.css", "/static/plotly.min.js", "/static/dashboard.js", "/trials",
-                             "/events"}
+    assert set(requests) == {
+        "/",
+        "/static/dashboard.css",
+        "/static/plotly.min.js",
+        "/static/dashboard.js",
+        "/trials",
+        "/events",
+    }
     assert [r[0] for r in table_rows(page)] == [f"trial_{n:04d}" for n in range(1, 5)]
     # the log-scale parameter's axis is in log10 units, labelled with real values
     lr_axis = page.evaluate("document.getElementById('parcoords').data[0].dimensions[1]")
@@ -186,7 +194,8 @@ def _completed(db: Path) -> list[ev.TrialCompleted]:
 def _pareto_front(done: list[ev.TrialCompleted]) -> list[int]:
     """Trials on the score/cost front, computed here from the log: no cheaper trial scores as well."""
     return [
-        e.trial for e in done
+        e.trial
+        for e in done
         if not any((o.cost < e.cost and o.score >= e.score) or (o.cost == e.cost and o.score > e.score) for o in done)
     ]
 
@@ -336,9 +345,18 @@ def _written_sweep(root: Path) -> list[ev.Event]:
     """A small log with what a table must carry: a nested parameter path, a failure whose reason needs CSV
     quoting, a trial still in flight."""
     events: list[ev.Event] = [
-        ev.SweepCreated(sweep="exp", config={"max_trials": 3, "protein_config": {"parameters": {
-            "trainer.lr": {"distribution": "log_normal", "min": 1e-5, "max": 1e-1}}}}),
-        ev.TrialSuggested(trial=1, run="exp_trial_0001", params={"trainer.lr": 0.001, "model": {"width": 64}}, ts=100.0),
+        ev.SweepCreated(
+            sweep="exp",
+            config={
+                "max_trials": 3,
+                "protein_config": {
+                    "parameters": {"trainer.lr": {"distribution": "log_normal", "min": 1e-5, "max": 1e-1}}
+                },
+            },
+        ),
+        ev.TrialSuggested(
+            trial=1, run="exp_trial_0001", params={"trainer.lr": 0.001, "model": {"width": 64}}, ts=100.0
+        ),
         ev.JobRequested(key="k1", trial=1, kind="train", argv=["t"], ts=101.0),
         ev.JobStarted(key="k1", ts=102.0),
         ev.JobExited(key="k1", exit_code=0, duration=7.5, ts=109.5),
@@ -364,14 +382,38 @@ def _status(root: Path, fmt: str) -> str:
 
 def test_export_round_trips_through_csv_and_json(tmp_path: Path) -> None:
     _written_sweep(tmp_path)
-    columns = ["trial", "run", "status", "trainer.lr", "model.width", "score", "cost", "reason", "source",
-               "suggested_at", "started_at", "ended_at", "train_seconds", "eval_seconds"]
+    columns = [
+        "trial",
+        "run",
+        "status",
+        "trainer.lr",
+        "model.width",
+        "score",
+        "cost",
+        "reason",
+        "source",
+        "suggested_at",
+        "started_at",
+        "ended_at",
+        "train_seconds",
+        "eval_seconds",
+    ]
     rows = json.loads(_status(tmp_path, "json"))
     assert [list(r) for r in rows] == [columns] * 3
     assert rows[0] == {
-        "trial": 1, "run": "exp_trial_0001", "status": "completed", "trainer.lr": 0.001, "model.width": 64,
-        "score": 0.25, "cost": 7.5, "reason": None, "source": None, "suggested_at": "1970-01-01T00:01:40.000Z",
-        "started_at": "1970-01-01T00:01:42.000Z", "ended_at": "1970-01-01T00:01:50.000Z", "train_seconds": 7.5,
+        "trial": 1,
+        "run": "exp_trial_0001",
+        "status": "completed",
+        "trainer.lr": 0.001,
+        "model.width": 64,
+        "score": 0.25,
+        "cost": 7.5,
+        "reason": None,
+        "source": None,
+        "suggested_at": "1970-01-01T00:01:40.000Z",
+        "started_at": "1970-01-01T00:01:42.000Z",
+        "ended_at": "1970-01-01T00:01:50.000Z",
+        "train_seconds": 7.5,
         "eval_seconds": 0.0,
     }
     assert rows[1]["status"] == "failed" and rows[1]["reason"] == 'eval failed: "no result", exit code 3\nsee log'
@@ -410,8 +452,10 @@ def test_trial_book_folds_incrementally_and_knows_what_changed() -> None:
         ev.TrialSuggested(trial=2, run="s_trial_0002", params={"x": 2}),
         ev.JobRequested(key=key, trial=1, kind="train", argv=["t"], ts=1000.0),
         ev.JobStarted(key=key, ts=1001.0),
-        *[ev.JobProgress(key=key, step=10 * i, total=10 * (CURVE_POINTS + 50), ts=1001.0 + i)
-          for i in range(1, CURVE_POINTS + 51)],
+        *[
+            ev.JobProgress(key=key, step=10 * i, total=10 * (CURVE_POINTS + 50), ts=1001.0 + i)
+            for i in range(1, CURVE_POINTS + 51)
+        ],
     ]
     stored = _stored(events)
     whole, halves = TrialBook(), TrialBook()

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from starlette.background import BackgroundTask
@@ -59,7 +60,7 @@ def page(head: str) -> str:
 class LiveBook:
     """A TrialBook kept up with the store, folded in a worker thread, one fold at a time."""
 
-    def __init__(self, hub: "EventHub"):
+    def __init__(self, hub: EventHub):
         self.hub = hub
         self.book = TrialBook()
         self._lock = anyio.Lock()
@@ -79,7 +80,7 @@ class LiveBook:
             return await anyio.to_thread.run_sync(run)
 
 
-def dashboard_routes(hub: "EventHub", guarded: Callable[[Handler], Handler], token: str | None) -> list[Route]:
+def dashboard_routes(hub: EventHub, guarded: Callable[[Handler], Handler], token: str | None) -> list[Route]:
     live = LiveBook(hub)
 
     async def index(request: Request) -> Response:
@@ -89,7 +90,10 @@ def dashboard_routes(hub: "EventHub", guarded: Callable[[Handler], Handler], tok
         )
         # After the page is sent, fold the log while the browser loads plotly.js (its first /trials waits for it).
         return Response(
-            page(head), media_type="text/html", headers={"Cache-Control": "no-store"}, background=BackgroundTask(live.warm)
+            page(head),
+            media_type="text/html",
+            headers={"Cache-Control": "no-store"},
+            background=BackgroundTask(live.warm),
         )
 
     async def login_or_index(request: Request) -> Response:
