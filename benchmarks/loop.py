@@ -186,6 +186,7 @@ def part_ours(trials: int, workdir: Path, synchronous: str = "FULL") -> dict[str
     import anyio
 
     from optimizers import make_optimizer
+    from orchestrator.console import ConsoleSubscriber
     from orchestrator.logs import configure_logging
     from orchestrator.service import SweepService
     from stores.sqlite import SQLiteStore
@@ -198,7 +199,9 @@ def part_ours(trials: int, workdir: Path, synchronous: str = "FULL") -> dict[str
     floor = fsync_floor(workdir) if synchronous == "FULL" else []
     devnull = open(os.devnull, "w")
     configure_logging("json", stream=devnull)  # serve's default off a terminal: JSON lines, here to /dev/null
-    service = SweepService(config, store, dispatcher, make_optimizer(config.protein_config, 0), log_format="json")  # type: ignore[arg-type]
+    console = ConsoleSubscriber("OptimizingScheduler", human=False)  # serve's lines, as JSON
+    optimizer = make_optimizer(config.protein_config, 0)
+    service = SweepService(config, store, dispatcher, optimizer, subscribers=[console])  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(devnull):  # the final summary
         state = anyio.run(service.run)

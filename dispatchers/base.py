@@ -46,6 +46,14 @@ class Dispatcher(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Router(Dispatcher, Protocol):
+    """A dispatcher that sends each job kind somewhere: ``route(kind)`` names where ``train`` or ``eval`` jobs
+    go (the scheduler counts jobs in flight per destination). The service runs every job through one of these
+    (``dispatchers.registry.RoutingDispatcher``)."""
+
+    def route(self, kind: str) -> str: ...
+
+
 @runtime_checkable
 class DryRun(Protocol):
     async def dry_run(self, spec: JobSpec) -> str:

@@ -7,7 +7,9 @@ from pathlib import Path
 from dispatchers.base import DispatcherError
 from dispatchers.registry import build_dispatcher
 from optimizers import make_optimizer
+from orchestrator.console import ConsoleSubscriber
 from orchestrator.core.config import ConfigError, SweepConfig
+from orchestrator.core.scheduler import make_scheduler
 from orchestrator.core.subscriber import Subscriber
 from orchestrator.http import http_server
 from orchestrator.hub import EventHub
@@ -24,7 +26,13 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
         raise ConfigError(str(exc)) from None
     store = open_store(db or event_log_path(config.sweep_dir))
     hub = EventHub(open_store(store.path))  # its own connection: catch-up reads never wait behind appends
-    subscribers: list[Subscriber] = [hub]
+    console = ConsoleSubscriber(
+        make_scheduler(config).name,
+        capture_output=config.capture_output,
+        monitoring_interval=config.monitoring_interval,
+        human=log_format == "human",
+    )
+    subscribers: list[Subscriber] = [console, hub]  # the console first: its summary is printed before W&B drains
     if resolve_mode(config.wandb) != "disabled":
         subscribers.append(WandbMirror(config, config.sweep_dir))
     return SweepService(
@@ -33,6 +41,5 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
         dispatcher,
         make_optimizer(config.protein_config, config.seed),
         subscribers=subscribers,
-        log_format=log_format,
         background=[http_server(hub)],
     )

@@ -23,7 +23,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from dispatchers.registry import RoutingDispatcher
+from dispatchers.base import Router
 from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator.core import events as ev
@@ -34,7 +34,7 @@ from orchestrator.core.scheduler import make_scheduler
 from orchestrator.core.state import JobState, SweepState, TrialState, thaw
 from orchestrator.core.subscriber import Subscriber
 from orchestrator.logs import get_logger
-from orchestrator.render import describe, short, summary, trial_table
+from orchestrator.render import short
 from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
@@ -55,10 +55,9 @@ class SweepService:
         self,
         config: SweepConfig,
         store: Store,
-        dispatcher: RoutingDispatcher,
+        dispatcher: Router,
         optimizer: Optimizer,
         subscribers: Sequence[Subscriber] = (),
-        log_format: str = "human",
         background: Sequence[Callable[[SweepService], Coroutine[Any, Any, None]]] = (),
     ):
         self.config = config
@@ -71,7 +70,6 @@ class SweepService:
         self.state = SweepState()
         self.last_seq = 0
         self.log = get_logger("SweepOrchestrator")
-        self.log_format = log_format
         self._send, self._recv = anyio.create_memory_object_stream[Any](max_buffer_size=10_000)
         self._store_limiter = anyio.CapacityLimiter(1)
         self._optimizer_limiter = anyio.CapacityLimiter(1)
@@ -80,7 +78,6 @@ class SweepService:
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
         self._observations = ObservationLog()  # rebuilt by the replay at the start of ``run``
-        self._loggers: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------------------------
     async def run(self) -> SweepState:
@@ -99,16 +96,14 @@ class SweepService:
                         tg.start_soon(task, self)
                     await self._open()
                     self._reattach()
-                    tg.start_soon(self._monitor)
                     await self._main_loop()
                     await self._drain_subscribers()
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.dispatcher.aclose()
-                checkpoint = getattr(self.store, "checkpoint", None)  # the whole log into one file, for a copy
-                if checkpoint is not None:
-                    await anyio.to_thread.run_sync(checkpoint, limiter=self._store_limiter)
+                # the whole log into one file, for a copy
+                await anyio.to_thread.run_sync(self.store.checkpoint, limiter=self._store_limiter)
                 await anyio.to_thread.run_sync(self.store.release_lease)
         return self.state
 
@@ -204,8 +199,7 @@ class SweepService:
             if decision.events:  # more decisions than one transaction holds: carry on before waiting
                 continue
             if self.state.finished or self.state.stopped:
-                print(summary(self.state), flush=True)
-                return
+                return  # the console subscriber prints the summary as the subscribers are drained
             timeout = math.inf if decision.wake_at is None else max(0.0, decision.wake_at - time.time())
             batch: list[Any] = []
             with anyio.move_on_after(timeout):
@@ -286,25 +280,12 @@ class SweepService:
         for item, state in zip(stored, states):
             self.state = state
             self.last_seq = item.seq
-            self._log_event(item.event)
             for sub in self.subscribers:
                 sub.publish(item, self.state)
             if isinstance(item.event, ev.JobRequested):
                 job = self.state.job(item.event.key)
                 if job is not None and job.status == "requested":
                     self._start_job(job, resume=False)
-
-    def _log_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.JobProgress) and self.config.capture_output:
-            return  # the job's own progress line was already echoed
-        line = describe(event, self.state, self.scheduler.name)
-        if line is not None:
-            logger = self._loggers.get(line[0])
-            if logger is None:  # binding a logger costs more than the line: keep the recent ones
-                if len(self._loggers) >= 256:
-                    self._loggers.clear()
-                logger = self._loggers[line[0]] = get_logger(line[0])
-            logger.info(line[1])
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._tg is not None
@@ -429,13 +410,6 @@ class SweepService:
                 Suggestion(s.params, {**s.info, "fallback": f"{type(exc).__name__}: {exc}"}) for s in fallback
             ]
         await self._send.send(_Suggested(suggestions))
-
-    async def _monitor(self) -> None:
-        if self.log_format != "human":
-            return
-        while True:
-            await anyio.sleep(self.config.monitoring_interval)
-            print(trial_table(self.state), flush=True)
 
 
 def _as_logged(value: Any) -> Any:

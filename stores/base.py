@@ -53,4 +53,9 @@ class Store(Protocol):
 
     def release_lease(self) -> None: ...
 
+    def checkpoint(self) -> None:
+        """Make the log whole in its durable form (SQLite: fold the WAL into the database file), so a copy of the
+        store's file holds every event. Called when the service stops."""
+        ...
+
     def close(self) -> None: ...
