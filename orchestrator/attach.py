@@ -26,6 +26,7 @@ from orchestrator.core.state import SweepState
 from orchestrator.http import LOOPBACK, read_endpoint
 from orchestrator.render import describe, headline, printable, summary, trial_table
 from stores.base import StoreError
+from stores.factory import event_log_path
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -148,7 +149,7 @@ class Follower:
 
     async def replay_log(self) -> bool:
         """Hand on the stored events after ``last_seq`` from the SQLite log; False if there is no log."""
-        db = self.sweep_dir / "events.db"
+        db = event_log_path(self.sweep_dir)
         if not db.exists():
             return False
 
@@ -279,7 +280,7 @@ def _run(ns: Any, follower: Follower, at_end: Callable[[], None], during: Any = 
 
 
 def sweep_dir_exists(sweep_dir: Path) -> bool:
-    return (sweep_dir / "events.db").exists() or (sweep_dir / "endpoint.json").exists()
+    return event_log_path(sweep_dir).exists() or (sweep_dir / "endpoint.json").exists()
 
 
 async def _attach_flow(ns: Any, follower: Follower, at_end: Callable[[], None]) -> int:

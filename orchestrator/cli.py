@@ -23,6 +23,7 @@ from orchestrator.core.config import (
 )
 from orchestrator.core.events import SweepCreated
 from stores.base import StoreError
+from stores.factory import event_log_path
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as SweepConfig.sweep_name
 EXIT_OK = 0
@@ -178,7 +179,7 @@ def resolve_config(
     file = config_file or config_path_for(definition)
     from_file = load_config(file, assignments) if file else None
     root = Path(assignments.get("train_dir") or (from_file.train_dir if from_file else "train_dir"))
-    db = root / sweep / "events.db"
+    db = event_log_path(root / sweep)
     stored = _stored_definition(db)
     if stored is None and (assignments.get("store") or (from_file and from_file.store)) == "wandb":
         wandb = from_file.wandb if from_file else WandbSettings(**assignments.get("wandb", {}))
@@ -312,7 +313,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def _existing_log(ns: argparse.Namespace) -> Path:
-    db = Path(ns.train_dir or "train_dir") / ns.sweep / "events.db"
+    db = event_log_path(Path(ns.train_dir or "train_dir") / ns.sweep)
     if not _exists(db, "--train-dir"):
         raise ConfigError(f"no sweep named {ns.sweep!r} under {db.parent.parent}/ (is --train-dir right?)")
     return db
