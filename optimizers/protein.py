@@ -123,29 +123,29 @@ class Protein:
             return self._sobol(k - offset, taken, rng)
         return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
 
-    def _box(self) -> tuple[np.ndarray, np.ndarray]:
-        """The search box: the center plus or minus ``scale`` (times global_search_scale), inside [-1, 1]."""
-        c = self.space.center()
-        s = self.space.scales() * self.settings.global_search_scale
-        return np.maximum(-1.0, c - s), np.minimum(1.0, c + s)
-
     def _sobol(self, index: int, taken: set, rng: np.random.Generator) -> Suggestion:
+        """Point ``index`` of the initial design: scrambled Sobol over the whole space (``scale`` does not narrow
+        it: the optimum may lie anywhere), and each categorical cycling through all its choices in a seeded order,
+        so ``k`` initial points show ``k`` choices whatever the other dimensions do."""
         seed = self.seed if self.seed is not None else int(rng.integers(2**31))
         sobol = qmc.Sobol(self.space.dim, scramble=True, seed=seed)
         if index > 0:
             sobol.fast_forward(index)
-        lo, hi = self._box()
-        x = lo + sobol.random(1)[0] * (hi - lo)
+        x = sobol.random(1)[0] * 2 - 1
+        order = np.random.default_rng([seed, 7])
+        for j, p in enumerate(self.space.parameters.values()):
+            if p.distribution == "categorical":
+                k = len(p.choices)  # type: ignore[arg-type]
+                cycle = order.permutation(k)  # drawn for every categorical, so each has its own order
+                x[j] = -1 + 2 * (cycle[index % k] + 0.5) / k
         s = Suggestion(self.space.decode(x), {"source": "sobol", "index": index})
         return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
 
     def _random(self, taken: set, rng: np.random.Generator, info: dict[str, Any]) -> Suggestion:
-        lo, hi = self._box()
+        """A uniform point of the whole space not yet taken (the last draw if all 200 were)."""
         params: dict[str, Any] = {}
-        for attempt in range(200):
-            # Inside the search box first; the whole space if the box is exhausted (small discrete spaces).
-            x = rng.uniform(lo, hi) if attempt < 100 else rng.uniform(-1, 1, self.space.dim)
-            params = self.space.decode(x)
+        for _ in range(200):
+            params = self.space.decode(rng.uniform(-1, 1, self.space.dim))
             if param_key(params) not in taken:
                 break
         return Suggestion(params, dict(info))
