@@ -329,8 +329,8 @@ def main() -> None:
 
     jobs = [(p, m, s) for p in problems for m in methods for s in range(seeds)]
     todo = [] if args.report_only else [j for j in jobs if (j[0].name, j[1], j[2]) not in found]
-    # Slow jobs first so the pool does not end on one straggler.
-    todo.sort(key=lambda j: (j[1] not in ("protein", "gpsampler"), -j[0].budget))
+    # Seed by seed (a partial run covers every problem), slow jobs first within a seed.
+    todo.sort(key=lambda j: (j[2], j[1] not in ("protein", "gpsampler"), -j[0].budget))
     started = time.time()
     if todo:
         if paths:

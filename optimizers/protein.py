@@ -39,6 +39,8 @@ MAX_PARETO_CENTERS = 16
 FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
+STALL_PATIENCE = 10  # successes without improvement (at least 2 per dimension) before escape steps begin
+ESCAPE_RADIUS = 0.25  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
 
 
 def param_key(params: dict[str, Any]) -> tuple:
@@ -158,7 +160,8 @@ class Protein:
             xs.append(self.space.encode(o.params))
             ys.append(self.sign * float(o.score) if good else math.nan)
             ok.append(good)
-            costs.append(math.log(max(float(o.cost), 1e-12)) if math.isfinite(float(o.cost)) else math.nan)
+            cost = 1.0 if o.cost is None else float(o.cost)  # no cost given: every trial costs the same
+            costs.append(math.log(max(cost, 1e-12)) if math.isfinite(cost) else math.nan)
         x = np.array(xs, dtype=float).reshape(len(xs), self.space.dim)
         y, okm = np.array(ys, dtype=float), np.array(ok, dtype=bool)
         if okm.any() and not okm.all():
@@ -203,6 +206,9 @@ class _Model:
         with torch.no_grad():
             mu = self.score(_t01(data.x[data.ok]))[0]
         self.best_f = float(mu.max())
+        ok = np.flatnonzero(data.ok)
+        self.best_index = int(ok[np.argmax(data.y[ok])])  # the first observation to reach the best score
+        self.stalled = int(np.count_nonzero(ok > self.best_index))  # successes since then
         self.pareto = self._pareto()
         self.pending_x: list[np.ndarray] = []
         for px in pending_x:
@@ -290,8 +296,12 @@ class _Model:
             if param_key(params) not in in_flight:
                 return Suggestion(params, {"source": "resample", "observation": int(i)})
 
+        escape = self._escape_from()
         pool = self._pool(rng)
-        values, _ = self._rank(pool)
+        values, _ = self._rank(pool, escape)
+        if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
+            escape = None
+            values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
         top = int(np.argmax(values))
@@ -300,22 +310,44 @@ class _Model:
         n_more = min(LOCAL_STARTS - 2, int(np.count_nonzero(probs > 0)))
         more = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
         starts = pool[[top, *more]]
-        best = self.data.x[np.flatnonzero(self.data.ok)[np.argmax(self.data.y[self.data.ok])]]
-        refined = self._snap(self._refine(np.vstack([starts, best[None]])))
+        if escape is None:  # also climb from the incumbent (pointless when escaping its basin)
+            starts = np.vstack([starts, self.data.x[self.best_index][None]])
+        refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
-        cvals, clog = self._rank(cands)
+        cvals, clog = self._rank(cands, escape)
         for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
-            if param_key(params) in taken:
+            if param_key(params) in taken or cvals[j] == -np.inf:
                 continue
-            return Suggestion(params, self._info(cands[j], float(cvals[j]), float(clog[j])))
+            info = self._info(cands[j], float(cvals[j]), float(clog[j]))
+            if escape is not None:
+                info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
+            return Suggestion(params, info)
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
-    def _rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Acquisition values for ranking (-inf when predicted over max_suggestion_cost) and log costs."""
+    def _escape_from(self) -> np.ndarray | None:
+        """The incumbent, when this suggestion should search outside its basin; else None.
+
+        After ``stall_patience`` trials without improving on the best, every other suggestion ignores the
+        neighbourhood of the best point (a ball of ESCAPE_RADIUS * sqrt(d) in [-1, 1] units): the acquisition
+        must find its best elsewhere, so a sweep stuck in a local optimum keeps looking for another basin while
+        the alternate trials keep refining the current one. Computed from the observations alone (restarts
+        reproduce it).
+        """
+        patience = max(STALL_PATIENCE, 2 * self.space.dim)
+        if self.stalled < patience or (self.stalled - patience) % 2:
+            return None
+        return self.data.x[self.best_index]
+
+    def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
+        escaped) and log costs."""
         with torch.no_grad():
             values, log_cost = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values.numpy(), log_cost.numpy()
+        if escape is not None:
+            near = np.linalg.norm(x - escape, axis=1) < ESCAPE_RADIUS * math.sqrt(self.space.dim)
+            values = np.where(near, -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
