@@ -40,7 +40,9 @@ FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
 STALL_PATIENCE = 10  # successes without improvement (at least 2 per dimension) before escape steps begin
-ESCAPE_RADIUS = 0.25  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
+TAIL_IQRS = 2.0  # scores further below the median than this many interquartile ranges are log-compressed
+ESCAPE_BETA = 1.0  # escape steps maximize mean + ESCAPE_BETA * std outside the basin
+ESCAPE_RADIUS = 0.5  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
 
 
 def param_key(params: dict[str, Any]) -> tuple:
@@ -184,8 +186,10 @@ class _Model:
         idx = gp.select_subset(data.x, data.y, st.max_fit_observations)
         self.x = data.x[idx]
         y = data.y[idx]
-        self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
-        self.ys = (y - self.y_mean) / self.y_std
+        self.warp = _TailWarp(y)
+        w = self.warp(y)
+        self.y_mean, self.y_std = float(w.mean()), float(w.std()) or 1.0
+        self.ys = (w - self.y_mean) / self.y_std
         self.score = self._fit(self.x, self.ys)
 
         ok_idx = np.flatnonzero(data.ok & np.isfinite(data.log_cost))
@@ -205,10 +209,12 @@ class _Model:
         # Improvement is measured against the best the model believes in at observed points: robust to noise.
         with torch.no_grad():
             mu = self.score(_t01(data.x[data.ok]))[0]
-        self.best_f = float(mu.max())
+        self.mu_ok = mu.numpy()
+        self.best_f = self.target_f = float(mu.max())
+        self.escaping = False
         ok = np.flatnonzero(data.ok)
-        self.best_index = int(ok[np.argmax(data.y[ok])])  # the first observation to reach the best score
-        self.stalled = int(np.count_nonzero(ok > self.best_index))  # successes since then
+        self.best_index = int(ok[np.argmax(data.y[ok])])
+        self.stalled = _stalled(data.y[ok])
         self.pareto = self._pareto()
         self.pending_x: list[np.ndarray] = []
         for px in pending_x:
@@ -250,7 +256,10 @@ class _Model:
         x01 = (xt + 1) / 2
         mean, var = self.score(x01)
         sigma = var.sqrt()
-        value = _log_ei_helper((mean - self.best_f) / sigma) + sigma.log()
+        if self.escaping:  # an optimistic estimate (UCB), not improvement over the far-off best: see _escape_from
+            value = mean + ESCAPE_BETA * sigma
+        else:
+            value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
         if self.cost is None:
             return value, torch.full_like(value, self.lc_mean)
         log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
@@ -300,7 +309,7 @@ class _Model:
         pool = self._pool(rng)
         values, _ = self._rank(pool, escape)
         if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
-            escape = None
+            escape, self.target_f, self.escaping = None, self.best_f, False
             values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
@@ -322,7 +331,9 @@ class _Model:
             info = self._info(cands[j], float(cvals[j]), float(clog[j]))
             if escape is not None:
                 info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
+            self.target_f, self.escaping = self.best_f, False
             return Suggestion(params, info)
+        self.target_f, self.escaping = self.best_f, False
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
     def _escape_from(self) -> np.ndarray | None:
@@ -337,7 +348,14 @@ class _Model:
         patience = max(STALL_PATIENCE, 2 * self.space.dim)
         if self.stalled < patience or (self.stalled - patience) % 2:
             return None
-        return self.data.x[self.best_index]
+        center = self.data.x[self.best_index]
+        # Improvement is then measured against the best outside the basin, as if the search restarted in the
+        # rest of the space with everything it has learned (TuRBO's restart, without forgetting the data).
+        self.escaping = True
+        return center
+
+    def _escape_radius(self) -> float:
+        return ESCAPE_RADIUS * math.sqrt(self.space.dim)
 
     def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
@@ -346,7 +364,7 @@ class _Model:
             values, log_cost = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values.numpy(), log_cost.numpy()
         if escape is not None:
-            near = np.linalg.norm(x - escape, axis=1) < ESCAPE_RADIUS * math.sqrt(self.space.dim)
+            near = np.linalg.norm(x - escape, axis=1) < self._escape_radius()
             values = np.where(near, -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
@@ -376,8 +394,8 @@ class _Model:
     def _info(self, x: np.ndarray, acq: float, log_cost: float) -> dict[str, Any]:
         with torch.no_grad():
             m, v = self.score(_t01(x[None]))
-        mean = float(m[0]) * self.y_std + self.y_mean
-        std = math.sqrt(float(v[0])) * self.y_std
+        mean = self.warp.inverse(float(m[0]) * self.y_std + self.y_mean)
+        std = math.sqrt(float(v[0])) * self.y_std * self.warp.scale  # exact where the warp is linear
         return {
             "source": "bayes",
             "predicted_score": self.p.sign * mean,
@@ -400,6 +418,41 @@ def _one_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+class _TailWarp:
+    """Compress the bad tail of the scores (higher is better) logarithmically, leave the rest linear.
+
+    One diverged run (a loss of 1e4 among losses near 0.1) would otherwise set the scale of the standardized
+    scores, flatten every other difference, and leave the GP blind where the good runs are. Scores more than
+    TAIL_IQRS interquartile ranges below the median are pulled in along a log curve; the order is kept.
+    """
+
+    def __init__(self, y: np.ndarray):
+        q25, self.median, q75 = np.percentile(y, [25, 50, 75])
+        self.scale = float(q75 - q25) or float(np.std(y)) or 1.0
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        z = (np.asarray(y, dtype=float) - self.median) / self.scale
+        low = z < -TAIL_IQRS
+        z[low] = -TAIL_IQRS - np.log1p(-z[low] - TAIL_IQRS)
+        return z
+
+    def inverse(self, w: float) -> float:
+        z = w if w >= -TAIL_IQRS else -TAIL_IQRS - math.expm1(-w - TAIL_IQRS)
+        return self.median + z * self.scale
+
+
+def _stalled(y: np.ndarray) -> int:
+    """How many scores (in order, higher is better) came after the last one that improved on the best by more
+    than a thousandth of their range: steps of 1e-4 on a converged local optimum are not progress."""
+    tol = 1e-3 * float(y.max() - y.min())
+    best, last = -np.inf, 0
+    for i, v in enumerate(y):
+        if v > best + tol:
+            last = i
+        best = max(best, v)
+    return len(y) - 1 - last
 
 
 def _in_boxes(centers: np.ndarray, half_widths: np.ndarray, per: int, rng: np.random.Generator) -> np.ndarray:
