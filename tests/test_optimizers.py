@@ -293,3 +293,16 @@ def test_no_deprecation_warnings_from_our_code_paths():
         tuner.ask(), tuner.ask()
         for method in ("random", "genetic"):
             run(make_optimizer(cfg.model_copy(update={"method": method}), 0), mixed_score, 6)
+
+
+def test_one_diverged_run_does_not_blind_the_model():
+    # Losses near the optimum differ by hundredths; one diverged run scored 1e4. The model must still see where
+    # the good runs are (it compresses the bad tail) and suggest near x = 0.3.
+    cfg = config({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, goal="minimize",
+                 settings={"num_random_samples": 2})
+    xs = [0.05, 0.15, 0.25, 0.45, 0.6, 0.75, 0.85]
+    obs = [Observation({"x": x}, (x - 0.3) ** 2, 1.0) for x in xs] + [Observation({"x": 0.97}, 1e4, 1.0)]
+    for seed in range(3):
+        s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
+        assert s.info["source"] == "bayes" and abs(s.params["x"] - 0.3) < 0.1
+        assert s.info["predicted_score"] < 0.05  # reported on the user's scale, not the warped one
