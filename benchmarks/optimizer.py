@@ -1,15 +1,24 @@
-"""Protein against its peers on botorch.test_functions, side by side, equal budgets.
+"""Protein against its peers on test functions, side by side, equal budgets, the defaults a user gets.
 
-    python benchmarks/optimizer.py            # full: 8 seeds, ~15 min on 2 cores
-    python benchmarks/optimizer.py --quick    # 3 seeds, shorter budgets, timing up to 1000 observations
+    python benchmarks/optimizer.py                     # 16 seeds, every problem (hours on 2 shared cores)
+    python benchmarks/optimizer.py --quick             # 3 seeds, budgets up to 40, timing up to 1000
+    python benchmarks/optimizer.py --problems Hartmann,Mixed --methods protein --seeds 8 --workers 2
+    python benchmarks/optimizer.py --report-only       # the table from what the result file holds
 
-Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all Optuna samplers seeded). Every function
-is minimized (Protein runs with goal='minimize', so that path is exercised too). For each function the table
-shows the median and the interquartile range of simple regret at the trial budget, and each peer's median as a
-ratio to ours (above 1: we are better). The cost-aware problem is a multi-fidelity Hartmann-6: a seventh
-parameter ``fidelity`` in [0, 1] plays the part of total_timesteps (more is slightly better and costs more,
-cost = 0.1 + fidelity); it is scored at equal total cost. Then the time of one suggestion with 100 ... 2000
-observations already made.
+Protein runs with ParameterConfig's defaults (no ``scale``, no ``mean``: the search center is the middle of each
+range) and default settings. Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all seeded), given
+the same space (log, integer, power-of-two exponents and categorical distributions). Every function is
+minimized. Problems: the classic ones (Branin, Hartmann-6, Levy-4, Ackley-5 on [-5, 10], Rosenbrock-4), optima
+near edges and corners (Styblinski-Tang-4 on [-3, 5], Levy-4 on [-10, 1.2]), multi-modal ones (Schwefel-4 with
+its optimum near the edge, Shekel-4), mixed spaces (Mixed-5: log, power of two, integer and a categorical with
+the optimum in the outer part of the ranges; Mixed-4: each activation has its own best learning rate, the
+global one far from the usual default), and a cost-aware multi-fidelity Hartmann-6 (a seventh parameter
+``fidelity`` in [0, 1] plays total_timesteps: cost = 0.1 + fidelity; scored at equal total cost too).
+
+For each problem the table shows the median simple regret at the trial budget and how many seeds are stuck:
+their final regret is above the problem's stated threshold (STUCK_WHY says what that threshold separates).
+Runs go to parallel processes (``--workers``), and each finished run is appended to a result file, so a long
+run can be stopped, resumed, or reported while it goes. Then the time of one suggestion after n observations.
 """
 
 from __future__ import annotations
