@@ -26,6 +26,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from loop import _toml  # noqa: E402
+from optimizer import optuna_distributions  # noqa: E402
 
 MLP_PARAMETERS: dict[str, dict[str, Any]] = {
     "trainer.lr": {"distribution": "log_normal", "min": 1e-4, "max": 1.0, "mean": 3e-3},
@@ -47,16 +51,6 @@ OBJECTIVES = {
             "train_overrides": {"trainer.total_timesteps": 30000}, "eval_overrides": {"evaluator.episodes": 10},
             "max_suggestion_cost": 300},
 }
-
-
-def _toml(tree: dict[str, Any], prefix: str = "") -> str:
-    flat = {k: v for k, v in tree.items() if not isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and flat else []
-    lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in flat.items()]
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            lines.append(_toml(v, f"{prefix}.{json.dumps(k)}" if prefix else json.dumps(k)))
-    return "\n".join(lines) + "\n"
 
 
 def sweep_toml(objective: str, method: str, trials: int, seed: int) -> str:
@@ -113,9 +107,6 @@ def run_tpe(objective: str, trials: int, seed: int, workdir: Path) -> list[dict[
     import optuna
 
     from optimizers.config import ParameterConfig
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from optimizer import optuna_distributions
 
     o = OBJECTIVES[objective]
     recipe = importlib.import_module(o["recipe"])
