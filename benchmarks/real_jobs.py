@@ -3,6 +3,7 @@
     python benchmarks/real_jobs.py                  # MLP: 16 trials x 3 seeds per method (~15 min on 2 cores)
     python benchmarks/real_jobs.py --ppo            # also PPO on CartPole (recipes.cartpole): few trials, 1 seed
     python benchmarks/real_jobs.py --quick          # MLP: 8 trials x 1 seed
+    python benchmarks/real_jobs.py --ppo --no-mlp --ppo-trials 6
 
 The MLP objective is ``recipes.mlp`` (a torch MLP on synthetic regression data; minimise the validation MSE)
 over a learning rate (log scale), a width (a power of two), a weight decay (log scale) and an activation (4
@@ -160,13 +161,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--ppo", action="store_true", help="also PPO on CartPole: --ppo-trials trials, 1 seed")
+    ap.add_argument("--no-mlp", action="store_true", help="skip the MLP (with --ppo: PPO alone)")
     ap.add_argument("--ppo-trials", type=int, default=8)
     ap.add_argument("--methods", default="bayes,random,tpe")
     ap.add_argument("--results", default="train_dir/bench_real_jobs.jsonl", help="runs are appended here")
     args = ap.parse_args()
     trials = args.trials or (8 if args.quick else 16)
     seeds = args.seeds or (1 if args.quick else 3)
-    runs = [("mlp", trials, s) for s in range(seeds)]
+    runs = [] if args.no_mlp else [("mlp", trials, s) for s in range(seeds)]
     if args.ppo:
         runs.append(("ppo", args.ppo_trials, 0))
     workdir = Path(tempfile.mkdtemp(prefix="real_jobs_"))
