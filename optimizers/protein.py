@@ -286,7 +286,22 @@ class _Model:
         parts += [_in_boxes(top, w * scales, 64, rng) for w in (0.1, 0.01)]
         seed = int(rng.integers(2**31))
         parts.append(qmc.Sobol(d, scramble=True, seed=seed).random(min(st.random_suggestions, 1024)) * 2 - 1)
+        parts.append(self._other_choices(top))
         return self._snap(np.vstack(parts))
+
+    def _other_choices(self, points: np.ndarray) -> np.ndarray:
+        """Each point with one categorical switched to each of its other choices: the GP sees a categorical as
+        one ordered coordinate, so the choices far from the current one would otherwise rarely be proposed
+        together with the rest of a good setting."""
+        out = [np.empty((0, self.space.dim))]
+        for j, p in enumerate(self.space.parameters.values()):
+            if p.distribution == "categorical":
+                k = len(p.choices)  # type: ignore[arg-type]
+                for c in range(k):
+                    moved = points.copy()
+                    moved[:, j] = -1 + 2 * (c + 0.5) / k
+                    out.append(moved)
+        return np.vstack(out)
 
     def _snap(self, x: np.ndarray) -> np.ndarray:
         """Move points onto the values they decode to (integers, powers of two, choices); identity otherwise."""
@@ -354,8 +369,18 @@ class _Model:
         self.escaping = True
         return center
 
+    def _within(self, x: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:
+        """Which points of ``x`` lie within ``radius`` of a center in the numeric coordinates, with the same
+        choice of every categorical (another choice is another basin, however near its code)."""
+        cat = self.space.categorical_mask()
+        out = np.zeros(len(x), dtype=bool)
+        for c in centers:
+            close = np.linalg.norm((x - c)[:, ~cat], axis=1) < radius
+            out |= close & np.all(np.isclose(x[:, cat], c[cat]), axis=1)
+        return out
+
     def _escape_radius(self) -> float:
-        return ESCAPE_RADIUS * math.sqrt(self.space.dim)
+        return ESCAPE_RADIUS * math.sqrt(max(1, int((~self.space.categorical_mask()).sum())))
 
     def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
@@ -364,8 +389,9 @@ class _Model:
             values, log_cost = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values.numpy(), log_cost.numpy()
         if escape is not None:
-            near = np.linalg.norm(x - escape, axis=1) < self._escape_radius()
-            values = np.where(near, -np.inf, values)
+            # The basin: close in the numeric coordinates and the same choice of every categorical (another
+            # choice is another basin, however near its code).
+            values = np.where(self._within(x, escape[None], self._escape_radius()), -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
