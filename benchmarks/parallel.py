@@ -18,7 +18,7 @@ import heapq
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -82,11 +82,15 @@ def main() -> None:
     seeds = args.seeds or (3 if args.quick else 8)
     names = ["Branin"] if args.quick else args.problems.split(",")
     problems = [p for p in PROBLEMS if p.name in names]
-    jobs = [(p.name, p.budget, m, q, s) for p in problems for m in ("protein", "tpe") for q in IN_FLIGHT
-            for s in range(seeds)]
+    jobs = [(p.name, p.budget, m, q, s) for s in range(seeds) for p in problems for m in ("protein", "tpe")
+            for q in IN_FLIGHT]
     started = time.time()
+    regrets = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        regrets = dict(zip(jobs, pool.map(run, *zip(*jobs))))
+        futures = {pool.submit(run, *job): job for job in jobs}
+        for fut in as_completed(futures):
+            regrets[futures[fut]] = fut.result()
+            print("run", futures[fut], fmt(regrets[futures[fut]]), flush=True)  # partial results survive a stop
     print(f"{len(jobs)} runs, {seeds} seeds, {time.time() - started:.0f} s wall\n")
     print("| problem (trials) | in flight | Protein | TPE (constant liar) | Protein q / q=1 | TPE q / q=1 | TPE/ours |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
