@@ -43,6 +43,7 @@ class ObservationLog(Sequence[Observation]):
         self._score = array("d")
         self._cost = array("d")
         self._failed = bytearray()
+        self._has_cost = bytearray()
         self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._length: int | None = None  # set on views
 
@@ -57,6 +58,7 @@ class ObservationLog(Sequence[Observation]):
         self._values.append(tuple(obs.params.values()))
         self._score.append(float("nan") if obs.score is None else obs.score)
         self._cost.append(math.nan if obs.cost is None else obs.cost)
+        self._has_cost.append(obs.cost is not None)
         self._failed.append(obs.failed)
 
     def view(self) -> "ObservationLog":
@@ -73,7 +75,7 @@ class ObservationLog(Sequence[Observation]):
             raise TypeError("this ObservationLog keeps only a count: the optimizer declared reads_observations=False")
         failed = bool(self._failed[i])
         score = None if failed else self._score[i]
-        cost = None if math.isnan(self._cost[i]) else self._cost[i]
+        cost = self._cost[i] if self._has_cost[i] else None
         return Observation(dict(zip(self._names[i], self._values[i])), score, cost, failed)
 
     @overload

@@ -306,3 +306,13 @@ def test_one_diverged_run_does_not_blind_the_model():
         s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
         assert s.info["source"] == "bayes" and abs(s.params["x"] - 0.3) < 0.1
         assert s.info["predicted_score"] < 0.05  # reported on the user's scale, not the warped one
+
+
+def test_observation_log_keeps_an_absent_cost_apart_from_a_nan_one():
+    from optimizers.base import ObservationLog
+
+    log = ObservationLog()
+    for cost in (None, math.nan, 2.5):
+        log.append(Observation({"x": 0.5}, 1.0, cost))
+    got = [o.cost for o in log]
+    assert got[0] is None and math.isnan(got[1]) and got[2] == 2.5
