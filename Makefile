@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench-optimizer bench-loop clean
+.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-parallel bench-loop clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ test: $(STAMP) lint
 
 bench-optimizer: $(STAMP)
 	$(PY) benchmarks/optimizer.py
+
+bench-real-jobs: $(STAMP)
+	$(PY) benchmarks/real_jobs.py
+
+bench-parallel: $(STAMP)
+	$(PY) benchmarks/parallel.py
 
 bench-loop: $(STAMP)
 	$(PY) benchmarks/loop.py

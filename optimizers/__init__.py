@@ -12,6 +12,7 @@ __all__ = [
     "ProteinConfig",
     "ProteinSettings",
     "Suggestion",
+    "Tuner",
     "make_optimizer",
 ]
 
@@ -29,3 +30,12 @@ def make_optimizer(config: ProteinConfig, seed: int | None = None) -> Optimizer:
     from optimizers.protein import Protein
 
     return Protein(config, seed)
+
+
+def __getattr__(name: str):
+    # Tuner imports Protein (torch, BoTorch): loaded on first use, so importing the package stays light.
+    if name == "Tuner":
+        from optimizers.tuner import Tuner
+
+        return Tuner
+    raise AttributeError(f"module 'optimizers' has no attribute {name!r}")

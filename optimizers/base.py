@@ -7,6 +7,7 @@ restarted service can rebuild it from the event log alone.
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, Sequence, overload
@@ -14,11 +15,14 @@ from typing import Any, Iterator, Protocol, Sequence, overload
 
 @dataclass(frozen=True)
 class Observation:
-    """A finished trial: its parameters, its score (None when it failed) and what it cost."""
+    """A finished trial: its parameters, its score (None when it failed) and what it cost.
+
+    ``cost`` is optional: without it every trial counts as costing the same, and Protein models the score alone.
+    """
 
     params: dict[str, Any]
     score: float | None
-    cost: float
+    cost: float | None = None
     failed: bool = False
 
 
@@ -39,6 +43,7 @@ class ObservationLog(Sequence[Observation]):
         self._score = array("d")
         self._cost = array("d")
         self._failed = bytearray()
+        self._has_cost = bytearray()
         self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._length: int | None = None  # set on views
 
@@ -52,7 +57,8 @@ class ObservationLog(Sequence[Observation]):
         self._names.append(self._shared.setdefault(names, names))
         self._values.append(tuple(obs.params.values()))
         self._score.append(float("nan") if obs.score is None else obs.score)
-        self._cost.append(obs.cost)
+        self._cost.append(math.nan if obs.cost is None else obs.cost)
+        self._has_cost.append(obs.cost is not None)
         self._failed.append(obs.failed)
 
     def view(self) -> "ObservationLog":
@@ -69,7 +75,8 @@ class ObservationLog(Sequence[Observation]):
             raise TypeError("this ObservationLog keeps only a count: the optimizer declared reads_observations=False")
         failed = bool(self._failed[i])
         score = None if failed else self._score[i]
-        return Observation(dict(zip(self._names[i], self._values[i])), score, self._cost[i], failed)
+        cost = self._cost[i] if self._has_cost[i] else None
+        return Observation(dict(zip(self._names[i], self._values[i])), score, cost, failed)
 
     @overload
     def __getitem__(self, i: int) -> Observation: ...

@@ -20,10 +20,21 @@ class _Strict(BaseModel):
 
 
 class ParameterConfig(_Strict):
-    """One searched hyperparameter.
+    """One searched hyperparameter. What each ``distribution`` samples (random search, the initial design):
 
-    ``mean`` is the search center (the first suggestion); ``scale`` is the width of the search box around
-    Pareto points in the normalized space ('auto' picks a sensible width). A categorical takes ``choices``.
+    - ``uniform``: a float, uniform in [min, max].
+    - ``int_uniform``: an integer in [min, max], each one equally likely.
+    - ``uniform_pow2``: a power of two in [min, max], each exponent equally likely (log-uniform over 2^k).
+    - ``log_normal``: a float, log-uniform within [min, max] (uniform in log10). Despite the seed's name it is
+      not a normal distribution: ``mean`` is only the search center, and nothing concentrates around it.
+    - ``logit_normal``: a float in (0, 1), uniform in log10(1 - v) within [min, max], so resolution gathers
+      near 1 (discount factors, GAE lambda). Again ``mean`` is only the search center.
+    - ``categorical``: one of ``choices``, each equally likely.
+
+    ``mean`` is the search center: the first suggestion (default: the middle of the range in the encoded space,
+    or the first choice). ``scale`` is the half-width, in the normalized [-1, 1] space, of the box of candidates
+    Protein draws around each Pareto point ('auto': 0.5); it does not narrow the initial design, random search
+    or the global candidates, which always span [min, max] and every choice.
     """
 
     distribution: Distribution

@@ -39,8 +39,7 @@ class GeneticSearch:
         ok.sort(key=lambda o: -self.sign * float(o.score))  # type: ignore[arg-type]
         parents = np.array([self.space.encode(o.params) for o in ok[:POPULATION]]).reshape(-1, self.space.dim)
         c = self.space.center()
-        s = self.space.scales() * st.global_search_scale
-        lo, hi = np.maximum(-1.0, c - s), np.minimum(1.0, c + s)
+        s = self.space.scales() * st.global_search_scale  # mutation widths; random points span the whole space
 
         out: list[Suggestion] = []
         for i in range(n):
@@ -49,7 +48,7 @@ class GeneticSearch:
                 if k == 0 and st.seed_with_search_center and attempt == 0:
                     x, info = c, {"source": "search_center"}
                 elif len(parents) < 2 or k < st.num_random_samples:
-                    x, info = rng.uniform(lo, hi), {"source": "random"}
+                    x, info = rng.uniform(-1, 1, self.space.dim), {"source": "random"}
                 else:
                     x, info = self._child(parents, rng, s * (1 + attempt / 10)), {"source": "genetic"}
                 params = self.space.decode(x)

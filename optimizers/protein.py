@@ -39,6 +39,10 @@ MAX_PARETO_CENTERS = 16
 FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
+STALL_PATIENCE = 10  # successes without improvement (at least 2 per dimension) before escape steps begin
+TAIL_IQRS = 2.0  # scores further below the median than this many interquartile ranges are log-compressed
+ESCAPE_BETA = 1.0  # escape steps maximize mean + ESCAPE_BETA * std outside the basin
+ESCAPE_RADIUS = 0.5  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
 
 
 def param_key(params: dict[str, Any]) -> tuple:
@@ -123,29 +127,29 @@ class Protein:
             return self._sobol(k - offset, taken, rng)
         return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
 
-    def _box(self) -> tuple[np.ndarray, np.ndarray]:
-        """The search box: the center plus or minus ``scale`` (times global_search_scale), inside [-1, 1]."""
-        c = self.space.center()
-        s = self.space.scales() * self.settings.global_search_scale
-        return np.maximum(-1.0, c - s), np.minimum(1.0, c + s)
-
     def _sobol(self, index: int, taken: set, rng: np.random.Generator) -> Suggestion:
+        """Point ``index`` of the initial design: scrambled Sobol over the whole space (``scale`` does not narrow
+        it: the optimum may lie anywhere), and each categorical cycling through all its choices in a seeded order,
+        so ``k`` initial points show ``k`` choices whatever the other dimensions do."""
         seed = self.seed if self.seed is not None else int(rng.integers(2**31))
         sobol = qmc.Sobol(self.space.dim, scramble=True, seed=seed)
         if index > 0:
             sobol.fast_forward(index)
-        lo, hi = self._box()
-        x = lo + sobol.random(1)[0] * (hi - lo)
+        x = sobol.random(1)[0] * 2 - 1
+        order = np.random.default_rng([seed, 7])
+        for j, p in enumerate(self.space.parameters.values()):
+            if p.distribution == "categorical":
+                k = len(p.choices)  # type: ignore[arg-type]
+                cycle = order.permutation(k)  # drawn for every categorical, so each has its own order
+                x[j] = -1 + 2 * (cycle[index % k] + 0.5) / k
         s = Suggestion(self.space.decode(x), {"source": "sobol", "index": index})
         return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
 
     def _random(self, taken: set, rng: np.random.Generator, info: dict[str, Any]) -> Suggestion:
-        lo, hi = self._box()
+        """A uniform point of the whole space not yet taken (the last draw if all 200 were)."""
         params: dict[str, Any] = {}
-        for attempt in range(200):
-            # Inside the search box first; the whole space if the box is exhausted (small discrete spaces).
-            x = rng.uniform(lo, hi) if attempt < 100 else rng.uniform(-1, 1, self.space.dim)
-            params = self.space.decode(x)
+        for _ in range(200):
+            params = self.space.decode(rng.uniform(-1, 1, self.space.dim))
             if param_key(params) not in taken:
                 break
         return Suggestion(params, dict(info))
@@ -158,7 +162,8 @@ class Protein:
             xs.append(self.space.encode(o.params))
             ys.append(self.sign * float(o.score) if good else math.nan)
             ok.append(good)
-            costs.append(math.log(max(float(o.cost), 1e-12)) if math.isfinite(float(o.cost)) else math.nan)
+            cost = 1.0 if o.cost is None else float(o.cost)  # no cost given: every trial costs the same
+            costs.append(math.log(max(cost, 1e-12)) if math.isfinite(cost) else math.nan)
         x = np.array(xs, dtype=float).reshape(len(xs), self.space.dim)
         y, okm = np.array(ys, dtype=float), np.array(ok, dtype=bool)
         if okm.any() and not okm.all():
@@ -181,8 +186,10 @@ class _Model:
         idx = gp.select_subset(data.x, data.y, st.max_fit_observations)
         self.x = data.x[idx]
         y = data.y[idx]
-        self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
-        self.ys = (y - self.y_mean) / self.y_std
+        self.warp = _TailWarp(y)
+        w = self.warp(y)
+        self.y_mean, self.y_std = float(w.mean()), float(w.std()) or 1.0
+        self.ys = (w - self.y_mean) / self.y_std
         self.score = self._fit(self.x, self.ys)
 
         ok_idx = np.flatnonzero(data.ok & np.isfinite(data.log_cost))
@@ -202,7 +209,12 @@ class _Model:
         # Improvement is measured against the best the model believes in at observed points: robust to noise.
         with torch.no_grad():
             mu = self.score(_t01(data.x[data.ok]))[0]
-        self.best_f = float(mu.max())
+        self.mu_ok = mu.numpy()
+        self.best_f = self.target_f = float(mu.max())
+        self.escaping = False
+        ok = np.flatnonzero(data.ok)
+        self.best_index = int(ok[np.argmax(data.y[ok])])
+        self.stalled = _stalled(data.y[ok])
         self.pareto = self._pareto()
         self.pending_x: list[np.ndarray] = []
         for px in pending_x:
@@ -244,7 +256,10 @@ class _Model:
         x01 = (xt + 1) / 2
         mean, var = self.score(x01)
         sigma = var.sqrt()
-        value = _log_ei_helper((mean - self.best_f) / sigma) + sigma.log()
+        if self.escaping:  # an optimistic estimate (UCB), not improvement over the far-off best: see _escape_from
+            value = mean + ESCAPE_BETA * sigma
+        else:
+            value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
         if self.cost is None:
             return value, torch.full_like(value, self.lc_mean)
         log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
@@ -271,7 +286,22 @@ class _Model:
         parts += [_in_boxes(top, w * scales, 64, rng) for w in (0.1, 0.01)]
         seed = int(rng.integers(2**31))
         parts.append(qmc.Sobol(d, scramble=True, seed=seed).random(min(st.random_suggestions, 1024)) * 2 - 1)
+        parts.append(self._other_choices(top))
         return self._snap(np.vstack(parts))
+
+    def _other_choices(self, points: np.ndarray) -> np.ndarray:
+        """Each point with one categorical switched to each of its other choices: the GP sees a categorical as
+        one ordered coordinate, so the choices far from the current one would otherwise rarely be proposed
+        together with the rest of a good setting."""
+        out = [np.empty((0, self.space.dim))]
+        for j, p in enumerate(self.space.parameters.values()):
+            if p.distribution == "categorical":
+                k = len(p.choices)  # type: ignore[arg-type]
+                for c in range(k):
+                    moved = points.copy()
+                    moved[:, j] = -1 + 2 * (c + 0.5) / k
+                    out.append(moved)
+        return np.vstack(out)
 
     def _snap(self, x: np.ndarray) -> np.ndarray:
         """Move points onto the values they decode to (integers, powers of two, choices); identity otherwise."""
@@ -290,8 +320,12 @@ class _Model:
             if param_key(params) not in in_flight:
                 return Suggestion(params, {"source": "resample", "observation": int(i)})
 
+        escape = self._escape_from()
         pool = self._pool(rng)
-        values, _ = self._rank(pool)
+        values, _ = self._rank(pool, escape)
+        if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
+            escape, self.target_f, self.escaping = None, self.best_f, False
+            values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
         top = int(np.argmax(values))
@@ -300,22 +334,64 @@ class _Model:
         n_more = min(LOCAL_STARTS - 2, int(np.count_nonzero(probs > 0)))
         more = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
         starts = pool[[top, *more]]
-        best = self.data.x[np.flatnonzero(self.data.ok)[np.argmax(self.data.y[self.data.ok])]]
-        refined = self._snap(self._refine(np.vstack([starts, best[None]])))
+        if escape is None:  # also climb from the incumbent (pointless when escaping its basin)
+            starts = np.vstack([starts, self.data.x[self.best_index][None]])
+        refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
-        cvals, clog = self._rank(cands)
+        cvals, clog = self._rank(cands, escape)
         for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
-            if param_key(params) in taken:
+            if param_key(params) in taken or cvals[j] == -np.inf:
                 continue
-            return Suggestion(params, self._info(cands[j], float(cvals[j]), float(clog[j])))
+            info = self._info(cands[j], float(cvals[j]), float(clog[j]))
+            if escape is not None:
+                info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
+            self.target_f, self.escaping = self.best_f, False
+            return Suggestion(params, info)
+        self.target_f, self.escaping = self.best_f, False
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
-    def _rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Acquisition values for ranking (-inf when predicted over max_suggestion_cost) and log costs."""
+    def _escape_from(self) -> np.ndarray | None:
+        """The incumbent, when this suggestion should search outside its basin; else None.
+
+        After ``stall_patience`` trials without improving on the best, every other suggestion ignores the
+        neighbourhood of the best point (a ball of ESCAPE_RADIUS * sqrt(d) in [-1, 1] units): the acquisition
+        must find its best elsewhere, so a sweep stuck in a local optimum keeps looking for another basin while
+        the alternate trials keep refining the current one. Computed from the observations alone (restarts
+        reproduce it).
+        """
+        patience = max(STALL_PATIENCE, 2 * self.space.dim)
+        if self.stalled < patience or (self.stalled - patience) % 2:
+            return None
+        center = self.data.x[self.best_index]
+        # Improvement is then measured against the best outside the basin, as if the search restarted in the
+        # rest of the space with everything it has learned (TuRBO's restart, without forgetting the data).
+        self.escaping = True
+        return center
+
+    def _within(self, x: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:
+        """Which points of ``x`` lie within ``radius`` of a center in the numeric coordinates, with the same
+        choice of every categorical (another choice is another basin, however near its code)."""
+        cat = self.space.categorical_mask()
+        out = np.zeros(len(x), dtype=bool)
+        for c in centers:
+            close = np.linalg.norm((x - c)[:, ~cat], axis=1) < radius
+            out |= close & np.all(np.isclose(x[:, cat], c[cat]), axis=1)
+        return out
+
+    def _escape_radius(self) -> float:
+        return ESCAPE_RADIUS * math.sqrt(max(1, int((~self.space.categorical_mask()).sum())))
+
+    def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
+        escaped) and log costs."""
         with torch.no_grad():
             values, log_cost = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values.numpy(), log_cost.numpy()
+        if escape is not None:
+            # The basin: close in the numeric coordinates and the same choice of every categorical (another
+            # choice is another basin, however near its code).
+            values = np.where(self._within(x, escape[None], self._escape_radius()), -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
@@ -344,8 +420,8 @@ class _Model:
     def _info(self, x: np.ndarray, acq: float, log_cost: float) -> dict[str, Any]:
         with torch.no_grad():
             m, v = self.score(_t01(x[None]))
-        mean = float(m[0]) * self.y_std + self.y_mean
-        std = math.sqrt(float(v[0])) * self.y_std
+        mean = self.warp.inverse(float(m[0]) * self.y_std + self.y_mean)
+        std = math.sqrt(float(v[0])) * self.y_std * self.warp.scale  # exact where the warp is linear
         return {
             "source": "bayes",
             "predicted_score": self.p.sign * mean,
@@ -368,6 +444,41 @@ def _one_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+class _TailWarp:
+    """Compress the bad tail of the scores (higher is better) logarithmically, leave the rest linear.
+
+    One diverged run (a loss of 1e4 among losses near 0.1) would otherwise set the scale of the standardized
+    scores, flatten every other difference, and leave the GP blind where the good runs are. Scores more than
+    TAIL_IQRS interquartile ranges below the median are pulled in along a log curve; the order is kept.
+    """
+
+    def __init__(self, y: np.ndarray):
+        q25, self.median, q75 = np.percentile(y, [25, 50, 75])
+        self.scale = float(q75 - q25) or float(np.std(y)) or 1.0
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        z = (np.asarray(y, dtype=float) - self.median) / self.scale
+        low = z < -TAIL_IQRS
+        z[low] = -TAIL_IQRS - np.log1p(-z[low] - TAIL_IQRS)
+        return z
+
+    def inverse(self, w: float) -> float:
+        z = w if w >= -TAIL_IQRS else -TAIL_IQRS - math.expm1(-w - TAIL_IQRS)
+        return self.median + z * self.scale
+
+
+def _stalled(y: np.ndarray) -> int:
+    """How many scores (in order, higher is better) came after the last one that improved on the best by more
+    than a thousandth of their range: steps of 1e-4 on a converged local optimum are not progress."""
+    tol = 1e-3 * float(y.max() - y.min())
+    best, last = -np.inf, 0
+    for i, v in enumerate(y):
+        if v > best + tol:
+            last = i
+        best = max(best, v)
+    return len(y) - 1 - last
 
 
 def _in_boxes(centers: np.ndarray, half_widths: np.ndarray, per: int, rng: np.random.Generator) -> np.ndarray:

@@ -115,6 +115,10 @@ class Space:
         """Half-width of the search box around a point, per dimension, in the normalized space."""
         return np.array([AUTO_SCALE if p.scale == "auto" else float(p.scale) for p in self.parameters.values()])
 
+    def categorical_mask(self) -> np.ndarray:
+        """Which coordinates are categorical."""
+        return np.array([p.distribution == "categorical" for p in self.parameters.values()], dtype=bool)
+
     def round_trip(self, x: np.ndarray) -> np.ndarray:
         """Snap a normalized point to the one its decoded values encode to (integers, choices)."""
         return self.encode(self.decode(x))

@@ -179,3 +179,143 @@ def test_protein_beats_random_on_a_smooth_function():
 def test_method_name_dispatches_inside_protein(method):
     out = Protein(config(method=method), seed=0).suggest([], [], 3)
     assert len({param_key(s.params) for s in out}) == 3
+
+
+# ---------------------------------------------------------------------- exploration with the defaults a user gets
+
+DEFAULTS = {  # no scale, no mean: what a user writes
+    "lr": {"distribution": "log_normal", "min": 1e-6, "max": 1.0},
+    "width": {"distribution": "uniform_pow2", "min": 4, "max": 1024},
+    "act": {"distribution": "categorical", "choices": ["relu", "gelu", "tanh", "sigmoid", "elu"]},
+    "x": {"distribution": "uniform", "min": 0.0, "max": 10.0},
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_initial_design_spans_every_range_and_every_choice_with_default_scale(seed):
+    cfg = ProteinConfig(parameters=DEFAULTS)  # default settings: center + 10 Sobol points
+    opt = Protein(cfg, seed=seed)
+    obs = run(opt, lambda p: 0.0, 11)
+    assert obs[0].params == {"lr": 1e-3, "width": 64, "act": "relu", "x": 5.0}  # the search center first
+    design = [o.params for o in obs[1:]]
+    # The default scale (0.5 of the normalized half-width) used to confine these to the middle half of each
+    # range: 10^-4.5..10^-1.5, 16..256, 2.5..7.5. Now the outer quarters are reached too.
+    lrs = [p["lr"] for p in design]
+    assert min(lrs) < 10**-4.5 and max(lrs) > 10**-1.5
+    assert min(p["width"] for p in design) < 16 and max(p["width"] for p in design) > 256
+    assert min(p["x"] for p in design) < 2.5 and max(p["x"] for p in design) > 7.5
+    assert {p["act"] for p in design[:5]} == {"relu", "gelu", "tanh", "sigmoid", "elu"}  # every choice in 5
+
+
+def test_optimum_in_a_corner_is_found_with_defaults():
+    # Best where every parameter is at the top of its range: the old default box never got there.
+    cfg = ProteinConfig(parameters=DEFAULTS, goal="maximize")
+    f = lambda p: math.log10(p["lr"]) + math.log2(p["width"]) / 10 + p["x"] / 10 + (p["act"] == "elu")
+    obs = run(Protein(cfg, seed=0), f, 24)
+    best = max(obs, key=lambda o: o.score).params
+    assert best["lr"] > 0.1 and best["width"] >= 512 and best["x"] > 8.0 and best["act"] == "elu"
+
+
+def test_a_stalled_search_escapes_the_basin_of_its_best():
+    # Told a best point and then 14 worse ones around it (no improvement for longer than the patience of
+    # max(10, 2 d) trials), every other suggestion leaves the best's neighbourhood; the others may refine it.
+    cfg = config({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+                  "y": {"distribution": "uniform", "min": 0.0, "max": 1.0}})
+    f = lambda p: -((p["x"] - 0.4) ** 2 + (p["y"] - 0.4) ** 2)
+    rng = np.random.default_rng(0)
+    obs = [Observation({"x": 0.4, "y": 0.4}, 0.0, 1.0)]
+    for _ in range(14):  # worse points around the best, after it
+        p = {"x": float(0.4 + rng.uniform(-0.2, 0.2)), "y": float(0.4 + rng.uniform(-0.2, 0.2))}
+        obs.append(Observation(p, f(p), 1.0))
+    opt = Protein(cfg, seed=0)
+    infos = [opt.suggest(obs[: len(obs) - drop], [], 1)[0] for drop in (0, 1)]
+    escaping = [s for s in infos if "escape" in s.info]
+    staying = [s for s in infos if "escape" not in s.info]
+    assert len(escaping) == 1 and len(staying) == 1  # alternate: one escapes, the next refines
+    e = escaping[0].params
+    assert math.dist((e["x"], e["y"]), (0.4, 0.4)) >= 0.25 * math.sqrt(2) / 2  # radius in [0, 1] units
+    # Nothing stalled yet: no escape.
+    assert "escape" not in opt.suggest(obs[:5], [], 1)[0].info
+
+
+# ---------------------------------------------------------------------- library use: ask/tell
+
+
+def test_ask_tell_finds_the_optimum_and_cost_is_optional():
+    from optimizers import Tuner
+
+    tuner = Tuner({"lr": {"distribution": "log_normal", "min": 1e-5, "max": 1e-1},
+                   "act": {"distribution": "categorical", "choices": ["relu", "tanh", "gelu"]}},
+                  goal="minimize", seed=0)
+    for i in range(16):
+        params = tuner.ask()
+        assert tuner.pending and set(params) == {"lr", "act"}
+        loss = (math.log10(params["lr"]) + 2) ** 2 + (params["act"] != "tanh")
+        tuner.tell(params, loss, cost=None if i % 2 else 10.0)
+    assert not tuner.pending
+    assert all(o.cost is None for o in tuner.observations[1::2])
+    best = tuner.best()
+    assert best.params["act"] == "tanh" and 10**-2.5 < best.params["lr"] < 10**-1.5
+
+
+def test_ask_twice_before_telling_gives_distinct_points_and_failures_are_told_with_none():
+    from optimizers import Tuner
+
+    tuner = Tuner({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, seed=1,
+                  settings={"num_random_samples": 2})
+    for _ in range(4):
+        tuner.tell(tuner.ask(), None)  # four failures
+    a, b = tuner.ask(), tuner.ask()
+    assert a != b and len(tuner.pending) == 2
+    tuner.tell(a, 1.0)
+    assert len(tuner.pending) == 1 and tuner.best().params == a
+    assert [o.failed for o in tuner.observations] == [True] * 4 + [False]
+    with pytest.raises(ValueError, match="lack"):
+        tuner.tell({}, 1.0)
+
+
+def test_observation_without_cost_models_the_score_alone():
+    obs = [Observation({"x": x}, -(x - 0.7) ** 2) for x in (0.1, 0.5, 0.9, 0.3)]
+    s = Protein(config(settings={"num_random_samples": 2}), seed=0).suggest(obs, [], 1)[0]
+    assert s.info["source"] == "bayes" and s.info["cost_target"] is None
+
+
+def test_no_deprecation_warnings_from_our_code_paths():
+    import warnings
+
+    from optimizers import Tuner
+
+    cfg = ProteinConfig(parameters=MIXED, settings={"num_random_samples": 3})
+    Protein(cfg, seed=0).suggest([], [], 1)  # imports (BoTorch's own import-time warnings are not ours)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        tuner = Tuner(cfg, seed=0)
+        for i in range(7):
+            p = tuner.ask()
+            tuner.tell(p, None if i == 4 else mixed_score(p), cost=1.0 + i)
+        tuner.ask(), tuner.ask()
+        for method in ("random", "genetic"):
+            run(make_optimizer(cfg.model_copy(update={"method": method}), 0), mixed_score, 6)
+
+
+def test_one_diverged_run_does_not_blind_the_model():
+    # Losses near the optimum differ by hundredths; one diverged run scored 1e4. The model must still see where
+    # the good runs are (it compresses the bad tail) and suggest near x = 0.3.
+    cfg = config({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, goal="minimize",
+                 settings={"num_random_samples": 2})
+    xs = [0.05, 0.15, 0.25, 0.45, 0.6, 0.75, 0.85]
+    obs = [Observation({"x": x}, (x - 0.3) ** 2, 1.0) for x in xs] + [Observation({"x": 0.97}, 1e4, 1.0)]
+    for seed in range(3):
+        s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
+        assert s.info["source"] == "bayes" and abs(s.params["x"] - 0.3) < 0.1
+        assert s.info["predicted_score"] < 0.05  # reported on the user's scale, not the warped one
+
+
+def test_observation_log_keeps_an_absent_cost_apart_from_a_nan_one():
+    from optimizers.base import ObservationLog
+
+    log = ObservationLog()
+    for cost in (None, math.nan, 2.5):
+        log.append(Observation({"x": 0.5}, 1.0, cost))
+    got = [o.cost for o in log]
+    assert got[0] is None and math.isnan(got[1]) and got[2] == 2.5

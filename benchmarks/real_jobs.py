@@ -1,0 +1,204 @@
+"""Protein on real jobs, run through ``serve`` as a user runs them, against random search and Optuna's TPE.
+
+    python benchmarks/real_jobs.py                  # MLP: 16 trials x 3 seeds per method (~15 min on 2 cores)
+    python benchmarks/real_jobs.py --ppo            # also PPO on CartPole (recipes.cartpole): few trials, 1 seed
+    python benchmarks/real_jobs.py --quick          # MLP: 8 trials x 1 seed
+    python benchmarks/real_jobs.py --ppo --no-mlp --ppo-trials 6
+
+The MLP objective is ``recipes.mlp`` (a torch MLP on synthetic regression data; minimise the validation MSE)
+over a learning rate (log scale), a width (a power of two), a weight decay (log scale) and an activation (4
+choices), with the means a user would write and every other setting at its default. Protein (method=bayes) and
+random search (method=random) run as sweeps through ``python -m orchestrator serve`` with the local dispatcher,
+two jobs at a time; TPE (Optuna 5, seeded) calls the same recipe functions in this process, one trial at a time.
+Every method gets the same number of trials; the table shows each seed's best score and the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from loop import _toml  # noqa: E402
+from optimizer import optuna_distributions  # noqa: E402
+
+MLP_PARAMETERS: dict[str, dict[str, Any]] = {
+    "trainer.lr": {"distribution": "log_normal", "min": 1e-4, "max": 1.0, "mean": 3e-3},
+    "model.width": {"distribution": "uniform_pow2", "min": 8, "max": 512, "mean": 64},
+    "trainer.weight_decay": {"distribution": "log_normal", "min": 1e-6, "max": 1e-1, "mean": 1e-4},
+    "model.activation": {"distribution": "categorical", "choices": ["relu", "gelu", "tanh", "sigmoid"],
+                         "mean": "relu"},
+}
+PPO_PARAMETERS: dict[str, dict[str, Any]] = {  # as configs/demo.toml
+    "trainer.optimizer.learning_rate": {"distribution": "log_normal", "min": 1e-5, "max": 1e-2, "mean": 3e-4},
+    "trainer.losses.loss_configs.ppo.clip_coef": {"distribution": "uniform", "min": 0.1, "max": 0.3, "mean": 0.2},
+    "trainer.losses.loss_configs.ppo.ent_coef": {"distribution": "log_normal", "min": 1e-4, "max": 0.03,
+                                                 "mean": 1e-3},
+}
+OBJECTIVES = {
+    "mlp": {"recipe": "recipes.mlp", "goal": "minimize", "parameters": MLP_PARAMETERS,
+            "train_overrides": {}, "eval_overrides": {}, "max_suggestion_cost": 120},
+    "ppo": {"recipe": "recipes.cartpole", "goal": "maximize", "parameters": PPO_PARAMETERS,
+            "train_overrides": {"trainer.total_timesteps": 30000}, "eval_overrides": {"evaluator.episodes": 10},
+            "max_suggestion_cost": 300},
+}
+
+
+def sweep_toml(objective: str, method: str, trials: int, seed: int) -> str:
+    o = OBJECTIVES[objective]
+    return _toml({
+        "max_trials": trials,
+        "recipe_module": o["recipe"],
+        "train_entrypoint": "train",
+        "eval_entrypoint": "evaluate",
+        "max_parallel_jobs": 2,
+        "monitoring_interval": 3600,
+        "dispatcher_type": "local",
+        "seed": seed,
+        "train_overrides": o["train_overrides"],
+        "eval_overrides": o["eval_overrides"],
+        "protein_config": {
+            "metric": "score",
+            "goal": o["goal"],
+            "method": method,
+            "parameters": o["parameters"],
+            "settings": {"max_suggestion_cost": o["max_suggestion_cost"]},
+        },
+    })
+
+
+def run_serve(objective: str, method: str, trials: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
+    """One sweep through ``serve``; its trials (params, score) in order, read back from its event log."""
+    from orchestrator.reducer import fold
+    from stores.sqlite import SQLiteStore
+
+    name = f"{objective}_{method}_{seed}"
+    (workdir / f"{name}.toml").write_text(sweep_toml(objective, method, trials, seed))
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve", "--sweep", name, "--config", f"{name}.toml",
+         "--log-format", "json", "--overrides", "wandb.mode=disabled"],
+        cwd=workdir, env=env, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"serve {name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    store = SQLiteStore(workdir / "train_dir" / name / "events.db")
+    try:
+        state = fold(s.event for s in store.read(0))
+    finally:
+        store.close()
+    return [{"params": dict(t.params), "score": t.score, "source": t.info.get("source")}
+            for t in state.shown_trials()]
+
+
+def run_tpe(objective: str, trials: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
+    """Optuna's TPE on the same recipe functions, in this process (the same code a job runs)."""
+    import importlib
+
+    import optuna
+
+    from optimizers.config import ParameterConfig
+
+    o = OBJECTIVES[objective]
+    recipe = importlib.import_module(o["recipe"])
+    config_type = recipe.train.__annotations__["config"]
+    if isinstance(config_type, str):
+        config_type = getattr(recipe, config_type)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    specs = {n: ParameterConfig(**p).model_dump(exclude_none=True) for n, p in o["parameters"].items()}
+    dists, to_ours = optuna_distributions(specs)
+    study = optuna.create_study(direction=o["goal"], sampler=optuna.samplers.TPESampler(seed=seed))
+    out = []
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for i in range(trials):
+            trial = study.ask(dists)
+            params = to_ours(trial.params)
+            overrides = {**o["train_overrides"], **params}
+            config = config_type.model_validate(_nest(overrides))
+            run = f"{objective}_tpe_{seed}_{i:04d}"
+            with open(os.devnull, "w") as devnull:
+                stdout, sys.stdout = sys.stdout, devnull  # the recipes' progress lines
+                try:
+                    recipe.train(run=run, config=config)
+                    kwargs = {"config": config_type.model_validate(_nest(o["eval_overrides"]))} \
+                        if "config" in recipe.evaluate.__annotations__ else {}
+                    score = recipe.evaluate(policy_uri=f"file://./train_dir/{run}/checkpoints", run=run, **kwargs)["score"]
+                finally:
+                    sys.stdout = stdout
+            study.tell(trial, score)
+            out.append({"params": params, "score": score, "source": "tpe"})
+    finally:
+        os.chdir(cwd)
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="MLP, 8 trials, 1 seed")
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--ppo", action="store_true", help="also PPO on CartPole: --ppo-trials trials, 1 seed")
+    ap.add_argument("--no-mlp", action="store_true", help="skip the MLP (with --ppo: PPO alone)")
+    ap.add_argument("--ppo-trials", type=int, default=8)
+    ap.add_argument("--methods", default="bayes,random,tpe")
+    ap.add_argument("--results", default="train_dir/bench_real_jobs.jsonl", help="runs are appended here")
+    args = ap.parse_args()
+    trials = args.trials or (8 if args.quick else 16)
+    seeds = args.seeds or (1 if args.quick else 3)
+    runs = [] if args.no_mlp else [("mlp", trials, s) for s in range(seeds)]
+    if args.ppo:
+        runs.append(("ppo", args.ppo_trials, 0))
+    workdir = Path(tempfile.mkdtemp(prefix="real_jobs_"))
+    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
+    best: dict[tuple[str, str], list[float]] = {}
+    for objective, n, seed in runs:
+        for method in args.methods.split(","):
+            t0 = time.time()
+            trace = run_tpe(objective, n, seed, workdir) if method == "tpe" else \
+                run_serve(objective, method, n, seed, workdir)
+            scores = [t["score"] for t in trace if t["score"] is not None]
+            goal = OBJECTIVES[objective]["goal"]
+            b = min(scores) if goal == "minimize" else max(scores)
+            best.setdefault((objective, method), []).append(b)
+            with open(args.results, "a") as f:
+                f.write(json.dumps({"objective": objective, "method": method, "seed": seed, "trials": trace}) + "\n")
+            print(f"{objective} {method} seed {seed}: best {b:.4g} of {len(scores)} ({time.time() - t0:.0f} s)",
+                  flush=True)
+    print("\n| objective (trials) | " + " | ".join(args.methods.split(",")) + " |")
+    print("| --- |" + " --- |" * len(args.methods.split(",")))
+    import statistics
+
+    for objective, n, _ in dict.fromkeys((o, n, 0) for o, n, _ in runs):
+        cells = []
+        for method in args.methods.split(","):
+            v = best[(objective, method)]
+            cells.append(" / ".join(f"{x:.3g}" for x in v) + (f" (median {statistics.median(v):.3g})" if len(v) > 1 else ""))
+        print(f"| {objective} ({n}) | " + " | ".join(cells) + " |")
+    print(f"\nworkdir {workdir}")
+
+
+if __name__ == "__main__":
+    main()
