@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m orchestrator serve --sweep demo --args sweep_name=demo_$$(date +%m%d_%H%M%S) --log-format human
 
-# ruff (lint, format check), mypy (strict on orchestrator/core, see pyproject.toml), the dependency rule, no cycles.
+# ruff (lint, format check), mypy (strict on orchestrator/core and optimizers/, see pyproject.toml), the dependency rule, no cycles.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m mypy orchestrator dispatchers stores recipes
+	$(PY) -m mypy orchestrator optimizers dispatchers stores recipes
 	$(VENV)/bin/lint-imports
 	$(PY) .ci/import_cycles.py
 

@@ -24,12 +24,12 @@ run can be stopped, resumed, or reported while it goes. Then the time of one sug
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
 import sys
 import time
-import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -89,8 +89,14 @@ def _schwefel(x):
 def _mixed5(p: dict) -> float:
     lr, width, layers, wd = math.log10(p["lr"]), math.log2(p["width"]), p["layers"], math.log10(p["wd"])
     act = {"relu": 0.3, "gelu": 0.15, "tanh": 0.5, "sigmoid": 0.0}[p["act"]]
-    return (0.5 * (lr + 1) ** 2 + 0.05 * (width - 9) ** 2 + 0.02 * (layers - 7) ** 2 + 0.1 * (wd + 5) ** 2
-            + 0.05 * (lr + 1) * (width - 9) + act)
+    return (
+        0.5 * (lr + 1) ** 2
+        + 0.05 * (width - 9) ** 2
+        + 0.02 * (layers - 7) ** 2
+        + 0.1 * (wd + 5) ** 2
+        + 0.05 * (lr + 1) * (width - 9)
+        + act
+    )
 
 
 def _mixed4(p: dict) -> float:
@@ -108,8 +114,10 @@ def make_function(name: str):
     from botorch.test_functions.multi_fidelity import AugmentedHartmann
 
     def uniform(bounds):
-        return {f"x{i}": {"distribution": "uniform", "min": float(lo), "max": float(hi)}
-                for i, (lo, hi) in enumerate(bounds)}
+        return {
+            f"x{i}": {"distribution": "uniform", "min": float(lo), "max": float(hi)}
+            for i, (lo, hi) in enumerate(bounds)
+        }
 
     if name.startswith("Schwefel"):
         params = uniform([(-500.0, 500.0)] * 4)
@@ -172,7 +180,7 @@ def optuna_distributions(params: dict) -> tuple[dict, object]:
             pow2.append(n)
         else:
             dists[n] = od.FloatDistribution(float(p["min"]), float(p["max"]), log=d == "log_normal")
-    return dists, lambda values: {n: 2 ** v if n in pow2 else v for n, v in values.items()}
+    return dists, lambda values: {n: 2**v if n in pow2 else v for n, v in values.items()}
 
 
 def run(problem: Problem, method: str, seed: int) -> dict:
@@ -282,8 +290,10 @@ def time_suggestion(method: str, n: int, seed: int = 0) -> float:
     study = optuna.create_study(direction="minimize", sampler=sampler)
     dists = {n_: optuna.distributions.FloatDistribution(0.0, 1.0) for n_ in names}
     study.add_trials(
-        [optuna.trial.create_trial(params=dict(zip(names, map(float, x))), distributions=dists, value=float(y))
-         for x, y in zip(X, Y)]
+        [
+            optuna.trial.create_trial(params=dict(zip(names, map(float, x))), distributions=dists, value=float(y))
+            for x, y in zip(X, Y)
+        ]
     )
     t = time.perf_counter()
     study.ask(dists)
@@ -318,9 +328,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel processes")
     ap.add_argument("--problems", default=None, help="comma-separated name prefixes (none: every problem)")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--results", action="append", default=None,
-                    help=f"result file(s): runs found there are reused, new ones appended to the first "
-                         f"(default {RESULTS}; '-' keeps none)")
+    ap.add_argument(
+        "--results",
+        action="append",
+        default=None,
+        help=f"result file(s): runs found there are reused, new ones appended to the first "
+        f"(default {RESULTS}; '-' keeps none)",
+    )
     ap.add_argument("--report-only", action="store_true", help="print the table from the result files, run nothing")
     ap.add_argument("--no-timing", action="store_true")
     args = ap.parse_args()
@@ -366,19 +380,31 @@ def main() -> None:
         for m in ("protein", "tpe", "gpsampler"):
             time_suggestion(m, 20)  # warm up: imports and first-call costs are not a suggestion's
         for n in sizes:
-            t = {m: float(np.median([time_suggestion(m, n, seed) for seed in range(3 if n <= 300 else 1)]))
-                 for m in ("protein", "tpe", "gpsampler")}
-            print(f"| {n} | {t['protein']:.3f} | {t['tpe']:.3f} | {t['gpsampler']:.2f} | "
-                  f"{t['gpsampler'] / t['protein']:.1f}x |", flush=True)
+            t = {
+                m: float(np.median([time_suggestion(m, n, seed) for seed in range(3 if n <= 300 else 1)]))
+                for m in ("protein", "tpe", "gpsampler")
+            }
+            print(
+                f"| {n} | {t['protein']:.3f} | {t['tpe']:.3f} | {t['gpsampler']:.2f} | "
+                f"{t['gpsampler'] / t['protein']:.1f}x |",
+                flush=True,
+            )
     print(f"\ntotal {time.time() - started:.0f} s")
 
 
 def report(problems, methods, seeds, traces) -> None:
-    print("Median simple regret at the budget over the seeds that finished, and (after /) how many of them are "
-          "stuck: final regret above the problem's threshold. ratio = peer median / ours (above 1: ours better).\n")
+    print(
+        "Median simple regret at the budget over the seeds that finished, and (after /) how many of them are "
+        "stuck: final regret above the problem's threshold. ratio = peer median / ours (above 1: ours better).\n"
+    )
     others = [m for m in methods if m != "protein"]
-    print("| problem | budget | stuck above | " + " | ".join(methods) + " | "
-          + " | ".join(f"{m}/ours" for m in others) + " |")
+    print(
+        "| problem | budget | stuck above | "
+        + " | ".join(methods)
+        + " | "
+        + " | ".join(f"{m}/ours" for m in others)
+        + " |"
+    )
     print("|" + " --- |" * (3 + len(methods) + len(others)))
     for p in problems:
         for label, score in _scorers(p):
@@ -393,15 +419,20 @@ def report(problems, methods, seeds, traces) -> None:
                 cells.append(f"{fmt(med[m])} / {int((r > p.stuck).sum())} of {len(r)}")
             ratios = [fmt(med[m] / med["protein"]) if med.get("protein", 0) > 0 else "-" for m in others]
             print(f"| {p.name} | {label} | {fmt(p.stuck)} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    tsug = {m: np.mean([t["suggest_time"] / max(1, len(t["values"])) for j, t in traces.items() if j[1] == m])
-            for m in methods if any(j[1] == m for j in traces)}
+    tsug = {
+        m: np.mean([t["suggest_time"] / max(1, len(t["values"])) for j, t in traces.items() if j[1] == m])
+        for m in methods
+        if any(j[1] == m for j in traces)
+    }
     print("\nMean time per suggestion during the runs: " + ", ".join(f"{m} {v:.3f} s" for m, v in tsug.items()))
 
 
 def _scorers(p: Problem):
     if p.cost_aware:
-        return [(f"{p.budget} trials", lambda tr: regret_at_trials(tr, p.budget)),
-                (f"cost {COST_BUDGET:g}", lambda tr: regret_at_cost(tr, COST_BUDGET))]
+        return [
+            (f"{p.budget} trials", lambda tr: regret_at_trials(tr, p.budget)),
+            (f"cost {COST_BUDGET:g}", lambda tr: regret_at_cost(tr, COST_BUDGET)),
+        ]
     return [(f"{p.budget} trials", lambda tr: regret_at_trials(tr, p.budget))]
 
 

@@ -82,8 +82,13 @@ def main() -> None:
     seeds = args.seeds or (3 if args.quick else 8)
     names = ["Branin"] if args.quick else args.problems.split(",")
     problems = [p for p in PROBLEMS if p.name in names]
-    jobs = [(p.name, p.budget, m, q, s) for s in range(seeds) for p in problems for m in ("protein", "tpe")
-            for q in IN_FLIGHT]
+    jobs = [
+        (p.name, p.budget, m, q, s)
+        for s in range(seeds)
+        for p in problems
+        for m in ("protein", "tpe")
+        for q in IN_FLIGHT
+    ]
     started = time.time()
     regrets = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -95,12 +100,17 @@ def main() -> None:
     print("| problem (trials) | in flight | Protein | TPE (constant liar) | Protein q / q=1 | TPE q / q=1 | TPE/ours |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for p in problems:
-        med = {(m, q): float(np.median([regrets[(p.name, p.budget, m, q, s)] for s in range(seeds)]))
-               for m in ("protein", "tpe") for q in IN_FLIGHT}
+        med = {
+            (m, q): float(np.median([regrets[(p.name, p.budget, m, q, s)] for s in range(seeds)]))
+            for m in ("protein", "tpe")
+            for q in IN_FLIGHT
+        }
         for q in IN_FLIGHT:
             ours, tpe = med[("protein", q)], med[("tpe", q)]
-            print(f"| {p.name} ({p.budget}) | {q} | {fmt(ours)} | {fmt(tpe)} | {fmt(ours / med[('protein', 1)])} | "
-                  f"{fmt(tpe / med[('tpe', 1)])} | {fmt(tpe / ours) if ours > 0 else '-'} |")
+            print(
+                f"| {p.name} ({p.budget}) | {q} | {fmt(ours)} | {fmt(tpe)} | {fmt(ours / med[('protein', 1)])} | "
+                f"{fmt(tpe / med[('tpe', 1)])} | {fmt(tpe / ours) if ours > 0 else '-'} |"
+            )
 
 
 if __name__ == "__main__":

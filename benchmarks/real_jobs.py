@@ -36,45 +36,56 @@ MLP_PARAMETERS: dict[str, dict[str, Any]] = {
     "trainer.lr": {"distribution": "log_normal", "min": 1e-4, "max": 1.0, "mean": 3e-3},
     "model.width": {"distribution": "uniform_pow2", "min": 8, "max": 512, "mean": 64},
     "trainer.weight_decay": {"distribution": "log_normal", "min": 1e-6, "max": 1e-1, "mean": 1e-4},
-    "model.activation": {"distribution": "categorical", "choices": ["relu", "gelu", "tanh", "sigmoid"],
-                         "mean": "relu"},
+    "model.activation": {"distribution": "categorical", "choices": ["relu", "gelu", "tanh", "sigmoid"], "mean": "relu"},
 }
 PPO_PARAMETERS: dict[str, dict[str, Any]] = {  # as configs/demo.toml
     "trainer.optimizer.learning_rate": {"distribution": "log_normal", "min": 1e-5, "max": 1e-2, "mean": 3e-4},
     "trainer.losses.loss_configs.ppo.clip_coef": {"distribution": "uniform", "min": 0.1, "max": 0.3, "mean": 0.2},
-    "trainer.losses.loss_configs.ppo.ent_coef": {"distribution": "log_normal", "min": 1e-4, "max": 0.03,
-                                                 "mean": 1e-3},
+    "trainer.losses.loss_configs.ppo.ent_coef": {"distribution": "log_normal", "min": 1e-4, "max": 0.03, "mean": 1e-3},
 }
 OBJECTIVES = {
-    "mlp": {"recipe": "recipes.mlp", "goal": "minimize", "parameters": MLP_PARAMETERS,
-            "train_overrides": {}, "eval_overrides": {}, "max_suggestion_cost": 120},
-    "ppo": {"recipe": "recipes.cartpole", "goal": "maximize", "parameters": PPO_PARAMETERS,
-            "train_overrides": {"trainer.total_timesteps": 30000}, "eval_overrides": {"evaluator.episodes": 10},
-            "max_suggestion_cost": 300},
+    "mlp": {
+        "recipe": "recipes.mlp",
+        "goal": "minimize",
+        "parameters": MLP_PARAMETERS,
+        "train_overrides": {},
+        "eval_overrides": {},
+        "max_suggestion_cost": 120,
+    },
+    "ppo": {
+        "recipe": "recipes.cartpole",
+        "goal": "maximize",
+        "parameters": PPO_PARAMETERS,
+        "train_overrides": {"trainer.total_timesteps": 30000},
+        "eval_overrides": {"evaluator.episodes": 10},
+        "max_suggestion_cost": 300,
+    },
 }
 
 
 def sweep_toml(objective: str, method: str, trials: int, seed: int) -> str:
     o = OBJECTIVES[objective]
-    return _toml({
-        "max_trials": trials,
-        "recipe_module": o["recipe"],
-        "train_entrypoint": "train",
-        "eval_entrypoint": "evaluate",
-        "max_parallel_jobs": 2,
-        "monitoring_interval": 3600,
-        "dispatcher_type": "local",
-        "seed": seed,
-        "train_overrides": o["train_overrides"],
-        "eval_overrides": o["eval_overrides"],
-        "protein_config": {
-            "metric": "score",
-            "goal": o["goal"],
-            "method": method,
-            "parameters": o["parameters"],
-            "settings": {"max_suggestion_cost": o["max_suggestion_cost"]},
-        },
-    })
+    return _toml(
+        {
+            "max_trials": trials,
+            "recipe_module": o["recipe"],
+            "train_entrypoint": "train",
+            "eval_entrypoint": "evaluate",
+            "max_parallel_jobs": 2,
+            "monitoring_interval": 3600,
+            "dispatcher_type": "local",
+            "seed": seed,
+            "train_overrides": o["train_overrides"],
+            "eval_overrides": o["eval_overrides"],
+            "protein_config": {
+                "metric": "score",
+                "goal": o["goal"],
+                "method": method,
+                "parameters": o["parameters"],
+                "settings": {"max_suggestion_cost": o["max_suggestion_cost"]},
+            },
+        }
+    )
 
 
 def run_serve(objective: str, method: str, trials: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
@@ -86,9 +97,24 @@ def run_serve(objective: str, method: str, trials: int, seed: int, workdir: Path
     (workdir / f"{name}.toml").write_text(sweep_toml(objective, method, trials, seed))
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--sweep", name, "--config", f"{name}.toml",
-         "--log-format", "json", "--overrides", "wandb.mode=disabled"],
-        cwd=workdir, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            name,
+            "--config",
+            f"{name}.toml",
+            "--log-format",
+            "json",
+            "--overrides",
+            "wandb.mode=disabled",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"serve {name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -97,8 +123,7 @@ def run_serve(objective: str, method: str, trials: int, seed: int, workdir: Path
         state = fold(s.event for s in store.read(0))
     finally:
         store.close()
-    return [{"params": dict(t.params), "score": t.score, "source": t.info.get("source")}
-            for t in state.shown_trials()]
+    return [{"params": dict(t.params), "score": t.score, "source": t.info.get("source")} for t in state.shown_trials()]
 
 
 def run_tpe(objective: str, trials: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
@@ -132,9 +157,14 @@ def run_tpe(objective: str, trials: int, seed: int, workdir: Path) -> list[dict[
                 stdout, sys.stdout = sys.stdout, devnull  # the recipes' progress lines
                 try:
                     recipe.train(run=run, config=config)
-                    kwargs = {"config": config_type.model_validate(_nest(o["eval_overrides"]))} \
-                        if "config" in recipe.evaluate.__annotations__ else {}
-                    score = recipe.evaluate(policy_uri=f"file://./train_dir/{run}/checkpoints", run=run, **kwargs)["score"]
+                    kwargs = (
+                        {"config": config_type.model_validate(_nest(o["eval_overrides"]))}
+                        if "config" in recipe.evaluate.__annotations__
+                        else {}
+                    )
+                    score = recipe.evaluate(policy_uri=f"file://./train_dir/{run}/checkpoints", run=run, **kwargs)[
+                        "score"
+                    ]
                 finally:
                     sys.stdout = stdout
             study.tell(trial, score)
@@ -177,16 +207,21 @@ def main() -> None:
     for objective, n, seed in runs:
         for method in args.methods.split(","):
             t0 = time.time()
-            trace = run_tpe(objective, n, seed, workdir) if method == "tpe" else \
-                run_serve(objective, method, n, seed, workdir)
+            trace = (
+                run_tpe(objective, n, seed, workdir)
+                if method == "tpe"
+                else run_serve(objective, method, n, seed, workdir)
+            )
             scores = [t["score"] for t in trace if t["score"] is not None]
             goal = OBJECTIVES[objective]["goal"]
             b = min(scores) if goal == "minimize" else max(scores)
             best.setdefault((objective, method), []).append(b)
             with open(args.results, "a") as f:
                 f.write(json.dumps({"objective": objective, "method": method, "seed": seed, "trials": trace}) + "\n")
-            print(f"{objective} {method} seed {seed}: best {b:.4g} of {len(scores)} ({time.time() - t0:.0f} s)",
-                  flush=True)
+            print(
+                f"{objective} {method} seed {seed}: best {b:.4g} of {len(scores)} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
     print("\n| objective (trials) | " + " | ".join(args.methods.split(",")) + " |")
     print("| --- |" + " --- |" * len(args.methods.split(",")))
     import statistics
@@ -195,7 +230,9 @@ def main() -> None:
         cells = []
         for method in args.methods.split(","):
             v = best[(objective, method)]
-            cells.append(" / ".join(f"{x:.3g}" for x in v) + (f" (median {statistics.median(v):.3g})" if len(v) > 1 else ""))
+            cells.append(
+                " / ".join(f"{x:.3g}" for x in v) + (f" (median {statistics.median(v):.3g})" if len(v) > 1 else "")
+            )
         print(f"| {objective} ({n}) | " + " | ".join(cells) + " |")
     print(f"\nworkdir {workdir}")
 

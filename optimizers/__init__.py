@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from optimizers.base import Observation, Optimizer, Suggestion
 from optimizers.config import ParameterConfig, ProteinConfig, ProteinSettings
 
@@ -32,7 +34,7 @@ def make_optimizer(config: ProteinConfig, seed: int | None = None) -> Optimizer:
     return Protein(config, seed)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Tuner imports Protein (torch, BoTorch): loaded on first use, so importing the package stays light.
     if name == "Tuner":
         from optimizers.tuner import Tuner

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence, overload
+from typing import Any, Protocol, overload
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class ObservationLog(Sequence[Observation]):
         self._has_cost.append(obs.cost is not None)
         self._failed.append(obs.failed)
 
-    def view(self) -> "ObservationLog":
+    def view(self) -> ObservationLog:
         snapshot = object.__new__(ObservationLog)
         snapshot.__dict__.update(self.__dict__)
         snapshot._length = len(self)
@@ -102,9 +103,19 @@ class Suggestion:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+Key = tuple[tuple[str, str], ...]  # a parameter set's identity (see param_key)
+
+
+def param_key(params: dict[str, Any]) -> Key:
+    """A hashable identity for a parameter set (floats to 12 significant digits)."""
+    return tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
+
+
 class Optimizer(Protocol):
-    """``reads_observations`` (optional, default True): False declares that ``suggest`` only counts the
-    observations (``len``), as random search does; the service then keeps a count instead of a history."""
+    """``reads_observations``: False declares that ``suggest`` only counts the observations (``len``), as random
+    search does; the service then keeps a count instead of a history."""
+
+    reads_observations: bool
 
     def suggest(
         self, observations: Sequence[Observation], pending: Sequence[dict[str, Any]], n: int = 1

@@ -45,7 +45,7 @@ class ParameterConfig(_Strict):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "ParameterConfig":
+    def _check(self) -> ParameterConfig:
         if self.distribution == "categorical":
             if not self.choices:
                 raise ValueError("categorical needs a non-empty 'choices' list, e.g. choices = [32, 64, 128]")
@@ -78,17 +78,6 @@ class ParameterConfig(_Strict):
         if isinstance(self.scale, float) and not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(f"scale must be 'auto' or a positive number (got {self.scale})")
         return self
-
-    @property
-    def search_center(self) -> Any:
-        """The seed's center: ``mean`` when given, else the middle of the range in the encoded space."""
-        if self.mean is not None:
-            return self.mean
-        if self.distribution == "categorical":
-            return self.choices[0]  # type: ignore[index]
-        from optimizers.spaces import decode_value
-
-        return decode_value(self, 0.0)
 
 
 class ProteinSettings(_Strict):

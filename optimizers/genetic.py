@@ -8,11 +8,12 @@ observed points are not proposed again, and the output is deterministic under a 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from optimizers.base import Observation, Suggestion
+from optimizers.base import Observation, Suggestion, param_key
 from optimizers.config import ProteinConfig
 from optimizers.spaces import Space
 
@@ -21,6 +22,8 @@ TOURNAMENT = 3
 
 
 class GeneticSearch:
+    reads_observations = True
+
     def __init__(self, config: ProteinConfig, seed: int | None = None):
         self.config = config
         self.space = Space(config.parameters)
@@ -30,8 +33,6 @@ class GeneticSearch:
     def suggest(
         self, observations: Sequence[Observation], pending: Sequence[dict[str, Any]], n: int = 1
     ) -> list[Suggestion]:
-        from optimizers.protein import param_key
-
         st = self.config.settings
         rng = np.random.default_rng(None if self.seed is None else [self.seed, len(observations), len(pending)])
         taken = {param_key(o.params) for o in observations} | {param_key(p) for p in pending}
@@ -60,10 +61,11 @@ class GeneticSearch:
 
     def _child(self, parents: np.ndarray, rng: np.random.Generator, scales: np.ndarray) -> np.ndarray:
         # Parents are sorted best first, so the lowest index in a tournament wins.
-        a, b = (parents[rng.choice(len(parents), size=min(TOURNAMENT, len(parents)), replace=False).min()]
-                for _ in range(2))
+        a, b = (
+            parents[rng.choice(len(parents), size=min(TOURNAMENT, len(parents)), replace=False).min()] for _ in range(2)
+        )
         child = np.where(rng.random(len(a)) < 0.5, a, b)
         # Mutate a few genes with a box as wide as a tenth of the search scale, and one in ten children widely.
         width = scales * (1.0 if rng.random() < 0.1 else 0.1)
         mask = rng.random(len(a)) < max(1.0 / len(a), 0.3)
-        return np.clip(child + mask * width * rng.uniform(-1, 1, len(a)), -1, 1)
+        return np.asarray(np.clip(child + mask * width * rng.uniform(-1, 1, len(a)), -1, 1))

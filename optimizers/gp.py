@@ -9,6 +9,7 @@ noise floor low enough (1e-6) to exploit deterministic objectives yet a noise pr
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ DTYPE = torch.float64
 MIN_NOISE = 1e-6
 
 
-class InverseLengthscalePrior(Prior):
+class InverseLengthscalePrior(Prior):  # type: ignore[misc]  # gpytorch is untyped
     """Optuna's heuristic prior on 1/l^2: log p = -(0.1 / lam + 0.1 * lam), a wide bump around l = 1."""
 
     def __init__(self) -> None:
@@ -39,8 +40,8 @@ class InverseLengthscalePrior(Prior):
         lam = lengthscale.pow(-2)
         return -(0.1 / lam + 0.1 * lam)
 
-    def expand(self, batch_shape):  # pragma: no cover - required by the interface, never batched here
-        return self
+    def expand(self, batch_shape: Any) -> InverseLengthscalePrior:  # pragma: no cover - never batched here
+        return self  # required by the Prior interface
 
 
 def make_gp(x01: torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
@@ -51,9 +52,7 @@ def make_gp(x01: torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
         outputscale_prior=GammaPrior(2.0, 1.0),
     )
     likelihood = GaussianLikelihood(noise_prior=GammaPrior(1.1, 30.0), noise_constraint=GreaterThan(MIN_NOISE))
-    model = SingleTaskGP(
-        x01, y.unsqueeze(-1), likelihood=likelihood, covar_module=kernel, outcome_transform=None
-    )
+    model = SingleTaskGP(x01, y.unsqueeze(-1), likelihood=likelihood, covar_module=kernel, outcome_transform=None)
     # A deterministic start (no prior sampling): same data, same fit.
     model.covar_module.base_kernel.lengthscale = 0.5
     model.covar_module.outputscale = 1.0

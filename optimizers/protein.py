@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from scipy.stats import qmc
 from threadpoolctl import threadpool_limits
 
 from optimizers import gp
-from optimizers.base import Observation, Suggestion
+from optimizers.base import Key, Observation, Suggestion, param_key
 from optimizers.config import ProteinConfig
 from optimizers.spaces import Space
 
@@ -45,11 +46,6 @@ ESCAPE_BETA = 1.0  # escape steps maximize mean + ESCAPE_BETA * std outside the 
 ESCAPE_RADIUS = 0.5  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
 
 
-def param_key(params: dict[str, Any]) -> tuple:
-    """A hashable identity for a parameter set (floats to 12 significant digits)."""
-    return tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
-
-
 @dataclass
 class _Data:
     x: np.ndarray  # encoded points, (n, d) in [-1, 1]
@@ -61,7 +57,13 @@ class _Data:
 class Protein:
     """The sweep optimizer the service calls: ``suggest(observations, pending, n)``."""
 
+    reads_observations = True
+
     def __init__(self, config: ProteinConfig, seed: int | None = None):
+        if config.method != "bayes":
+            raise ValueError(
+                f"Protein is method='bayes'; for method={config.method!r} use optimizers.make_optimizer(config)"
+            )
         self.config = config
         self.settings = config.settings
         self.space = Space(config.parameters)
@@ -78,15 +80,6 @@ class Protein:
     def _suggest(
         self, observations: Sequence[Observation], pending: Sequence[dict[str, Any]], n: int
     ) -> list[Suggestion]:
-        if self.config.method == "random":
-            from optimizers.random_search import RandomSearch
-
-            return RandomSearch(self.config, self.seed).suggest(observations, pending, n)
-        if self.config.method == "genetic":
-            from optimizers.genetic import GeneticSearch
-
-            return GeneticSearch(self.config, self.seed).suggest(observations, pending, n)
-
         # Seeded by how far the sweep got, so a restarted service proposes what the first one would have.
         rng = np.random.default_rng(None if self.seed is None else [self.seed, len(observations), len(pending)])
         in_flight = {param_key(p) for p in pending}
@@ -117,7 +110,7 @@ class Protein:
         return out
 
     # ------------------------------------------------------------------ phases before the model
-    def _initial(self, k: int, taken: set, rng: np.random.Generator, n_ok: int) -> Suggestion | None:
+    def _initial(self, k: int, taken: set[Key], rng: np.random.Generator, n_ok: int) -> Suggestion | None:
         st = self.settings
         offset = 1 if st.seed_with_search_center else 0
         if k == 0 and st.seed_with_search_center:
@@ -127,7 +120,7 @@ class Protein:
             return self._sobol(k - offset, taken, rng)
         return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
 
-    def _sobol(self, index: int, taken: set, rng: np.random.Generator) -> Suggestion:
+    def _sobol(self, index: int, taken: set[Key], rng: np.random.Generator) -> Suggestion:
         """Point ``index`` of the initial design: scrambled Sobol over the whole space (``scale`` does not narrow
         it: the optimum may lie anywhere), and each categorical cycling through all its choices in a seeded order,
         so ``k`` initial points show ``k`` choices whatever the other dimensions do."""
@@ -145,7 +138,7 @@ class Protein:
         s = Suggestion(self.space.decode(x), {"source": "sobol", "index": index})
         return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
 
-    def _random(self, taken: set, rng: np.random.Generator, info: dict[str, Any]) -> Suggestion:
+    def _random(self, taken: set[Key], rng: np.random.Generator, info: dict[str, Any]) -> Suggestion:
         """A uniform point of the whole space not yet taken (the last draw if all 200 were)."""
         params: dict[str, Any] = {}
         for _ in range(200):
@@ -160,7 +153,7 @@ class Protein:
         for o in observations:
             good = not o.failed and o.score is not None and math.isfinite(float(o.score))
             xs.append(self.space.encode(o.params))
-            ys.append(self.sign * float(o.score) if good else math.nan)
+            ys.append(self.sign * float(o.score) if good and o.score is not None else math.nan)
             ok.append(good)
             cost = 1.0 if o.cost is None else float(o.cost)  # no cost given: every trial costs the same
             costs.append(math.log(max(cost, 1e-12)) if math.isfinite(cost) else math.nan)
@@ -202,7 +195,12 @@ class _Model:
             self.cost = self._fit(data.x[sub], (lcs - self.lc_mean) / self.lc_std)
             self.lc_lo, self.lc_hi = float(lc.min()), float(lc.max())
         elif len(lc):
-            self.lc_mean, self.lc_std, self.lc_lo, self.lc_hi = float(np.median(lc)), 1.0, float(lc.min()), float(lc.max())
+            self.lc_mean, self.lc_std, self.lc_lo, self.lc_hi = (
+                float(np.median(lc)),
+                1.0,
+                float(lc.min()),
+                float(lc.max()),
+            )
         else:
             self.lc_mean, self.lc_std, self.lc_lo, self.lc_hi = 0.0, 1.0, 0.0, 0.0
 
@@ -306,10 +304,10 @@ class _Model:
     def _snap(self, x: np.ndarray) -> np.ndarray:
         """Move points onto the values they decode to (integers, powers of two, choices); identity otherwise."""
         if not self.space.discrete:
-            return np.clip(x, -1, 1)
+            return np.asarray(np.clip(x, -1, 1))
         return np.array([self.space.round_trip(xi) for xi in x])
 
-    def suggest(self, taken: set, in_flight: set, rng: np.random.Generator) -> Suggestion:
+    def suggest(self, taken: set[Key], in_flight: set[Key], rng: np.random.Generator) -> Suggestion:
         st = self.p.settings
         k = len(self.data.y) + len(self.pending_x)
         if st.resample_frequency and (k + 1) % st.resample_frequency == 0 and len(self.pareto):
@@ -332,7 +330,7 @@ class _Model:
         probs = np.exp(values - values[top])
         probs[top] = 0.0
         n_more = min(LOCAL_STARTS - 2, int(np.count_nonzero(probs > 0)))
-        more = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
+        more: Any = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
         starts = pool[[top, *more]]
         if escape is None:  # also climb from the incumbent (pointless when escaping its basin)
             starts = np.vstack([starts, self.data.x[self.best_index][None]])
@@ -367,7 +365,7 @@ class _Model:
         # Improvement is then measured against the best outside the basin, as if the search restarted in the
         # rest of the space with everything it has learned (TuRBO's restart, without forgetting the data).
         self.escaping = True
-        return center
+        return np.asarray(center)
 
     def _within(self, x: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:
         """Which points of ``x`` lie within ``radius`` of a center in the numeric coordinates, with the same
@@ -386,8 +384,8 @@ class _Model:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
         escaped) and log costs."""
         with torch.no_grad():
-            values, log_cost = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
-        values, log_cost = values.numpy(), log_cost.numpy()
+            values_t, log_cost_t = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
+        values, log_cost = values_t.numpy(), log_cost_t.numpy()
         if escape is not None:
             # The basin: close in the numeric coordinates and the same choice of every categorical (another
             # choice is another basin, however near its code).
@@ -409,13 +407,12 @@ class _Model:
         def f(z: np.ndarray) -> tuple[float, np.ndarray]:
             xt = torch.as_tensor(z.reshape(shape) * ls, dtype=gp.DTYPE).requires_grad_(True)
             loss = -self._acq(xt)[0].sum()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
             return float(loss.detach()), (xt.grad.numpy() * ls).ravel()  # type: ignore[union-attr]
 
-        bounds = [(-1 / l, 1 / l) for l in ls] * shape[0]
-        res = minimize(f, (starts / ls).ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 200})
-        return np.clip(res.x.reshape(shape) * ls, -1, 1)
+        bounds = [(-1 / scale, 1 / scale) for scale in ls] * shape[0]
+        res = minimize(f, (starts / ls).ravel(), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
+        return np.asarray(np.clip(res.x.reshape(shape) * ls, -1, 1))
 
     def _info(self, x: np.ndarray, acq: float, log_cost: float) -> dict[str, Any]:
         with torch.no_grad():
@@ -462,11 +459,11 @@ class _TailWarp:
         z = (np.asarray(y, dtype=float) - self.median) / self.scale
         low = z < -TAIL_IQRS
         z[low] = -TAIL_IQRS - np.log1p(-z[low] - TAIL_IQRS)
-        return z
+        return np.asarray(z)
 
     def inverse(self, w: float) -> float:
         z = w if w >= -TAIL_IQRS else -TAIL_IQRS - math.expm1(-w - TAIL_IQRS)
-        return self.median + z * self.scale
+        return float(self.median + z * self.scale)
 
 
 def _stalled(y: np.ndarray) -> int:
@@ -486,7 +483,7 @@ def _in_boxes(centers: np.ndarray, half_widths: np.ndarray, per: int, rng: np.ra
     lo = np.maximum(-1.0, centers - half_widths)
     hi = np.minimum(1.0, centers + half_widths)
     u = rng.uniform(0, 1, (len(centers), per, centers.shape[1]))
-    return (lo[:, None] + u * (hi - lo)[:, None]).reshape(-1, centers.shape[1])
+    return np.asarray((lo[:, None] + u * (hi - lo)[:, None]).reshape(-1, centers.shape[1]))
 
 
 def _t01(x: np.ndarray) -> torch.Tensor:

@@ -11,7 +11,8 @@ value never leaves [min, max] and integers stay integers.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,11 +52,11 @@ def _forward(p: ParameterConfig, v: float) -> float:
 
 def _inverse(p: ParameterConfig, t: float) -> float:
     if p.distribution == "uniform_pow2":
-        return 2.0**t
+        return float(2.0**t)
     if p.distribution == "log_normal":
-        return 10.0**t
+        return float(10.0**t)
     if p.distribution == "logit_normal":
-        return 1 - 10.0**t
+        return float(1 - 10.0**t)
     return t
 
 
@@ -67,6 +68,15 @@ def encode_value(p: ParameterConfig, value: Any) -> float:
     t0, t1 = _bounds(p)
     x = 2 * (_forward(p, float(value)) - t0) / (t1 - t0) - 1
     return float(min(1.0, max(-1.0, x)))
+
+
+def search_center(p: ParameterConfig) -> Any:
+    """The seed's center: ``mean`` when given, else the middle of the range in the encoded space."""
+    if p.mean is not None:
+        return p.mean
+    if p.distribution == "categorical":
+        return p.choices[0]  # type: ignore[index]
+    return decode_value(p, 0.0)
 
 
 def decode_value(p: ParameterConfig, x: float) -> Any:
@@ -109,7 +119,7 @@ class Space:
         return {n: decode_value(self.parameters[n], float(xi)) for n, xi in zip(self.names, x)}
 
     def center(self) -> np.ndarray:
-        return self.encode({n: p.search_center for n, p in self.parameters.items()})
+        return self.encode({n: search_center(p) for n, p in self.parameters.items()})
 
     def scales(self) -> np.ndarray:
         """Half-width of the search box around a point, per dimension, in the normalized space."""

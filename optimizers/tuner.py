@@ -16,12 +16,12 @@ and not yet told are pending, and the model fantasizes them so each ask gets a d
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from optimizers import make_optimizer
-from optimizers.base import Observation, Suggestion
+from optimizers.base import Key, Observation, Suggestion, param_key
 from optimizers.config import ProteinConfig
-from optimizers.protein import param_key
 
 
 class Tuner:
@@ -42,13 +42,14 @@ class Tuner:
         if not isinstance(config, ProteinConfig):
             is_full = "parameters" in config
             config = ProteinConfig.model_validate(
-                dict(config) if is_full else
-                {"parameters": dict(config), "goal": goal, "method": method, "settings": dict(settings or {})}
+                dict(config)
+                if is_full
+                else {"parameters": dict(config), "goal": goal, "method": method, "settings": dict(settings or {})}
             )
         self.config = config
         self.optimizer = make_optimizer(config, seed)
         self.observations: list[Observation] = []
-        self.pending: dict[tuple, dict[str, Any]] = {}
+        self.pending: dict[Key, dict[str, Any]] = {}
         self.last_suggestion: Suggestion | None = None
 
     def ask(self) -> dict[str, Any]:
@@ -69,7 +70,9 @@ class Tuner:
         params = {n: params[n] for n in self.config.parameters}
         self.pending.pop(param_key(params), None)
         failed = score is None or not math.isfinite(float(score))
-        self.observations.append(Observation(params, None if failed else float(score), cost, failed=failed))
+        self.observations.append(
+            Observation(params, None if score is None or failed else float(score), cost, failed=failed)
+        )
 
     def best(self) -> Observation | None:
         """The best successful observation so far (by the goal), or None."""

@@ -130,7 +130,7 @@ class SweepService:
 
     async def _replay(self) -> None:
         # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
-        self._observations = ObservationLog(count_only=not getattr(self.optimizer, "reads_observations", True))
+        self._observations = ObservationLog(count_only=not self.optimizer.reads_observations)
 
         def fold_log() -> tuple[SweepState, int]:
             # Replay builds a large, long-lived state in one go, and the cyclic GC would scan it again and again

@@ -128,9 +128,20 @@ def train(run: RunName, config: MLPConfig = MLPConfig(), train_dir: str = "train
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)  # atomic: an eval never loads half a checkpoint
-    write_meta(ckpt_dir, {"run": run, "recipe": "recipes.mlp", "latest": path.name, "train_seconds": round(seconds, 3),
-                          "config": config.model_dump(mode="json")})
-    return {"cost": round(seconds, 3), "metrics": {"train/loss": round(loss.item(), 5), "train/seconds": round(seconds, 3)}}
+    write_meta(
+        ckpt_dir,
+        {
+            "run": run,
+            "recipe": "recipes.mlp",
+            "latest": path.name,
+            "train_seconds": round(seconds, 3),
+            "config": config.model_dump(mode="json"),
+        },
+    )
+    return {
+        "cost": round(seconds, 3),
+        "metrics": {"train/loss": round(loss.item(), 5), "train/seconds": round(seconds, 3)},
+    }
 
 
 def evaluate(policy_uri: str, run: RunName | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from optimizers import ParameterConfig, ProteinConfig, ProteinSettings
+from optimizers.spaces import search_center
 from orchestrator.cli import main
 from orchestrator.config import CONFIG_DIR, SweepConfig, load_config, parse_assignments
 
@@ -193,7 +194,7 @@ def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str])
 
 def test_a_categorical_takes_its_center_from_its_choices() -> None:
     param = ParameterConfig(distribution="categorical", choices=["tanh", "relu"], mean="relu")
-    assert param.search_center == "relu"
+    assert search_center(param) == "relu"
     with pytest.raises(ValueError, match="mean must be a number"):
         ParameterConfig(distribution="uniform", min=0, max=1, mean="0.5x")
 

@@ -82,6 +82,8 @@ def sweep(
 class SpyOptimizer:
     """Wraps the sweep's optimizer and keeps every set of observations it was given."""
 
+    reads_observations = True
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.calls: list[list[Observation]] = []

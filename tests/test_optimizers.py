@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 
 from optimizers import Observation, ProteinConfig, make_optimizer
@@ -176,9 +177,16 @@ def test_protein_beats_random_on_a_smooth_function():
 
 
 @pytest.mark.parametrize("method", ["bayes", "genetic", "random"])
-def test_method_name_dispatches_inside_protein(method):
-    out = Protein(config(method=method), seed=0).suggest([], [], 3)
+def test_make_optimizer_picks_the_method(method):
+    optimizer = make_optimizer(config(method=method), seed=0)
+    assert type(optimizer) is {"bayes": Protein, "genetic": GeneticSearch, "random": RandomSearch}[method]
+    out = optimizer.suggest([], [], 3)
     assert len({param_key(s.params) for s in out}) == 3
+
+
+def test_protein_is_bayes_and_says_where_the_other_methods_are():
+    with pytest.raises(ValueError, match="use optimizers.make_optimizer"):
+        Protein(config(method="random"), seed=0)
 
 
 # ---------------------------------------------------------------------- exploration with the defaults a user gets
@@ -210,7 +218,10 @@ def test_initial_design_spans_every_range_and_every_choice_with_default_scale(se
 def test_optimum_in_a_corner_is_found_with_defaults():
     # Best where every parameter is at the top of its range: the old default box never got there.
     cfg = ProteinConfig(parameters=DEFAULTS, goal="maximize")
-    f = lambda p: math.log10(p["lr"]) + math.log2(p["width"]) / 10 + p["x"] / 10 + (p["act"] == "elu")
+
+    def f(p: dict) -> float:
+        return math.log10(p["lr"]) + math.log2(p["width"]) / 10 + p["x"] / 10 + (p["act"] == "elu")
+
     obs = run(Protein(cfg, seed=0), f, 24)
     best = max(obs, key=lambda o: o.score).params
     assert best["lr"] > 0.1 and best["width"] >= 512 and best["x"] > 8.0 and best["act"] == "elu"
@@ -219,9 +230,16 @@ def test_optimum_in_a_corner_is_found_with_defaults():
 def test_a_stalled_search_escapes_the_basin_of_its_best():
     # Told a best point and then 14 worse ones around it (no improvement for longer than the patience of
     # max(10, 2 d) trials), every other suggestion leaves the best's neighbourhood; the others may refine it.
-    cfg = config({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
-                  "y": {"distribution": "uniform", "min": 0.0, "max": 1.0}})
-    f = lambda p: -((p["x"] - 0.4) ** 2 + (p["y"] - 0.4) ** 2)
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "y": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        }
+    )
+
+    def f(p: dict[str, float]) -> float:
+        return -((p["x"] - 0.4) ** 2 + (p["y"] - 0.4) ** 2)
+
     rng = np.random.default_rng(0)
     obs = [Observation({"x": 0.4, "y": 0.4}, 0.0, 1.0)]
     for _ in range(14):  # worse points around the best, after it
@@ -244,9 +262,14 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
 def test_ask_tell_finds_the_optimum_and_cost_is_optional():
     from optimizers import Tuner
 
-    tuner = Tuner({"lr": {"distribution": "log_normal", "min": 1e-5, "max": 1e-1},
-                   "act": {"distribution": "categorical", "choices": ["relu", "tanh", "gelu"]}},
-                  goal="minimize", seed=0)
+    tuner = Tuner(
+        {
+            "lr": {"distribution": "log_normal", "min": 1e-5, "max": 1e-1},
+            "act": {"distribution": "categorical", "choices": ["relu", "tanh", "gelu"]},
+        },
+        goal="minimize",
+        seed=0,
+    )
     for i in range(16):
         params = tuner.ask()
         assert tuner.pending and set(params) == {"lr", "act"}
@@ -261,8 +284,9 @@ def test_ask_tell_finds_the_optimum_and_cost_is_optional():
 def test_ask_twice_before_telling_gives_distinct_points_and_failures_are_told_with_none():
     from optimizers import Tuner
 
-    tuner = Tuner({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, seed=1,
-                  settings={"num_random_samples": 2})
+    tuner = Tuner(
+        {"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, seed=1, settings={"num_random_samples": 2}
+    )
     for _ in range(4):
         tuner.tell(tuner.ask(), None)  # four failures
     a, b = tuner.ask(), tuner.ask()
@@ -275,7 +299,7 @@ def test_ask_twice_before_telling_gives_distinct_points_and_failures_are_told_wi
 
 
 def test_observation_without_cost_models_the_score_alone():
-    obs = [Observation({"x": x}, -(x - 0.7) ** 2) for x in (0.1, 0.5, 0.9, 0.3)]
+    obs = [Observation({"x": x}, -((x - 0.7) ** 2)) for x in (0.1, 0.5, 0.9, 0.3)]
     s = Protein(config(settings={"num_random_samples": 2}), seed=0).suggest(obs, [], 1)[0]
     assert s.info["source"] == "bayes" and s.info["cost_target"] is None
 
@@ -301,8 +325,9 @@ def test_no_deprecation_warnings_from_our_code_paths():
 def test_one_diverged_run_does_not_blind_the_model():
     # Losses near the optimum differ by hundredths; one diverged run scored 1e4. The model must still see where
     # the good runs are (it compresses the bad tail) and suggest near x = 0.3.
-    cfg = config({"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, goal="minimize",
-                 settings={"num_random_samples": 2})
+    cfg = config(
+        {"x": {"distribution": "uniform", "min": 0.0, "max": 1.0}}, goal="minimize", settings={"num_random_samples": 2}
+    )
     xs = [0.05, 0.15, 0.25, 0.45, 0.6, 0.75, 0.85]
     obs = [Observation({"x": x}, (x - 0.3) ** 2, 1.0) for x in xs] + [Observation({"x": 0.97}, 1e4, 1.0)]
     for seed in range(3):
