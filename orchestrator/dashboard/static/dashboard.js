@@ -115,7 +115,9 @@
       do {
         again = false;
         const page = await getJSON(`trials?changed_since=${held}`);
-        summary = page.summary;
+        // A reply asked for before the stream said the sweep finished may be older than that news: keep it.
+        const ended = summary.finished ? { finished: true, best_trial: summary.best_trial } : {};
+        summary = { ...page.summary, ...ended };
         merge(page.trials);
         held = Math.max(held, page.summary.last_seq);
         scheduleRender();
