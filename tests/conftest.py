@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,31 @@ def ledger(path: Path) -> list[list[str]]:
     if not path.exists():
         return []
     return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def times_opened(db: Path) -> int:
+    """How often the sweep whose log is ``db`` was opened by a serve (created, then resumed)."""
+    from orchestrator.core.reducer import fold
+    from stores.factory import open_store
+
+    if not db.exists():
+        return 0
+    store = open_store(db)
+    try:
+        state = fold(s.event for s in store.read(0))
+    finally:
+        store.close()
+    return (state.sweep is not None) + state.resumes
+
+
+def wait_until_opened(db: Path, times: int, timeout: float = 120) -> None:
+    """Until the sweep's log says a serve opened it ``times`` times in all (a loaded machine can take seconds
+    to start Python, so a kill timed from the process's start may come before it opened the log)."""
+    deadline = time.time() + timeout
+    while times_opened(db) < times:
+        if time.time() > deadline:
+            raise AssertionError(f"no serve opened {db} a {times}th time within {timeout} s")
+        time.sleep(0.1)
 
 
 def serve_env(**extra: str) -> dict[str, str]:

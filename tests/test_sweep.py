@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.reducer import fold
 from stores.sqlite import SQLiteStore
-from tests.conftest import ledger, serve_env, write_sweep
+from tests.conftest import ledger, serve_env, wait_until_opened, write_sweep
 
 
 def serve(sweep: str, cwd: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
@@ -46,19 +46,6 @@ def stored_state(cwd: Path, sweep: str):
         return fold(s.event for s in store.read(0)), [s.seq for s in store.read(0)]
     finally:
         store.close()
-
-
-def wait_until_opened(cwd: Path, sweep: str, times: int) -> None:
-    """Until the sweep's log says it was opened (created or resumed) ``times`` times in all."""
-    db = cwd / "train_dir" / sweep / "events.db"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if db.exists():
-            state, _ = stored_state(cwd, sweep)
-            if (state.sweep is not None) + state.resumes >= times:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"serve did not open sweep {sweep} within 120 s")
 
 
 def test_a_sweep_runs_train_then_eval_for_every_trial(sweep_dir: Path) -> None:
@@ -137,7 +124,7 @@ def test_sigkill_in_the_middle_then_restart_runs_every_job_exactly_once(sweep_di
     kills = 0
     for opened, delay in enumerate((1.5, 2.5, 1.0)):
         proc = serve("crash", sweep_dir, JOB_SECONDS="1.2")
-        wait_until_opened(sweep_dir, "crash", opened + 1)  # a loaded machine can take seconds to start Python
+        wait_until_opened(sweep_dir / "train_dir" / "crash" / "events.db", opened + 1)
         time.sleep(delay)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
