@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.core.files import write_atomic
 from orchestrator.core.state import SweepState, thaw
 from orchestrator.dashboard import cookie_token, dashboard_routes
 from orchestrator.hub import EventHub, Keepalive, Lagging
@@ -181,10 +182,7 @@ def url_for(host: str, port: int) -> str:
 
 def write_endpoint(sweep_dir: Path, info: dict[str, Any]) -> None:
     """Atomically: a reader sees the old file or the new one, never half of one."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / f".{ENDPOINT_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, sweep_dir / ENDPOINT_FILE)
+    write_atomic(sweep_dir / ENDPOINT_FILE, json.dumps(info, indent=2) + "\n")
 
 
 def remove_endpoint(sweep_dir: Path, pid: int) -> None:
