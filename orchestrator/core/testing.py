@@ -57,7 +57,7 @@ _JOB = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
     elif mode == "hang":
         say("ready")
-        time.sleep(600)
+        time.sleep(120)  # bounded: a plugin that cannot stop it leaves no process behind for long
     elif mode == "noresult":
         say("no result here")
     elif mode == "malformed":
@@ -66,7 +66,8 @@ _JOB = textwrap.dedent(
         say('SWEEP_RESULT {"score": NaN}')
     elif mode == "gate":  # runs until DIR/go exists, then reports
         say("ready")
-        while not os.path.exists(os.path.join(mark, "go")):
+        deadline = time.time() + 60
+        while not os.path.exists(os.path.join(mark, "go")) and time.time() < deadline:
             time.sleep(0.05)
         say('SWEEP_RESULT {"score": 1.0}')
     elif mode == "quick":  # ends at once, leaving DIR/done behind
