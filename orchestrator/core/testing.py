@@ -151,12 +151,15 @@ class Conformance:
     async def submit(self, d: Any, spec: JobSpec) -> JobHandle:
         handle = await d.submit(spec)
         self.check_handle(d, spec, handle, "submit()")
+        assert isinstance(handle, JobHandle)
         return handle
 
     def check_handle(self, d: Any, spec: JobSpec, handle: Any, call: str) -> None:
         assert isinstance(handle, JobHandle), f"{call} returned {type(handle).__name__}, not a JobHandle"
         assert handle.key == spec.key, f"{call} returned a handle for key {handle.key!r}, not {spec.key!r}"
-        assert handle.dispatcher == d.name, f"{call} returned a handle of dispatcher {handle.dispatcher!r}, not {d.name!r}"
+        assert handle.dispatcher == d.name, (
+            f"{call} returned a handle of dispatcher {handle.dispatcher!r}, not {d.name!r}"
+        )
 
     async def watch(self, d: Any, spec: JobSpec, handle: JobHandle, until: str | None = None) -> list[JobUpdate]:
         """Every update to the ``Exited`` (checked: right types, exactly one Exited, last); with ``until``, stop
@@ -246,7 +249,9 @@ async def check_crash_silent(kit: Conformance) -> None:
 async def check_killed(kit: Conformance) -> None:
     _, exited, _ = await kit.run_job("killed", "killed")
     ok = exited.exit_code == -9 and (exited.error or "").startswith("killed by signal 9 (SIGKILL); last output (")
-    _failed(kit, exited, ok, "a job killed by SIGKILL", "exit code -9 and 'killed by signal 9 (SIGKILL); last output ...'")
+    _failed(
+        kit, exited, ok, "a job killed by SIGKILL", "exit code -9 and 'killed by signal 9 (SIGKILL); last output ...'"
+    )
 
 
 async def check_cannot_start(kit: Conformance) -> None:
@@ -271,8 +276,10 @@ async def check_cannot_start(kit: Conformance) -> None:
 
 async def check_timeout(kit: Conformance) -> None:
     _, exited, _ = await kit.run_job("timeout", "hang", timeout=1.0)
-    ok = exited.exit_code != 0 and (exited.error or "").startswith("timed out after ") and "(limit 1 s)" in (
-        exited.error or ""
+    ok = (
+        exited.exit_code != 0
+        and (exited.error or "").startswith("timed out after ")
+        and "(limit 1 s)" in (exited.error or "")
     )
     _failed(kit, exited, ok, "a job hung past its 1 s timeout", "'timed out after N s (limit 1 s); killed by ...'")
 
@@ -286,14 +293,18 @@ async def check_no_result(kit: Conformance) -> None:
 
 async def check_malformed(kit: Conformance) -> None:
     _, exited, _ = await kit.run_job("malformed", "malformed")
-    ok = exited.result is None and (exited.error or "").startswith("malformed SWEEP_RESULT line: Expecting property name")
+    ok = exited.result is None and (exited.error or "").startswith(
+        "malformed SWEEP_RESULT line: Expecting property name"
+    )
     assert ok, _reason("a malformed SWEEP_RESULT", exited, "'malformed SWEEP_RESULT line: Expecting property name ...'")
 
 
 async def check_nan_score(kit: Conformance) -> None:
     _, exited, _ = await kit.run_job("nan_score", "nan")
     ok = exited.result is None and "the reported score is nan, not a finite number" in (exited.error or "")
-    assert ok, _reason("a NaN score", exited, "'malformed SWEEP_RESULT line: the reported score is nan, not a finite number ...'")
+    assert ok, _reason(
+        "a NaN score", exited, "'malformed SWEEP_RESULT line: the reported score is nan, not a finite number ...'"
+    )
 
 
 async def check_cancel(kit: Conformance) -> None:
@@ -434,7 +445,12 @@ def run_conformance(
 ) -> None:
     """Run every check (but ``skip``) against dispatchers made by ``factory``; AssertionError naming each broken
     rule. ``python`` runs the kit's job script (on a cloud: the interpreter there)."""
-    kit = Conformance(factory, Path(workdir), python=python, skip=frozenset(skip), limit=limit,
+    kit = Conformance(
+        factory,
+        Path(workdir),
+        python=python,
+        skip=frozenset(skip),
+        limit=limit,
         exact_reasons=exact_reasons,
     )
     anyio.run(kit.run)

@@ -27,8 +27,10 @@ def main():
         try:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         except OSError as exc:
-            write_atomic(os.path.join(job_dir, "exit.json"), {"exit_code": 127, "duration": 0.0,
-                                                             "error": f"could not start the job: {exc}"})
+            write_atomic(
+                os.path.join(job_dir, "exit.json"),
+                {"exit_code": 127, "duration": 0.0, "error": f"could not start the job: {exc}"},
+            )
             return
     write_atomic(os.path.join(job_dir, "job.json"), {"pid": proc.pid, "started_at": t0})
     timed_out = False
@@ -42,8 +44,10 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-    write_atomic(os.path.join(job_dir, "exit.json"), {"exit_code": code, "duration": time.time() - t0,
-                                                     "timed_out": timed_out, "timeout": timeout})
+    write_atomic(
+        os.path.join(job_dir, "exit.json"),
+        {"exit_code": code, "duration": time.time() - t0, "timed_out": timed_out, "timeout": timeout},
+    )
 
 
 if __name__ == "__main__":
