@@ -18,6 +18,7 @@ see ``CHECKS``.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import textwrap
@@ -157,6 +158,10 @@ class Conformance:
     def check_handle(self, d: Any, spec: JobSpec, handle: Any, call: str) -> None:
         assert isinstance(handle, JobHandle), f"{call} returned {type(handle).__name__}, not a JobHandle"
         assert handle.key == spec.key, f"{call} returned a handle for key {handle.key!r}, not {spec.key!r}"
+        try:
+            json.dumps(handle.data)
+        except (TypeError, ValueError) as exc:
+            raise AssertionError(f"{call} returned a handle whose data is not JSON-able ({exc})") from None
         assert handle.dispatcher == d.name, (
             f"{call} returned a handle of dispatcher {handle.dispatcher!r}, not {d.name!r}"
         )
@@ -222,6 +227,7 @@ def _failed(kit: Conformance, exited: Exited, ok: bool, what: str, expected: str
 
 async def check_result(kit: Conformance) -> None:
     _, exited, updates = await kit.run_job("result", "result")
+    assert any(isinstance(u, Started) for u in updates), "watch() of a job that ran yielded no Started"
     lines = [u.line for u in updates if isinstance(u, Output)]
     assert any("hello from the job" in line for line in lines), f"no Output for the job's line; got {lines[:5]}"
     progress = [u for u in updates if isinstance(u, Progress)]
@@ -365,6 +371,27 @@ async def check_idempotent(kit: Conformance) -> None:
         await d.aclose()
 
 
+async def check_claim_race(kit: Conformance) -> None:
+    """Two instances (a restarted service racing its predecessor) submit one key at once: the job runs once."""
+    spec = kit.spec("claim_race", "result", marked=True)
+    first, second = kit.dispatcher(), kit.dispatcher()
+    handles: list[JobHandle] = []
+
+    async def submit(d: Any) -> None:
+        handles.append(await kit.submit(d, spec))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, first)
+            tg.start_soon(submit, second)
+        await kit.watch(first, spec, handles[0])
+    finally:
+        await first.aclose()
+        await second.aclose()
+    runs = kit.runs("claim_race")
+    assert runs == 1, f"two instances submitting one key at once ran the job {runs} times (claim the key atomically)"
+
+
 async def check_restart_running(kit: Conformance) -> None:
     first = kit.dispatcher()
     spec = kit.spec("restart_running", "gate", marked=True)
@@ -428,6 +455,7 @@ CHECKS: dict[str, Check] = {
     "cancel": check_cancel,
     "cancel_ended": check_cancel_ended,
     "idempotent": check_idempotent,
+    "claim_race": check_claim_race,
     "restart_running": check_restart_running,
     "restart_ended": check_restart_ended,
 }
