@@ -30,6 +30,7 @@ import anyio
 
 from dispatchers.tail import Tail, decode
 from orchestrator.core.contract import ContractReader
+from orchestrator.core.failures import TAIL_LINES, exit_status, quote_output, timed_out
 from orchestrator.core.files import write_atomic
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Started
 
@@ -37,7 +38,6 @@ LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 LOST_LAUNCHER = "the job's launcher died without recording an exit status"
 
 _LIVENESS_EVERY = 1.0  # seconds between two launcher liveness checks of one job
-_TAIL_LINES = 12  # output lines quoted in a failed job's error
 _HAVE_PROC = os.path.isdir("/proc/self")
 
 
@@ -240,7 +240,7 @@ class LocalDispatcher:
             yield Exited(None, error=f"no job {spec.key} was found in {d} (it was never started there)")
             return
         tail = Tail(d / "output.log")
-        last_lines: deque[str] = deque(maxlen=_TAIL_LINES)
+        last_lines: deque[str] = deque(maxlen=TAIL_LINES)
         reader = ContractReader()
         launcher: dict[str, Any] | None = None
         claim: dict[str, Any] | None = None
@@ -329,18 +329,18 @@ class LocalDispatcher:
         failed = code != 0
         if info.get("timed_out") or (stop.get("reason") == "timeout" and failed):
             limit = spec.timeout if spec.timeout is not None else (launcher or {}).get("timeout")
-            errors.insert(0, f"timed out after {duration:.1f} s (limit {_secs(limit)} s); {_status(code)}")
+            errors.insert(0, timed_out(duration, limit, code))
         elif info.get("error"):
             errors.insert(0, str(info["error"]))
         elif stop.get("reason") == "cancel" and failed:
-            errors.insert(0, f"cancelled after {duration:.1f} s; {_status(code)}")
+            errors.insert(0, f"cancelled after {duration:.1f} s; {exit_status(code)}")
         elif failed:
-            errors.insert(0, _status(code))
+            errors.insert(0, exit_status(code))
         error = None
         if errors:
             error = "; ".join(errors)
             if failed:
-                error += _quote(last_lines, d / "output.log")
+                error += quote_output(last_lines, d / "output.log")
         return Exited(exit_code=code, result=result, duration=duration, error=error)
 
     async def _lost(self, spec: JobSpec, d: Path, handle: JobHandle, tail: Tail, last_lines: deque[str]) -> Exited:
@@ -363,7 +363,7 @@ class LocalDispatcher:
         if note:
             error += f"; launcher.log: {note}"
         duration = time.time() - float(started) if started else 0.0
-        error += _quote(last_lines, d / "output.log")
+        error += quote_output(last_lines, d / "output.log")
         return Exited(exit_code=None, result=None, duration=duration, error=error)
 
 
@@ -416,29 +416,6 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(int(pgid), sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _secs(x: Any) -> str:
-    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
-
-
-def _status(code: int | None) -> str:
-    if code is None:
-        return "no exit status"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-code} ({name})"
-    return f"exited with code {code}"
-
-
-def _quote(lines: deque[str] | list[str], log: Path) -> str:
-    if not lines:
-        return f" (it printed nothing; {log})"
-    body = "\n".join(f"    {line[:500]}" for line in lines)
-    return f"; last output ({log}):\n{body}"
 
 
 def _tail_text(path: Path, limit: int = 2000) -> str:
