@@ -1,0 +1,206 @@
+"""Early stopping through the real service: real subprocess jobs that report learning curves, a real SQLite log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core import early_stopping
+from orchestrator.core import events as ev
+from orchestrator.core.config import ConfigError, load_config
+from orchestrator.core.contract import ContractReader
+from orchestrator.core.jobs import Output, Report
+from orchestrator.core.reducer import reduce
+from orchestrator.core.state import SweepState
+from stores.sqlite import SQLiteStore
+from tests.conftest import ROOT, ledger, serve_env
+
+CURVE_JOB = ROOT / "tests" / "jobs" / "curve_job.py"
+
+SWEEP = """
+max_trials = {trials}
+max_parallel_jobs = 1
+scheduler = "sequential"
+monitoring_interval = 60
+recipe_module = "curve"
+command = ["{python}", "{job}"]
+max_retries = 0
+seed = 3
+
+[early_stopping]
+method = "{method}"
+grace_steps = 2
+reduction_factor = 3
+min_trials = 2
+evaluate_stopped = {evaluate}
+
+[protein_config]
+metric = "score"
+method = "random"
+
+[protein_config.parameters."toy.x"]
+distribution = "uniform"
+min = 0.0
+max = 1.0
+"""
+
+
+def write(cwd: Path, trials: int = 3, method: str = "asha", evaluate: bool = False) -> None:
+    text = SWEEP.format(
+        trials=trials, method=method, evaluate=str(evaluate).lower(), python=sys.executable, job=CURVE_JOB
+    )
+    (cwd / "sweep.toml").write_text(text)
+
+
+def serve(cwd: Path, sweep: str = "es", **env: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "orchestrator", "serve", "--sweep", sweep, "--config", "sweep.toml"]
+    return subprocess.Popen(
+        [*argv, "--log-format", "json"],
+        cwd=cwd,
+        env=serve_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def logged(cwd: Path, sweep: str = "es") -> list[ev.Event]:
+    store = SQLiteStore(cwd / "train_dir" / sweep / "events.db")
+    try:
+        return [s.event for s in store.read(0)]
+    finally:
+        store.close()
+
+
+def fold_all(events: list[ev.Event]) -> SweepState:
+    state = SweepState()
+    for e in events:
+        state = reduce(state, e)
+    return state
+
+
+def test_the_reader_keeps_increasing_reports_and_warns_about_the_rest() -> None:
+    reader = ContractReader()
+    lines = [
+        'SWEEP_REPORT {"step": 10, "score": 0.5, "loss": 2}',
+        "SWEEP_REPORT {not json",
+        'SWEEP_REPORT {"step": 10, "score": 0.6}',
+        'SWEEP_REPORT {"score": 0.6}',
+        'SWEEP_REPORT {"step": 20, "score": "high"}',
+        'SWEEP_REPORT {"step": 20, "score": 0.7}',
+    ]
+    updates = [u for line in lines for u in reader.read(line)[1:]]
+    assert [u for u in updates if isinstance(u, Report)] == [
+        Report(10.0, {"score": 0.5, "loss": 2}),
+        Report(20.0, {"score": 0.7}),
+    ]
+    warnings = [u.line for u in updates if isinstance(u, Output)]
+    assert len(warnings) == 4 and all(w.startswith("warning: SWEEP_REPORT ignored") for w in warnings)
+    assert "not above the last" in warnings[1] and "no 'step'" in warnings[2] and "not a number" in warnings[3]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("method", "hyperband"), ("reduction_factor", 1), ("grace_steps", 0), ("min_trials", 0), ("typo", 1)],
+)
+def test_bad_early_stopping_values_name_the_field(field: str, value: object) -> None:
+    base = {"protein_config": {"metric": "score", "parameters": {"x": {"distribution": "uniform", "min": 0, "max": 1}}}}
+    with pytest.raises(ConfigError, match=f"early_stopping.{field}"):
+        load_config(base={**base, "early_stopping": {field: value}})
+
+
+def test_bad_early_stopping_value_exits_2_from_the_command_line(sweep_dir: Path) -> None:
+    write(sweep_dir, method="hyperband")
+    proc = serve(sweep_dir)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "early_stopping.method" in out and "Traceback" not in out
+
+
+def test_reports_arrive_as_events_and_bad_ones_are_ignored(sweep_dir: Path) -> None:
+    write(sweep_dir, trials=1, method="none")
+    proc = serve(sweep_dir, CURVE_STEPS="6", CURVE_STEP_SECONDS="0.3", CURVE_BAD_REPORTS="1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    events = logged(sweep_dir)
+    reports = [e for e in events if isinstance(e, ev.JobReported)]
+    steps = [r.step for r in reports]
+    assert reports and steps == sorted(set(steps)) and steps[-1] == 6  # throttled, increasing, the latest kept
+    assert all(r.values["score"] == r.step and r.values["loss"] == pytest.approx(1 / r.step) for r in reports)
+    assert "SWEEP_REPORT ignored" in out
+    (trial,) = fold_all(events).shown_trials()
+    assert trial.status == "completed" and trial.best_reported == 6.0 and trial.curve[-1] == (6.0, 6.0)
+
+
+def test_asha_stops_poor_trials_at_their_rung_and_does_not_evaluate_them(sweep_dir: Path) -> None:
+    write(sweep_dir, trials=3, method="asha")
+    proc = serve(sweep_dir, CURVE_STEPS="20")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    events = logged(sweep_dir)
+    state = fold_all(events)
+    first, second, third = state.shown_trials()
+    assert first.status == "completed" and first.score == 20.0
+    for t in (second, third):
+        assert t.status == "stopped", t
+        assert t.stop_reason is not None and t.stop_reason.startswith("asha at rung 0 (step 2)")
+        assert 2 <= t.stop_step < 20 and t.score == pytest.approx(t.stop_step / t.trial)
+        assert t.cost > 0 and [j.kind for j in t.jobs] == ["train"]  # not evaluated
+    starts = {key for kind, key, *_ in ledger(sweep_dir / "ledger.txt") if kind == "start"}
+    ends = {key for kind, key, *_ in ledger(sweep_dir / "ledger.txt") if kind == "end"}
+    assert "es_trial_0002.train.1" in starts and "es_trial_0002.train.1" not in ends  # cancelled midway
+    assert "es_trial_0002.eval.1" not in starts
+    assert state.early_stopped == 2 and state.best_trial == 1
+    assert "stopped" in out
+
+    # A replay reproduces the decisions: the pure rule over the folded log asks for exactly the stops it holds.
+    asked: set[int] = set()
+    replay = SweepState()
+    for e in events:
+        if isinstance(e, ev.TrialStopRequested):
+            assert e.trial in {s.trial for s in early_stopping.decide(replay)}  # type: ignore[attr-defined]
+        replay = reduce(replay, e)
+        asked |= {s.trial for s in early_stopping.decide(replay)}  # type: ignore[attr-defined]
+    assert asked == {e.trial for e in events if isinstance(e, ev.TrialStopRequested)} == {2, 3}
+
+
+def test_evaluate_stopped_runs_the_eval_of_a_stopped_trial(sweep_dir: Path) -> None:
+    write(sweep_dir, trials=2, method="median", evaluate=True)
+    proc = serve(sweep_dir, CURVE_STEPS="20")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    _, second = fold_all(logged(sweep_dir)).shown_trials()
+    assert second.status == "stopped" and [j.kind for j in second.jobs] == ["train", "eval"]
+    assert second.score == 10.0  # what its eval reported (steps / trial), not its last report
+
+
+def test_a_stop_decided_before_a_crash_is_carried_out_on_restart(sweep_dir: Path) -> None:
+    write(sweep_dir, trials=1, method="asha")
+    env = {"CURVE_STEPS": "40", "CURVE_STEP_SECONDS": "0.25"}
+    proc = serve(sweep_dir, **env)
+    deadline = time.time() + 60
+    while "start es_trial_0001.train.1" not in " ".join(" ".join(r) for r in ledger(sweep_dir / "ledger.txt")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)  # the service dies; its job runs on
+    proc.communicate(timeout=30)
+    # The decision made durable just before the crash, as the service writes it, with no cancel after it.
+    store = SQLiteStore(sweep_dir / "train_dir" / "es" / "events.db")
+    try:
+        store.append([ev.TrialStopRequested(trial=1, step=2.0, reason="asha at rung 0 (step 2): test")])
+    finally:
+        store.close()
+    proc = serve(sweep_dir, **env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out  # the sweep's one trial was stopped: no trial completed
+    (trial,) = fold_all(logged(sweep_dir)).shown_trials()
+    assert trial.status == "stopped" and trial.stop_step < 40 and [j.kind for j in trial.jobs] == ["train"]
+    rows = ledger(sweep_dir / "ledger.txt")
+    assert ["start", "es_trial_0001.train.1"] in [r[:2] for r in rows]
+    assert ["term", "es_trial_0001.train.1"] in [r[:2] for r in rows]  # the restart cancelled it (SIGTERM)
+    assert ["end", "es_trial_0001.train.1"] not in [r[:2] for r in rows]
