@@ -204,3 +204,19 @@ def test_a_stop_decided_before_a_crash_is_carried_out_on_restart(sweep_dir: Path
     assert ["start", "es_trial_0001.train.1"] in [r[:2] for r in rows]
     assert ["term", "es_trial_0001.train.1"] in [r[:2] for r in rows]  # the restart cancelled it (SIGTERM)
     assert ["end", "es_trial_0001.train.1"] not in [r[:2] for r in rows]
+
+
+@pytest.mark.parametrize("minimize", [False, True])
+def test_the_rules_judge_the_last_arrival_against_those_before_it(minimize: bool) -> None:
+    settings = {"reduction_factor": 3, "min_trials": 3}
+    sign = -1 if minimize else 1  # the same ranking, whichever the goal
+    arrived = tuple((t, sign * v) for t, v in [(1, 0.9), (2, 0.5), (3, 0.7)])
+    assert early_stopping.judge("median", arrived[:2], settings, minimize) is None  # fewer than min_trials
+    assert early_stopping.judge("median", arrived, settings, minimize) is None  # 0.7 is the median of 0.9 and 0.5
+    worse = (*arrived, (4, sign * 0.6))
+    assert "median" in (early_stopping.judge("median", worse, settings, minimize) or "")
+    assert "ranked 2 of 3" in (early_stopping.judge("asha", arrived, settings, minimize) or "")  # keeps top 1
+    best = (*arrived, (4, sign * 0.95))
+    assert early_stopping.judge("asha", best, settings, minimize) is None
+    assert early_stopping.rung_of(2.9, {"grace_steps": 3}) == -1
+    assert [early_stopping.rung_of(s, {"grace_steps": 3}) for s in (3, 8.9, 9, 27, 80)] == [0, 0, 1, 2, 2]
