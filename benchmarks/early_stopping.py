@@ -154,7 +154,8 @@ def main() -> None:
         print(f"seed {seed} done ({time.time() - start:.0f}s)", flush=True)
     base = [picked(d) for d in results["protein"]]
     print(f"\nEqual total cost {budget:.0f} steps ({BUDGET_TRIALS} full trials), {args.seeds} seeds; medians.")
-    header = f"{'method':<16} {'trials done':>11} {'true final':>11} {'regret ratio':>13} {'cost to reach':>14} {'reached':>8}"
+    header = f"{'method':<16} {'trials done':>11} {'true final':>11} {'regret ratio':>13} "
+    header += f"{'cost to reach':>14} {'reached':>8}"
     print(header + "\n" + "-" * len(header))
     best_possible = 1.0
     for m in METHODS:
