@@ -67,9 +67,9 @@ class TrialBook:
             start = job.started_at or job.requested_at
             _bounded_append(curve, [round(event.ts - start, 3), event.step, event.total])
         elif isinstance(event, ev.JobReported):
-            curve = state.open_trials[number].curve
-            if curve and curve[-1][0] == event.step:  # a report the reducer took (it has a score)
-                _bounded_append(self.reports.setdefault(number, []), list(curve[-1]))
+            points = state.open_trials[number].curve
+            if points and points[-1][0] == event.step:  # a report the reducer took (it has a score)
+                _bounded_append(self.reports.setdefault(number, []), list(points[-1]))
         else:
             step, score = getattr(event, "step", None), getattr(event, "score", None)
             if isinstance(step, (int, float)) and isinstance(score, (int, float)):
