@@ -1,7 +1,8 @@
 """Early stopping at equal total training cost, on synthetic learning curves.
 
-    python benchmarks/early_stopping.py            # 6 seeds
-    python benchmarks/early_stopping.py --seeds 3  # quicker
+    python benchmarks/early_stopping.py                    # crossing curves, 5 seeds (~4 min on 2 cores)
+    python benchmarks/early_stopping.py --family ordered   # curves that keep their early ranks
+    python benchmarks/early_stopping.py --seeds 3          # quicker
 
 The curve family: saturating exponentials with crossing, noisy curves. A trial with parameters x, y (uniform in
 [0, 1]) and lr (log-uniform in [1e-4, 1e-1]) scores ``a * (1 - exp(-r * t / T))`` at step t of T = 81, where the
@@ -11,9 +12,10 @@ one, so early leaders are often not the final winners (Hertel et al.'s warning a
 the final score get Gaussian noise (sd 0.03). A step costs 1; every method gets the same total: BUDGET_TRIALS full
 trials' worth of steps.
 
-Methods: Protein without stopping, Protein + median, Protein + ASHA (the rule of orchestrator/core/early_stopping.py,
-grace 3 steps, reduction factor 3, min_trials 5; a stopped trial is observed at its last reported value and the
-steps it spent), and Optuna TPE + HyperbandPruner / + MedianPruner reporting the same curves each step.
+Methods: Protein without stopping, Protein + median, Protein + ASHA (the rule of
+orchestrator/core/early_stopping.py, grace 3 steps, reduction factor 3, min_trials 5; a stopped trial is observed
+at its last reported value and the steps it spent; ``/fail``: observed as a failure instead), and Optuna TPE +
+HyperbandPruner / + MedianPruner reporting the same curves each step.
 Scores: the true (noise-free) final value of the trial each method would pick (its best observed final score),
 and the cost at which a method first completed a trial whose true final value reached the no-stopping sweep's.
 """
@@ -38,7 +40,8 @@ T = 81
 NOISE = 0.03
 BUDGET_TRIALS = 16
 SETTINGS = {"grace_steps": 3.0, "reduction_factor": 3.0, "min_trials": 5}
-METHODS = ["protein", "protein+median", "protein+asha", "tpe+hyperband", "tpe+median"]
+METHODS = ["protein", "protein+median", "protein+asha", "protein+asha/fail", "tpe+hyperband", "tpe+median"]
+FAMILY = {"name": "crossing"}  # --family ordered: every curve rises at the same rate, so early ranks hold
 SPACE = {
     "x": {"distribution": "uniform", "min": 0.0, "max": 1.0, "scale": "auto"},
     "y": {"distribution": "uniform", "min": 0.0, "max": 1.0, "scale": "auto"},
@@ -48,7 +51,7 @@ SPACE = {
 
 def true_curve(p: dict, t: float) -> float:
     a = 1 - (p["x"] - 0.7) ** 2 - 0.5 * (p["y"] - 0.3) ** 2 - 0.15 * math.log10(p["lr"] / 3e-3) ** 2
-    r = 3 * (p["lr"] / 3e-3) ** 0.7
+    r = 3 * (p["lr"] / 3e-3) ** 0.7 if FAMILY["name"] == "crossing" else 3.0
     return a * (1 - math.exp(-r * t / T))
 
 
@@ -59,7 +62,7 @@ def run_protein(method: str, seed: int) -> list[tuple[float, float, float]]:
 
     rng = np.random.default_rng(seed)
     opt = Protein(ProteinConfig(goal="maximize", metric="score", parameters=SPACE), seed=seed)
-    rule = method.partition("+")[2] or "none"
+    rule, _, observe = (method.partition("+")[2] or "none").partition("/")
     rungs: dict[int, list[tuple[int, float]]] = {}
     obs: list = []
     done: list[tuple[float, float, float]] = []
@@ -80,7 +83,9 @@ def run_protein(method: str, seed: int) -> list[tuple[float, float, float]]:
                     break
             if spent >= BUDGET_TRIALS * T:
                 break
-        if stopped_at is not None:
+        if stopped_at is not None and observe == "fail":  # the alternative: an imputed failure
+            obs.append(Observation(params, None, float(stopped_at), failed=True))
+        elif stopped_at is not None:  # what the service does: the last reported value at the cost spent
             obs.append(Observation(params, last, float(stopped_at)))
         elif t == T:
             final = true_curve(params, T)
@@ -142,8 +147,10 @@ def cost_to_reach(done: list[tuple[float, float, float]], target: float) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--family", choices=["crossing", "ordered"], default="crossing")
     args = parser.parse_args()
+    FAMILY["name"] = args.family
     logging.disable(logging.WARNING)
     budget = BUDGET_TRIALS * T
     results: dict[str, list[list]] = {m: [] for m in METHODS}
@@ -153,7 +160,8 @@ def main() -> None:
             results[m].append(run_protein(m, seed) if m.startswith("protein") else run_optuna(m, seed))
         print(f"seed {seed} done ({time.time() - start:.0f}s)", flush=True)
     base = [picked(d) for d in results["protein"]]
-    print(f"\nEqual total cost {budget:.0f} steps ({BUDGET_TRIALS} full trials), {args.seeds} seeds; medians.")
+    print(f"\n{args.family} curves, {args.seeds} seeds, medians.")
+    print(f"Equal total cost {budget:.0f} steps ({BUDGET_TRIALS} full trials).")
     header = f"{'method':<16} {'trials done':>11} {'true final':>11} {'regret ratio':>13} "
     header += f"{'cost to reach':>14} {'reached':>8}"
     print(header + "\n" + "-" * len(header))
