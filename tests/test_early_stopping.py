@@ -220,3 +220,24 @@ def test_the_rules_judge_the_last_arrival_against_those_before_it(minimize: bool
     assert early_stopping.judge("asha", best, settings, minimize) is None
     assert early_stopping.rung_of(2.9, {"grace_steps": 3}) == -1
     assert [early_stopping.rung_of(s, {"grace_steps": 3}) for s in (3, 8.9, 9, 27, 80)] == [0, 0, 1, 2, 2]
+
+
+def test_a_stopped_trial_reads_as_stopped_in_the_w_and_b_record() -> None:
+    from stores.wandb_records import trial_record
+
+    config = {"protein_config": {"metric": "score"}, "early_stopping": {"method": "asha", "grace_steps": 2}}
+    events: list[ev.Event] = [
+        ev.SweepCreated(sweep="s", config=config),
+        ev.TrialSuggested(trial=1, run="s_trial_0001", params={"x": 1}),
+        ev.JobRequested(key="k", trial=1, kind="train", argv=["t"]),
+        ev.JobReported(key="k", step=3, values={"score": 0.2, "loss": 4}),
+        ev.TrialStopRequested(trial=1, step=3, reason="asha at rung 0 (step 2): test"),
+        ev.JobExited(key="k", exit_code=143, error="cancelled", duration=5.0),
+        ev.TrialStopped(trial=1, score=0.2, step=3, cost=5.0),
+    ]
+    state = fold_all(events)
+    (trial,) = state.shown_trials()
+    record = trial_record(state, trial)
+    assert record.exit_code == 0 and record.summary["sweep/status"] == "stopped"
+    assert record.summary["sweep/stopped_at_step"] == 3 and record.summary["sweep/score"] == 0.2
+    assert record.summary["sweep/report_step"] == 3 and state.rungs[0] == ((1, 0.2),)
