@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-parallel bench-loop clean
+.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-parallel bench-loop bench-early-stopping clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ bench-parallel: $(STAMP)
 
 bench-loop: $(STAMP)
 	$(PY) benchmarks/loop.py
+
+bench-early-stopping: $(STAMP)
+	nice -n 10 $(PY) benchmarks/early_stopping.py
 
 clean:
 	rm -rf $(VENV) train_dir .pytest_cache

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 
 from dispatchers.base import Dispatcher, DispatcherError  # DispatcherError: also importable from here
-from orchestrator.core.jobs import Exited, JobHandle, JobSpec, JobUpdate, Output, Progress, Started
+from orchestrator.core.jobs import JOB_UPDATES, Exited, JobHandle, JobSpec, JobUpdate
 
 ENTRY_POINT_GROUP = "orchestrator.dispatchers"
 JOB_KINDS = ("train", "eval")
@@ -39,7 +39,7 @@ MODES: dict[str, dict[str, str]] = {
 }
 
 T = TypeVar("T")
-_UPDATES = (Started, Progress, Output, Exited)
+_UPDATES = JOB_UPDATES
 
 
 def available() -> dict[str, Any]:
@@ -211,7 +211,7 @@ class RoutingDispatcher:
                 if not isinstance(update, _UPDATES):
                     raise DispatcherError(
                         f"dispatcher {name!r}: watch({spec.key}) yielded {update!r}, not a job update "
-                        "(Started, Progress, Output or Exited)"
+                        "(Started, Progress, Report, Output or Exited)"
                     )
                 yield update
                 if isinstance(update, Exited):

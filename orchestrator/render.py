@@ -89,6 +89,18 @@ def describe(event: ev.Event, state: SweepState, scheduler: str = "OptimizingSch
                 "SweepOrchestrator",
                 f"{_trial_run(state, event.trial)} completed: score={event.score:.4g} cost={event.cost:.1f}",
             )
+        case ev.TrialStopRequested():
+            return (
+                "SweepOrchestrator",
+                f"stopping {_trial_run(state, event.trial)} early at step {event.step:g}: {event.reason}",
+            )
+        case ev.TrialStopped():
+            score = f"{event.score:.4g}" if event.score is not None else "-"
+            return (
+                "SweepOrchestrator",
+                f"{_trial_run(state, event.trial)} stopped early at step {event.step:g}: "
+                f"score={score} cost={event.cost:.1f}",
+            )
         case ev.TrialFailed():
             # the job's failure line just above quoted its output; here, the line that explains it
             return "SweepOrchestrator", f"{_trial_run(state, event.trial)} failed: {explain(event.reason)}"
@@ -120,12 +132,18 @@ def headline(state: SweepState, serving: bool | None = None) -> str:
         phase = "in progress"
     max_trials = state.config.get("max_trials", state.numbered)
     running = len(state.open_trials)
-    counts = f"{state.ended}/{max_trials} trials done ({state.completed} completed, {state.failed} failed"
+    counts = f"{state.ended}/{max_trials} trials done ({_ended_counts(state)}"
     counts += f", {running} in flight)" if running else ")"
     line = f"Sweep {state.sweep}: {phase}, {counts}"
     if state.stopped:
         line += f"\nStopped: {state.stopped}"
     return line
+
+
+def _ended_counts(state: SweepState) -> str:
+    """``3 completed, 1 failed`` and, when early stopping stopped any, ``, 2 stopped``."""
+    text = f"{state.completed} completed, {state.failed} failed"
+    return text + (f", {state.early_stopped} stopped" if state.early_stopped else "")
 
 
 def _progress(trial: TrialState) -> str:
@@ -158,6 +176,8 @@ def trial_table(state: SweepState, now: float | None = None, trials: list[TrialS
         )
         if t.status == "failed" and t.reason:
             lines.append(f"{'':<12} reason: {clip(explain(t.reason))}")
+        elif t.stop_reason is not None:
+            lines.append(f"{'':<12} stopped at step {t.stop_step or 0:g}: {clip(t.stop_reason)}")
     return "\n".join(lines)
 
 
@@ -167,7 +187,7 @@ def summary(state: SweepState, trials: list[TrialState] | None = None) -> str:
     lines = [bar, "SWEEP SUMMARY", bar, f"Sweep: {state.sweep}"]
     if state.stopped:
         lines.append(f"Stopped: {state.stopped}")
-    lines.append(f"Trials: {state.numbered} ({state.completed} completed, {state.failed} failed)")
+    lines.append(f"Trials: {state.numbered} ({_ended_counts(state)})")
     lines += ["", trial_table(state, trials=trials), ""]
     best_trial = state.best
     if best_trial is None:

@@ -28,7 +28,8 @@ from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
-from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Started, run_name, run_prefix
+from orchestrator.core.early_stopping import stop_requested_jobs
+from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Report, Started, run_name, run_prefix
 from orchestrator.core.reducer import reduce
 from orchestrator.core.scheduler import make_scheduler
 from orchestrator.core.state import JobState, SweepState, TrialState, thaw
@@ -75,6 +76,8 @@ class SweepService:
         self._optimizer_limiter = anyio.CapacityLimiter(1)
         self._suggesting = False
         self._watching: set[str] = set()
+        self._handles: dict[str, JobHandle] = {}  # of the jobs being watched, for a stop decision to cancel
+        self._cancelling: set[str] = set()
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
         self._observations = ObservationLog()  # rebuilt by the replay at the start of ``run``
@@ -286,6 +289,21 @@ class SweepService:
                 job = self.state.job(item.event.key)
                 if job is not None and job.status == "requested":
                     self._start_job(job, resume=False)
+        self._enforce_stops()
+
+    def _enforce_stops(self) -> None:
+        """Cancel the train jobs of trials the log says to stop (the decision is durable by now). Level-triggered:
+        after a restart the same check cancels a job whose cancel the crash cut short."""
+        for trial, key in stop_requested_jobs(self.state):
+            handle = self._handles.get(key)
+            if handle is None or key in self._cancelling:
+                continue  # not submitted yet: checked again when its handle is known
+            self._cancelling.add(key)
+            self._spawn(self._cancel_stopped, self._spec(trial.job(key)), handle)  # type: ignore[arg-type]
+
+    async def _cancel_stopped(self, spec: JobSpec, handle: JobHandle) -> None:
+        self.log.info(f"stopping {spec.key} early")
+        await self._cancel_quietly(spec, handle)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._tg is not None
@@ -333,27 +351,47 @@ class SweepService:
         return handle
 
     async def _watch(self, spec: JobSpec, handle: JobHandle, deadline: float) -> None:
+        self._handles[spec.key] = handle
+        try:
+            await self._watch_updates(spec, handle, deadline)
+        finally:
+            self._handles.pop(spec.key, None)
+            self._cancelling.discard(spec.key)
+
+    async def _watch_updates(self, spec: JobSpec, handle: JobHandle, deadline: float) -> None:
         echo = get_logger(short(spec.run))
+        if self.state.job_trials.get(spec.key) is not None:
+            self._enforce_stops()  # a stop decided before this job's handle was known
         # Progress is throttled here, the one place for every dispatcher: at most one JobProgress a second per
         # job, and the latest one held back is logged before anything else the job reports, so none is lost.
         last_progress = -math.inf
+        # Intermediate reports (SWEEP_REPORT) are throttled the same way, on their own clock.
         held: Progress | None = None
+        last_report = -math.inf
+        held_report: Report | None = None
         exited: ev.JobExited | None = None
 
         async def log_progress(force: bool) -> None:
-            nonlocal held, last_progress
+            nonlocal held, last_progress, held_report, last_report
             if held is not None and (force or time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS):
                 last_progress = time.monotonic()
                 update, held = held, None
                 await self._send.send(
                     ev.JobProgress(key=spec.key, step=update.step, total=update.total, sps=update.sps)
                 )
+            if held_report is not None and (force or time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS):
+                last_report = time.monotonic()
+                report, held_report = held_report, None
+                await self._send.send(ev.JobReported(key=spec.key, step=report.step, values=report.values))
 
         try:
             with anyio.fail_after(max(1.0, deadline - time.time())):
                 async for update in self.dispatcher.watch(spec, handle):
                     if isinstance(update, Progress):
                         held = update
+                        await log_progress(force=False)
+                    elif isinstance(update, Report):
+                        held_report = update
                         await log_progress(force=False)
                     else:
                         await log_progress(force=not isinstance(update, Output))
@@ -448,6 +486,11 @@ def _store_errors_alone() -> Iterator[None]:
 def _observation(t: TrialState) -> Observation:
     """What the optimizer learns from an ended trial; a failure costs what its jobs ran."""
     if t.status == "completed":
+        return Observation(thaw(t.params), t.score, t.cost or 0.0)
+    if t.status == "stopped" and t.score is not None:
+        # A real, cheap point: the score it had reached for what it spent. A cost-aware optimizer (Protein's
+        # score/cost Pareto front) learns both that it was poor and that it was cheap, which an imputed failure
+        # would hide (it marks the region as infeasible).
         return Observation(thaw(t.params), t.score, t.cost or 0.0)
     return Observation(thaw(t.params), None, t.spent, failed=True)
 

@@ -66,6 +66,10 @@ class TrialBook:
                 self.curves[number] = (key, curve)
             start = job.started_at or job.requested_at
             _bounded_append(curve, [round(event.ts - start, 3), event.step, event.total])
+        elif isinstance(event, ev.JobReported):
+            points = state.open_trials[number].curve
+            if points and points[-1][0] == event.step:  # a report the reducer took (it has a score)
+                _bounded_append(self.reports.setdefault(number, []), list(points[-1]))
         else:
             step, score = getattr(event, "step", None), getattr(event, "score", None)
             if isinstance(step, (int, float)) and isinstance(score, (int, float)):
@@ -189,6 +193,7 @@ def sweep_summary(state: SweepState, last_seq: int) -> dict[str, Any]:
         "max_trials": config.get("max_trials"),
         "completed": state.completed,
         "failed": state.failed,
+        "stopped": state.early_stopped,
         "best_trial": state.best_trial,
         "metric": protein.get("metric", "score"),
         "goal": protein.get("goal", "maximize"),

@@ -32,6 +32,7 @@ from recipes.common import (
     latest_checkpoint,
     policy_path,
     read_meta,
+    report_intermediate,
     write_meta,
 )
 
@@ -161,7 +162,8 @@ def train(run: RunName, config: CartPoleConfig = CartPoleConfig(), train_dir: st
         )
 
     class Reporter(BaseCallback):
-        """Progress lines after each rollout, checkpoints every checkpoint_interval steps."""
+        """Progress lines after each rollout, checkpoints every checkpoint_interval steps, and the mean return of
+        the recent training episodes as an intermediate result (SWEEP_REPORT, for early stopping)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -176,6 +178,10 @@ def train(run: RunName, config: CartPoleConfig = CartPoleConfig(), train_dir: st
             self.epoch += 1
             step = self.num_timesteps
             self.progress.update(self.epoch, step)
+            episodes = self.model.ep_info_buffer
+            if episodes:  # SB3's window of the last 100 finished episodes
+                mean_return = sum(e["r"] for e in episodes) / len(episodes)
+                report_intermediate(step, mean_return, **{"train/mean_episode_return": mean_return})
             if step - self.last_checkpoint >= t.checkpoint_interval and step < t.total_timesteps:
                 save(self.model, step)
                 self.last_checkpoint = step

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from orchestrator.core.contract import format_progress
+from orchestrator.core.contract import report_intermediate as report_intermediate  # the contract's helpers
+from orchestrator.core.contract import report_result as report_result
 from orchestrator.core.files import write_atomic
 from orchestrator.core.recipe_values import RecipeError, UsageError
 

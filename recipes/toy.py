@@ -8,6 +8,9 @@ writing ``train_dir/<run>/checkpoints/model_<step>.json``; ``evaluate`` reads th
 score that is a smooth function of the hyperparameters (see ``toy_score``): best at x=0.5, y=-0.25, lr=3e-3 and
 a large total_timesteps, which also costs more (cost = total_timesteps / 1000 simulated seconds).
 
+With ``toy.report=true`` the train job also reports a learning curve for early stopping, one
+``SWEEP_REPORT {"step": <epoch>, "score": toy_score x epoch/steps}`` line per step.
+
 A job can misbehave on purpose: ``toy.fail_mode`` picks how, ``toy.fail_in`` which job (``train`` or ``eval``).
 The checkpoint records the train config, so ``toy.fail_in=eval`` set on the train job reaches its eval job too
 (the eval job's own overrides win over the recorded ones).
@@ -49,6 +52,7 @@ from recipes.common import (
     checkpoint_name,
     latest_checkpoint,
     policy_path,
+    report_intermediate,
     write_atomic,
 )
 
@@ -77,6 +81,7 @@ class ToyKnobs(Section):
     step_seconds: float = Field(0.02, ge=0, description="sleep per step")
     cost: float | None = Field(None, description="reported cost; default total_timesteps / 1000")
     note: str = Field("", description="echoed back in the result's metrics (for tests)")
+    report: bool = Field(False, description="print a SWEEP_REPORT each step: toy_score x the fraction trained")
     fail_mode: FailMode = "none"
     fail_in: Literal["train", "eval"] = Field("train", description="which job the fail_mode applies to")
     exit_code: int = Field(3, ge=1, le=255, description="exit code for fail_mode=exit or flaky")
@@ -152,6 +157,8 @@ def train(run: RunName, config: ToyConfig = ToyConfig(), train_dir: str = "train
     for epoch in range(1, k.steps + 1):
         time.sleep(k.step_seconds)
         progress.update(epoch, k.total_timesteps * epoch / k.steps)
+        if k.report:
+            report_intermediate(epoch, toy_score(k) * epoch / k.steps)
         if epoch == 1:
             _misbehave_midway(k, "train")
     if not (k.fail_in == "train" and k.fail_mode == "no_checkpoint"):

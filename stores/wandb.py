@@ -7,7 +7,9 @@ The mirror (:class:`WandbMirror`) follows the committed event stream and keeps o
   ``{"trainer": {"optimizer": {"lr": ...}}}``);
 - summary: the seed's keys (``sweep/suggestion``, ``sweep/score``, ``sweep/cost``) plus ``sweep/status``,
   ``sweep/progress`` and the eval job's metrics at top level (``evaluator/eval_arena/score``, ...);
-- history: one row when the trial completes (score, cost and the eval metrics) at step = the event's seq.
+- history: one row when the trial completes (score, cost and the eval metrics) at step = the event's seq, and
+  one row per intermediate report (``SWEEP_REPORT``, as logged: throttled) with its training step as
+  ``sweep/report_step`` and its values, also at step = the event's seq (W&B's step must only increase).
 
 A run with the sweep's own name (job type ``sweep``) holds the sweep definition in its config and the sweep's
 totals and best trial in its summary.
@@ -32,7 +34,7 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,16 @@ from orchestrator.core.files import write_atomic
 from orchestrator.core.state import SweepState, TrialState
 from orchestrator.core.subscriber import Subscriber
 from stores.wandb_client import RunHandle, WandbClient, WandbError, redact, resolve_mode
-from stores.wandb_records import _SWEEP_EVENTS, RunRecord, _trial_of, flatten, sweep_record, trial_record, unflatten
+from stores.wandb_records import (
+    _SWEEP_EVENTS,
+    RunRecord,
+    _json_safe,
+    _trial_of,
+    flatten,
+    sweep_record,
+    trial_record,
+    unflatten,
+)
 from stores.wandb_restore import events_from_wandb, restore_log_from_wandb
 
 __all__ = [
@@ -125,6 +136,7 @@ class WandbMirror(Subscriber):
         self._dirty: dict[int, TrialState] = {}  # trial number -> its latest record, until written
         self._sweep_dirty = False
         self._completed_at: dict[int, int] = {}  # trial -> seq of its TrialCompleted, until written
+        self._reports: dict[int, deque[tuple[int, dict[str, Any]]]] = {}  # trial -> (seq, history row), until written
         self._open: OrderedDict[str, RunHandle] = OrderedDict()
         self._open_config: dict[str, str] = {}
         self._limiter = anyio.CapacityLimiter(1)
@@ -150,6 +162,9 @@ class WandbMirror(Subscriber):
             self._dirty[trial.trial] = trial
             if isinstance(event, ev.TrialCompleted):
                 self._completed_at.setdefault(trial.trial, stored.seq)
+            elif isinstance(event, ev.JobReported):
+                row = {**flatten(event.values), "sweep/report_step": event.step}
+                self._reports.setdefault(trial.trial, deque()).append((stored.seq, row))
         if isinstance(event, _SWEEP_EVENTS):
             self._sweep_dirty = True
         self._kick()
@@ -351,6 +366,13 @@ class WandbMirror(Subscriber):
             self._open_config[record.run_id] = record.config_digest()
         self._open.move_to_end(record.run_id)
         self.client.update_summary(handle, record.summary)
+        pending = self._reports.get(trial) if trial is not None else None
+        while pending:
+            seq, row = pending[0]
+            if seq > entry.get("report_seq", 0):  # not already written before a restart
+                self.client.log(handle, _json_safe(row), step=seq)
+                entry["report_seq"] = seq
+            pending.popleft()
         if record.metrics is not None and entry.get("step") is None:
             step = self._completed_at.get(trial, batch.seq) if trial is not None else batch.seq
             self.client.log(handle, record.metrics, step=step)

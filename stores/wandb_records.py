@@ -117,6 +117,9 @@ def trial_record(state: SweepState, trial: TrialState) -> RunRecord:
     if trial.status in ("training_done", "evaluating", "completed"):
         progress = 1.0
     summary["sweep/progress"] = progress
+    if trial.reported_step is not None:  # the learning curve's latest point (SWEEP_REPORT)
+        summary["sweep/report_step"] = trial.reported_step
+        summary["sweep/best_reported"] = trial.best_reported
     summary["sweep/attempts"] = {"train": len(trains), "eval": len(evals)}
     metrics_row: dict[str, Any] | None = None
     exit_code: int | None = None
@@ -131,6 +134,11 @@ def trial_record(state: SweepState, trial: TrialState) -> RunRecord:
             row[metric] = trial.score
         summary.update(row)
         metrics_row = {**row, "sweep/score": trial.score, "sweep/cost": trial.cost}
+        exit_code = 0
+    elif trial.status == "stopped":
+        summary.update({"sweep/score": trial.score, "sweep/cost": trial.cost, "sweep/stopped_at_step": trial.stop_step})
+        summary["sweep/stop_reason"] = trial.stop_reason
+        summary["sweep/ended_at"] = trial.ended_at
         exit_code = 0
     elif trial.status == "failed":
         summary["sweep/reason"] = trial.reason
@@ -159,6 +167,7 @@ def sweep_record(state: SweepState) -> RunRecord | None:
         "sweep/trials": state.numbered,
         "sweep/completed": state.completed,
         "sweep/failed": state.failed,
+        "sweep/stopped": state.early_stopped,
         "sweep/active": len(state.open_trials),
         "sweep/resumes": state.resumes,
         "sweep/created_at": state.created_at,
@@ -192,4 +201,5 @@ _SWEEP_EVENTS = (
     ev.TrialSuggested,
     ev.TrialCompleted,
     ev.TrialFailed,
+    ev.TrialStopped,
 )

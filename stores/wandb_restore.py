@@ -161,6 +161,11 @@ def _trial_events(number: int, run: RemoteRun, train_dir: Path, now: float) -> I
     status = s.get("sweep/status")
     score = _number(s.get("sweep/score"))
     ended = _number(s.get("sweep/ended_at")) or now
+    if status == "stopped":  # stopped early: it stays stopped, at the step it reached
+        stopped_at = _number(s.get("sweep/stopped_at_step")) or 0.0
+        spent = _number(s.get("sweep/cost")) or 0.0
+        yield ev.TrialStopped(trial=number, score=score, step=stopped_at, cost=spent, ts=ended)
+        return
     if status != "failed" and score is not None:
         cost = _number(s.get("sweep/cost"))
         if cost is None:

@@ -43,6 +43,18 @@ class WandbSettings(BaseModel):
     entity: str | None = None
 
 
+class EarlyStoppingSettings(BaseModel):
+    """Stop poor trials at their rungs from their ``SWEEP_REPORT`` lines (see orchestrator/core/early_stopping.py).
+    Rungs are at ``grace_steps * reduction_factor**k`` training steps."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "median", "asha"] = "none"
+    grace_steps: float = Field(1.0, gt=0, description="no trial is stopped before this training step (the first rung)")
+    reduction_factor: float = Field(3.0, gt=1, description="rung spacing; asha keeps the top 1/reduction_factor")
+    min_trials: int = Field(5, ge=1, description="trials that must have reached a rung before it stops anyone")
+    evaluate_stopped: bool = Field(False, description="run the eval job of a stopped trial too")
+
+
 class SweepConfig(BaseSettings):
     """A sweep: what to search (``protein``), what to run (recipe and command), and where (dispatcher)."""
 
@@ -81,6 +93,7 @@ class SweepConfig(BaseSettings):
     max_consecutive_failures: int | None = Field(
         3, ge=1, description="stop the sweep after this many trials in a row fail with the same reason (null: never)"
     )
+    early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
     store: Literal["sqlite", "wandb"] = "sqlite"
     wandb: WandbSettings = WandbSettings()
     http_host: str = "127.0.0.1"

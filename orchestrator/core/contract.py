@@ -7,8 +7,15 @@ A job reports through its standard output, which every dispatcher already collec
   ``score`` may instead be given under the sweep's metric name (e.g. ``"evaluator/eval_arena/score"``);
   ``cost`` is optional (the service uses the train job's wall seconds when absent).
 
-``report_result`` prints that line for Python code; anything else can print it by hand. ``ContractReader`` reads
-it back: every dispatcher feeds it the job's lines, so the rules are the same wherever the job ran.
+- intermediate results, any number of times, as ``SWEEP_REPORT {"step": 12000, "score": 0.41, ...}``: ``step``
+  is the job's own training step and must increase from one report to the next; the score is under ``score`` or
+  the sweep's metric name; other keys are kept as metrics. The same limits as a result apply. A report that breaks
+  a rule (malformed, non-finite, no step, a step not above the last one) is ignored with a warning line: it never
+  fails the job, since the job's result is what counts.
+
+``report_result`` and ``report_intermediate`` print those lines for Python code; anything else can print them
+by hand. ``ContractReader`` reads them back: every dispatcher feeds it the job's lines, so the rules are the
+same wherever the job ran.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ import re
 import sys
 from typing import Any
 
-from orchestrator.core.jobs import Exited, JobUpdate, Output, Progress
+from orchestrator.core.jobs import Exited, JobUpdate, Output, Progress, Report
 
 RESULT_TAG = "SWEEP_RESULT "
+REPORT_TAG = "SWEEP_REPORT "
 _PROGRESS = re.compile(
     r"Epoch\s+(?P<epoch>\d+)\s*/\s*(?P<sps>[\d.]+)\s*sps\s*/\s*(?P<pct>[\d.]+)%\s+of\s+(?P<total>[\d.]+)\s*(?P<unit>[kKMG]?)steps"
 )
@@ -51,10 +59,63 @@ def report_result(result: dict[str, Any], stream: Any = None) -> None:
     print(RESULT_TAG + json.dumps(result, default=str, allow_nan=True), file=stream or sys.stdout, flush=True)
 
 
+def report_intermediate(step: float, score: float, stream: Any = None, **metrics: Any) -> None:
+    """Print an intermediate result (``SWEEP_REPORT``) at the job's training ``step``; a sweep with early stopping
+    may stop the job on it."""
+    line = json.dumps({"step": step, "score": score, **metrics}, default=str, allow_nan=True)
+    print(REPORT_TAG + line, file=stream or sys.stdout, flush=True)
+
+
 MAX_RESULT_CHARS = 256 * 1024  # a result line longer than this is refused, not stored
 MAX_METRICS = 1000  # keys in ``metrics``
 _MAX_DEPTH = 32  # nesting of lists and objects anywhere in a result
 _MAX_INT = 2**63  # an integer beyond this cannot be stored or mirrored faithfully
+
+
+def _tagged_object(line: str, tag: str) -> dict[str, Any] | None:
+    idx = line.find(tag)
+    if idx < 0:
+        return None
+    text = line[idx + len(tag) :]
+    name = tag.strip()
+    if len(text) > MAX_RESULT_CHARS:
+        raise ValueError(f"the {name} line holds {len(text)} characters, over the limit of {MAX_RESULT_CHARS}")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"the {name} line nests deeper than {_MAX_DEPTH} levels") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"the {name} line must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_report_line(line: str) -> Report | None:
+    """The intermediate result of a ``SWEEP_REPORT`` line; None for any other line, ValueError with the reason for
+    one that breaks the rules (same limits as a result; ``step`` a finite number; values JSON data)."""
+    value = _tagged_object(line, REPORT_TAG)
+    if value is None:
+        return None
+    if "step" not in value:
+        raise ValueError("the SWEEP_REPORT line has no 'step'")
+    step = finite_number(value.pop("step"), "step")
+    if len(value) > MAX_METRICS:
+        raise ValueError(f"the SWEEP_REPORT line has {len(value)} values, over the limit of {MAX_METRICS}")
+    if "score" in value:
+        finite_number(value["score"], "score")
+    _check_json(value, "report", 0)
+    return Report(step, value)
+
+
+def report_score(values: Any, metric: str) -> float | None:
+    """The score of a report's values (under the metric name, else ``score``), or None if it holds no finite one."""
+    for key in (metric, "score"):
+        raw = values.get(key)
+        if raw is not None:
+            try:
+                return finite_number(raw, key)
+            except ValueError:
+                return None
+    return None
 
 
 def parse_result_line(line: str) -> dict[str, Any] | None:
@@ -64,19 +125,8 @@ def parse_result_line(line: str) -> dict[str, Any] | None:
     or holds a ``score``/``cost`` that is not a finite number or ``metrics`` that is not a bounded mapping, raises
     ValueError with the reason (the job then fails with it). Nothing else can come out of here.
     """
-    idx = line.find(RESULT_TAG)
-    if idx < 0:
-        return None
-    text = line[idx + len(RESULT_TAG) :]
-    if len(text) > MAX_RESULT_CHARS:
-        raise ValueError(f"the SWEEP_RESULT line holds {len(text)} characters, over the limit of {MAX_RESULT_CHARS}")
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise ValueError(f"the SWEEP_RESULT line nests deeper than {_MAX_DEPTH} levels") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"the SWEEP_RESULT line must hold a JSON object, got {type(value).__name__}")
-    return validate_result(value)
+    value = _tagged_object(line, RESULT_TAG)
+    return None if value is None else validate_result(value)
 
 
 def validate_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -162,14 +212,34 @@ class ContractReader:
 
     def __init__(self) -> None:
         self.result_line: str | None = None
+        self.last_step = -math.inf  # of the last accepted report: steps must increase
 
     def read(self, line: str) -> list[JobUpdate]:
         updates: list[JobUpdate] = [Output(line)]
         if RESULT_TAG in line:
             self.result_line = line
+        elif REPORT_TAG in line:
+            updates += self._report(line)
         elif "Epoch" in line and (parsed := parse_progress(line)) is not None:
             updates.append(Progress(*parsed))
         return updates
+
+    def _report(self, line: str) -> list[JobUpdate]:
+        """The report, or a warning line saying why it was ignored (a bad report never fails the job)."""
+        try:
+            report = parse_report_line(line)
+        except ValueError as exc:
+            return [Output(f"warning: SWEEP_REPORT ignored: {exc}")]
+        if report is None:
+            return []
+        if report.step <= self.last_step:
+            return [
+                Output(
+                    f"warning: SWEEP_REPORT ignored: step {report.step:g} is not above the last ({self.last_step:g})"
+                )
+            ]
+        self.last_step = report.step
+        return [report]
 
     def result(self) -> tuple[dict[str, Any] | None, str | None]:
         """The job's result (None if it printed none) and, if its result line breaks the contract, why."""

@@ -76,6 +76,36 @@ class JobProgress(_Event):
     sps: float | None = None
 
 
+class JobReported(_Event):
+    """An intermediate result the job printed (``SWEEP_REPORT``), throttled per job like progress."""
+
+    type: Literal["JobReported"] = "JobReported"
+    key: str
+    step: float
+    values: dict[str, Any] = {}
+
+
+class TrialStopRequested(_Event):
+    """The early-stopping rule judged the trial poor at a rung: its train job is to be cancelled. Logged before the
+    cancel, so a restart cancels it again if the job still runs."""
+
+    type: Literal["TrialStopRequested"] = "TrialStopRequested"
+    trial: int
+    step: float
+    reason: str
+
+
+class TrialStopped(_Event):
+    """A trial stopped early: its last reported ``score``, the ``step`` it reached and the ``cost`` it spent."""
+
+    type: Literal["TrialStopped"] = "TrialStopped"
+    trial: int
+    score: float | None
+    step: float
+    cost: float
+    metrics: dict[str, Any] = {}
+
+
 class JobExited(_Event):
     """The job ended. ``result`` is what it reported (score, cost, metrics); ``error`` says why it failed."""
 
@@ -129,6 +159,9 @@ Event = Annotated[
     | JobSubmitted
     | JobStarted
     | JobProgress
+    | JobReported
+    | TrialStopRequested
+    | TrialStopped
     | JobExited
     | TrialCompleted
     | TrialFailed

@@ -80,6 +80,15 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Report:
+    """An intermediate result (``SWEEP_REPORT``): the job's own training ``step`` and its values (the score under
+    ``score`` or the sweep's metric name, any other keys kept as metrics)."""
+
+    step: float
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Exited:
     exit_code: int | None
     result: dict[str, Any] | None = None
@@ -87,4 +96,5 @@ class Exited:
     error: str | None = None
 
 
-JobUpdate = Started | Progress | Output | Exited
+JobUpdate = Started | Progress | Report | Output | Exited
+JOB_UPDATES = (Started, Progress, Report, Output, Exited)  # for isinstance checks

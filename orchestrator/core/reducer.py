@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 from immutables import Map
 
 from orchestrator.core import events as ev
+from orchestrator.core.contract import report_score
+from orchestrator.core.early_stopping import rung_of, settings_of
 from orchestrator.core.failures import failure_key
-from orchestrator.core.state import EMPTY, RECENT_TRIALS, JobState, SweepState, TrialState, freeze
+from orchestrator.core.state import EMPTY, MAX_CURVE, RECENT_TRIALS, JobState, SweepState, TrialState, freeze
 
 _T = TypeVar("_T")
 
@@ -93,7 +95,8 @@ def _end_trial(state: SweepState, trial: TrialState) -> SweepState:
         job_trials=job_trials,
         running_jobs=running,
         completed=state.completed + completed,
-        failed=state.failed + (not completed),
+        failed=state.failed + (trial.status == "failed"),
+        early_stopped=state.early_stopped + (trial.status == "stopped"),
         best=best,
     )
 
@@ -182,6 +185,51 @@ def _job_progress(state: SweepState, e: ev.JobProgress) -> SweepState | None:
     return _put_job(state, trial, _evolve(job, step=e.step, total=e.total, sps=e.sps))
 
 
+def _job_reported(state: SweepState, e: ev.JobReported) -> SweepState | None:
+    """A learning-curve point of a train job: the curve, the best so far and the rungs it reached."""
+    found = _open_job(state, e.key)
+    if found is None or found[1].kind != "train":
+        return None
+    trial, job = found
+    protein = state.config.get("protein_config") or {}
+    score = report_score(e.values, protein.get("metric", "score"))
+    if score is None or (trial.reported_step is not None and e.step <= trial.reported_step):
+        return None
+    minimize = protein.get("goal", "maximize") == "minimize"
+    best = trial.best_reported
+    if best is None or (score < best if minimize else score > best):
+        best = score
+    curve = (*trial.curve, (e.step, score))
+    if len(curve) > MAX_CURVE:  # thin the older points evenly; the latest always stays
+        curve = (*curve[:-1:2], curve[-1])
+    rungs, positions = state.rungs, trial.rung_positions
+    for k in range(len(positions), rung_of(e.step, settings_of(state.config)) + 1):
+        arrived = rungs.get(k, ())
+        positions = (*positions, len(arrived))
+        rungs = rungs.set(k, (*arrived, (trial.trial, best)))
+    changed = _evolve(
+        trial, curve=curve, best_reported=best, reported_step=e.step, rung_positions=positions, metrics=freeze(e.values)
+    )
+    return _evolve(state, open_trials=state.open_trials.set(trial.trial, changed), rungs=rungs)
+
+
+def _trial_stop_requested(state: SweepState, e: ev.TrialStopRequested) -> SweepState | None:
+    trial = state.open_trials.get(e.trial)
+    if trial is None or trial.stop_reason is not None:
+        return None
+    return _put_trial(state, _evolve(trial, stop_reason=e.reason, stop_step=e.step))
+
+
+def _trial_stopped(state: SweepState, e: ev.TrialStopped) -> SweepState | None:
+    trial = state.open_trials.get(e.trial)
+    if trial is None:
+        return None
+    stopped = _evolve(
+        trial, status="stopped", score=e.score, cost=e.cost, metrics=freeze(e.metrics), stop_step=e.step, ended_at=e.ts
+    )
+    return _end_trial(state, stopped)
+
+
 def _job_exited(state: SweepState, e: ev.JobExited) -> SweepState | None:
     found = _open_job(state, e.key)
     if found is None:
@@ -244,6 +292,9 @@ _HANDLERS: dict[type[Any], Callable[[SweepState, Any], SweepState | None]] = {
     ev.JobSubmitted: _job_submitted,
     ev.JobStarted: _job_started,
     ev.JobProgress: _job_progress,
+    ev.JobReported: _job_reported,
+    ev.TrialStopRequested: _trial_stop_requested,
+    ev.TrialStopped: _trial_stopped,
     ev.JobExited: _job_exited,
     ev.TrialCompleted: _trial_completed,
     ev.TrialFailed: _trial_failed,

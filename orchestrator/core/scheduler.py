@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from orchestrator.core import early_stopping
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
 from orchestrator.core.contract import extract_score, finite_number, validate_result
@@ -91,6 +92,7 @@ class OptimizingScheduler:
                 )
             )
             return d
+        d.events += early_stopping.decide(state)  # cancelled by the service once these are durable
         free = self.config.max_parallel_jobs - len(state.running_jobs)
         waiting: list[TrialState] = []
         open_trials = 0
@@ -127,6 +129,8 @@ class OptimizingScheduler:
         train = trains[-1]
         if train.active:
             return None
+        if trial.stop_reason is not None and not train.succeeded:  # (a train job that finished first goes on)
+            return self._stopped(trial, train, d)
         if not train.succeeded:
             return self._retry_or_fail(trial, train, _job_error(train), now, d)
         evals = trial.jobs_of("eval")
@@ -143,6 +147,31 @@ class OptimizingScheduler:
             except ValueError as exc:
                 reason = str(exc)
         return self._retry_or_fail(trial, last, reason, now, d)
+
+    def _stopped(self, trial: TrialState, train: JobState, d: Decision) -> tuple[str, int] | None:
+        """A trial stopped early ends "stopped" with its best reported score, the step it reached and what its
+        jobs ran; with ``evaluate_stopped`` its eval job runs first and, if it succeeds, gives the score."""
+        evals = trial.jobs_of("eval")
+        if self.config.early_stopping.evaluate_stopped and not evals:
+            return ("eval", 1)
+        if evals and evals[-1].active:
+            return None
+        score = trial.curve[-1][1] if trial.curve else None  # its last reported value
+        if evals and evals[-1].succeeded:
+            try:
+                score = extract_score(thaw(evals[-1].result), self.metric)
+            except ValueError:
+                pass
+        d.events.append(
+            ev.TrialStopped(
+                trial=trial.trial,
+                score=score,
+                step=trial.reported_step or 0.0,
+                cost=trial.spent,
+                metrics=thaw(trial.metrics),
+            )
+        )
+        return None
 
     def _retry_or_fail(
         self, trial: TrialState, job: JobState, reason: str, now: float, d: Decision

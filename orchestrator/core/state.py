@@ -32,9 +32,10 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 EMPTY = FrozenDict()
 RECENT_TRIALS = 50  # ended trials kept in state for tables and subscribers; the rest are in the log
 
-TrialStatus = Literal["pending", "training", "training_done", "evaluating", "completed", "failed"]
+TrialStatus = Literal["pending", "training", "training_done", "evaluating", "completed", "failed", "stopped"]
 JobStatus = Literal["requested", "submitted", "running", "exited"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "stopped"})
+MAX_CURVE = 64  # learning-curve points kept per trial in state (thinned evenly beyond; the log keeps all)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,14 @@ class TrialState:
     cost: float | None = None
     metrics: FrozenDict = EMPTY
     reason: str | None = None
+    # Early stopping: the learning curve from SWEEP_REPORT lines, as (step, score) with the best score so far,
+    # the position the trial took at each rung it reached (see SweepState.rungs), and the stop decision.
+    curve: tuple[tuple[float, float], ...] = ()
+    best_reported: float | None = None
+    reported_step: float | None = None
+    rung_positions: tuple[int, ...] = ()
+    stop_reason: str | None = None
+    stop_step: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -109,6 +118,7 @@ class SweepState:
     numbered: int = 0  # trials suggested so far: numbers 1..numbered
     completed: int = 0
     failed: int = 0
+    early_stopped: int = 0  # trials that ended "stopped"
     best: TrialState | None = None  # the best completed trial, by the sweep's goal
     open_trials: Map[int, TrialState] = Map()  # trial number -> TrialState, for trials not yet completed or failed
     recent: tuple[TrialState, ...] = ()  # the last RECENT_TRIALS ended trials, in the order they ended
@@ -117,6 +127,8 @@ class SweepState:
     failure_streak: int = 0  # trials in a row (since the last completion or resume) that failed for one reason
     streak_reason: str | None = None  # that reason (orchestrator.failures.failure_key)
     stopped: str | None = None  # why the sweep stopped (SweepStopped), until it is resumed
+    # Rung k (at grace_steps * reduction_factor**k) -> (trial, best score so far) in the order trials reached it.
+    rungs: Map[int, tuple[tuple[int, float], ...]] = Map()
 
     @property
     def next_trial(self) -> int:
@@ -124,7 +136,7 @@ class SweepState:
 
     @property
     def ended(self) -> int:
-        return self.completed + self.failed
+        return self.completed + self.failed + self.early_stopped
 
     @property
     def best_trial(self) -> int | None:
