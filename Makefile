@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench-optimizer bench-loop clean
+.PHONY: install demo lint test bench-optimizer bench-loop bench-scale clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ bench-optimizer: $(STAMP)
 
 bench-loop: $(STAMP)
 	$(PY) benchmarks/loop.py
+
+bench-scale: $(STAMP)
+	nice -n 10 $(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) train_dir .pytest_cache
