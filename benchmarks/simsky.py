@@ -224,7 +224,7 @@ class SimSky:
     def managed_jobs(
         self, *, name: str | None = None, job_ids: list[int] | None = None, refresh: bool = False
     ) -> list[ManagedJobRecord]:
-        self._call("managed_jobs")
+        self._call("managed_jobs (status read)" if job_ids is not None else "managed_jobs (find by name)")
         with self.lock:
             if job_ids is not None:
                 ids = [i for i in job_ids if i in self.jobs]
