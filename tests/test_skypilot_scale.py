@@ -69,20 +69,24 @@ def specs(tmp_path: Path, n: int) -> list[Any]:
     return [spec_for(tmp_path, key=f"s_trial_{i:04d}.train.1", env={"STEPS": "6"}) for i in range(1, n + 1)]
 
 
+async def run_all(d: Any, jobs: list[Any]) -> list[list[Any]]:
+    """Submit the jobs, then watch them all at once; each job's updates."""
+    handles = [await d.submit(s) for s in jobs]
+    results: list[list[Any]] = [[] for _ in jobs]
+
+    async def watch(i: int) -> None:
+        results[i] = await collect(d, jobs[i], handles[i], limit=60)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(jobs)):
+            tg.start_soon(watch, i)
+    return results
+
+
 def test_all_watchers_share_one_status_read_per_interval(tmp_path: Path, sky_state: Path) -> None:
     async def main() -> tuple[Any, list[list[Any]]]:
         d = counting(sky_state, poll_interval=0.2)
-        jobs = specs(tmp_path, 5)
-        handles = [await d.submit(s) for s in jobs]
-        results: list[list[Any]] = [[] for _ in jobs]
-
-        async def watch(i: int) -> None:
-            results[i] = await collect(d, jobs[i], handles[i], limit=60)
-
-        async with anyio.create_task_group() as tg:
-            for i in range(len(jobs)):
-                tg.start_soon(watch, i)
-        return d.sdk, results
+        return d.sdk, await run_all(d, specs(tmp_path, 5))
 
     sky, results = anyio.run(main)
     for updates in results:
@@ -164,17 +168,7 @@ def test_jobs_beyond_max_log_streams_are_watched_by_status_and_their_logs_read_o
 ) -> None:
     async def main() -> tuple[Any, list[list[Any]]]:
         d = counting(sky_state, max_log_streams=1)
-        jobs = specs(tmp_path, 3)
-        handles = [await d.submit(s) for s in jobs]
-        results: list[list[Any]] = [[] for _ in jobs]
-
-        async def watch(i: int) -> None:
-            results[i] = await collect(d, jobs[i], handles[i], limit=60)
-
-        async with anyio.create_task_group() as tg:
-            for i in range(len(jobs)):
-                tg.start_soon(watch, i)
-        return d.sdk, results
+        return d.sdk, await run_all(d, specs(tmp_path, 3))
 
     sky, results = anyio.run(main)
     for updates in results:  # every job's result is read, streamed or not
