@@ -18,6 +18,13 @@ Unlike a fire-and-forget launcher this dispatcher knows its jobs:
   ``Exited``;
 - ``cancel`` cancels the SkyPilot job.
 
+At scale: launches in flight are bounded (``max_launches_in_flight``), all watchers share one batched status read
+per poll interval (``_StatusBoard``), at most ``max_log_streams`` logs are followed live (the other jobs' logs are
+read once when they end), and a failing SDK call is retried with exponential backoff and full jitter.
+With ``checkpoint_bucket`` each job mounts ``<bucket>/<run>/checkpoints`` (``sky.Storage``, MOUNT) at its
+``train_dir/<run>/checkpoints``, and a finished train job's checkpoints are synced down to the service's
+``./train_dir/<run>/checkpoints`` before its exit is reported, so a local eval reads them (hybrid mode).
+
 Every SDK call goes through ``SkySDK`` (the seam: the handful of calls used here, returning SkyPilot's own
 records) and runs in a worker thread behind a limiter, never on the event loop. The seam is selectable with
 the ``sdk`` option (an import path) so tests can run whole sweeps against a fake with the same interface.
@@ -299,8 +306,13 @@ class SkyPilotDispatcher:
             task = self.build_task(spec)
             if self.options.launch_mode == "cluster":
                 cluster = self._cluster(spec)
-                job_id = await self._call(
-                    "launch_cluster", task, cluster, idle_minutes_to_autostop=self.options.idle_minutes_to_autostop
+                job_id = await self._call(  # not retried blindly: a launch is not idempotent
+                    "launch_cluster",
+                    task,
+                    cluster,
+                    idle_minutes_to_autostop=self.options.idle_minutes_to_autostop,
+                    limiter=self._launches,
+                    retry=False,
                 )
                 if job_id is None:
                     raise DispatcherError(f"SkyPilot launched cluster {cluster!r} but submitted no job for {spec.key}")
