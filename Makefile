@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-parallel bench-loop bench-early-stopping clean
+.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-parallel bench-loop bench-early-stopping bench-scale clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-loop: $(STAMP)
 
 bench-early-stopping: $(STAMP)
 	nice -n 10 $(PY) benchmarks/early_stopping.py
+
+bench-scale: $(STAMP)
+	nice -n 10 $(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) train_dir .pytest_cache

@@ -18,6 +18,13 @@ Unlike a fire-and-forget launcher this dispatcher knows its jobs:
   ``Exited``;
 - ``cancel`` cancels the SkyPilot job.
 
+At scale: launches in flight are bounded (``max_launches_in_flight``), all watchers share one batched status read
+per poll interval (``_StatusBoard``), at most ``max_log_streams`` logs are followed live (the other jobs' logs are
+read once when they end), and a failing SDK call is retried with exponential backoff and full jitter.
+With ``checkpoint_bucket`` each job mounts ``<bucket>/<run>/checkpoints`` (``sky.Storage``, MOUNT) at its
+``train_dir/<run>/checkpoints``, and a finished train job's checkpoints are synced down to the service's
+``./train_dir/<run>/checkpoints`` before its exit is reported, so a local eval reads them (hybrid mode).
+
 Every SDK call goes through ``SkySDK`` (the seam: the handful of calls used here, returning SkyPilot's own
 records) and runs in a worker thread behind a limiter, never on the event loop. The seam is selectable with
 the ``sdk`` option (an import path) so tests can run whole sweeps against a fake with the same interface.
@@ -30,11 +37,13 @@ launched by name, exactly like one it launched itself.
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -140,6 +149,9 @@ class SkyPilotDispatcher:
         self.options = parse_options(options)
         self._calls = anyio.CapacityLimiter(self.options.max_concurrent_calls)
         self._streams = anyio.CapacityLimiter(self.options.max_log_streams)
+        self._launches = anyio.CapacityLimiter(self.options.max_launches_in_flight)
+        self._open_streams = 0  # log streams being followed (at most max_log_streams)
+        self._board = _StatusBoard(self)
         self._locks: dict[str, anyio.Lock] = {}
         self._sdk: Any = None
         self._check_resources()  # bad gpus/cloud/region fail at start-up, not at the first job
@@ -152,11 +164,27 @@ class SkyPilotDispatcher:
             self._sdk = load_sdk(self.options.sdk, self.options.sdk_options)
         return self._sdk
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(
+        self, method: str, *args: Any, limiter: anyio.CapacityLimiter | None = None, retry: bool = True, **kwargs: Any
+    ) -> Any:
+        """One SDK call in a worker thread. An API error (a dropped connection, a busy or restarting API server)
+        is retried ``api_retries`` times with exponential backoff and full jitter, so a thousand watchers do not
+        retry in lockstep; the last error is raised."""
+
         def run() -> Any:
             return getattr(self.sdk, method)(*args, **kwargs)
 
-        return await anyio.to_thread.run_sync(run, limiter=self._calls)
+        attempt = 0
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(run, limiter=limiter or self._calls)
+            except DispatcherError:
+                raise
+            except Exception:
+                if not retry or attempt >= self.options.api_retries:
+                    raise
+                await anyio.sleep(random.uniform(0, self.options.api_backoff * 2**attempt))
+                attempt += 1
 
     # --- building the task
 
@@ -214,7 +242,38 @@ class SkyPilotDispatcher:
             file_mounts=dict(opts.file_mounts) or None,
         )
         task.set_resources(self.resources())
+        if opts.checkpoint_bucket:
+            from sky.data.storage import StorageMode
+
+            source = self.checkpoint_uri(spec)
+            task.set_storage_mounts(
+                {self.remote_checkpoint_dir(spec): sky.Storage(source=source, mode=StorageMode.MOUNT)}
+            )
         return task
+
+    # --- checkpoints in a bucket (hybrid hand-over)
+
+    def checkpoint_uri(self, spec: JobSpec) -> str:
+        """Where a run's checkpoints live in the bucket: ``<checkpoint_bucket>/<run>/checkpoints``."""
+        return f"{self.options.checkpoint_bucket}/{spec.run}/checkpoints"
+
+    def remote_checkpoint_dir(self, spec: JobSpec) -> str:
+        """The job contract's ``./train_dir/<run>/checkpoints`` on the VM: SkyPilot runs the job in
+        ``~/sky_workdir`` when a workdir is synced, else in the home directory."""
+        home = "~/sky_workdir" if self.options.workdir else "~"
+        return f"{home}/train_dir/{spec.run}/checkpoints"
+
+    async def _sync_checkpoints_down(self, spec: JobSpec) -> None:
+        """Copy the run's checkpoints from the bucket to ``<cwd>/train_dir/<run>/checkpoints``, where the local eval
+        reads them. Idempotent: after a restart it runs again and copies only what is missing."""
+        local = Path(spec.cwd) / "train_dir" / spec.run / "checkpoints"
+        await anyio.to_thread.run_sync(lambda: local.mkdir(parents=True, exist_ok=True))
+        try:
+            await self._call("sync_down", self.checkpoint_uri(spec), str(local))
+        except Exception as exc:
+            raise DispatcherError(
+                f"the checkpoints of {spec.run} could not be synced down from {self.checkpoint_uri(spec)}: {exc}"
+            ) from None
 
     def _cluster(self, spec: JobSpec) -> str:
         return self.options.cluster_name or cluster_name_for(spec.sweep)
@@ -247,14 +306,40 @@ class SkyPilotDispatcher:
             task = self.build_task(spec)
             if self.options.launch_mode == "cluster":
                 cluster = self._cluster(spec)
-                job_id = await self._call(
-                    "launch_cluster", task, cluster, idle_minutes_to_autostop=self.options.idle_minutes_to_autostop
+                job_id = await self._call(  # not retried blindly: a launch is not idempotent
+                    "launch_cluster",
+                    task,
+                    cluster,
+                    idle_minutes_to_autostop=self.options.idle_minutes_to_autostop,
+                    limiter=self._launches,
+                    retry=False,
                 )
                 if job_id is None:
                     raise DispatcherError(f"SkyPilot launched cluster {cluster!r} but submitted no job for {spec.key}")
                 return self._handle(spec, job_id, cluster=cluster)
-            job_id = await self._call("launch_managed", task, job_name(spec.key))
-            return self._handle(spec, job_id)
+            return await self._launch_managed(spec, task)
+
+    async def _launch_managed(self, spec: JobSpec, task: Any) -> JobHandle:
+        """At most ``max_launches_in_flight`` launches at once (SkyPilot's controller launches a few per GiB of its
+        memory; the rest would only queue on the API server). A launch that fails is looked for first (an API
+        error can hide a launch that went through), then retried with backoff; the last error says why."""
+        name = job_name(spec.key)
+        for attempt in range(self.options.api_retries + 1):
+            try:
+                job_id = await self._call("launch_managed", task, name, limiter=self._launches, retry=False)
+                return self._handle(spec, job_id)
+            except Exception as exc:
+                existing = await self.find(spec)
+                if existing is not None:
+                    return existing
+                if attempt == self.options.api_retries:
+                    raise DispatcherError(
+                        f"SkyPilot refused to launch managed job {name!r}: {exc}. If its jobs controller is at its "
+                        "limit, give it more memory or lower max_launches_in_flight (docs/dispatchers.md, "
+                        "sizing for many parallel jobs)"
+                    ) from None
+                await anyio.sleep(random.uniform(0, self.options.api_backoff * 2**attempt))
+        raise AssertionError("unreachable")
 
     async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
         snap = await self._snapshot(handle)
@@ -378,23 +463,34 @@ class SkyPilotDispatcher:
             )
         return handle
 
-    async def _snapshot(self, handle: JobHandle) -> _Snapshot | None:
+    async def _snapshot(self, handle: JobHandle, batched: bool = False) -> _Snapshot | None:
         job_id = int(handle.data["job_id"])
         if handle.data.get("mode") == "cluster":
             records = await self._call("cluster_jobs", handle.data["cluster"])
             match = [r for r in records if r.job_id == job_id]
             return _cluster_snapshot(match[0]) if match else None
+        if batched:  # the watchers' reads: one queue call per interval for all of them
+            record = await self._board.read(job_id)
+            return _managed_snapshot(record) if record is not None else None
         records = await self._call("managed_jobs", job_ids=[job_id])
         match = [r for r in records if r.job_id == job_id]
         return _managed_snapshot(match[0]) if match else None
 
-    def _open_logs(self, handle: JobHandle) -> Iterator[str | None]:
+    def _open_logs(self, handle: JobHandle, follow: bool = True) -> Iterator[str | None]:
         job_id = int(handle.data["job_id"])
         if handle.data.get("mode") == "cluster":
-            return self.sdk.tail_cluster_logs(handle.data["cluster"], job_id, follow=True)
-        return self.sdk.tail_managed_logs(job_id, follow=True)
+            return self.sdk.tail_cluster_logs(handle.data["cluster"], job_id, follow=follow)
+        return self.sdk.tail_managed_logs(job_id, follow=follow)
 
     async def _watch(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
+        job_id = int(handle.data["job_id"])
+        try:
+            async for update in self._watch_job(spec, handle):
+                yield update
+        finally:
+            self._board.forget(job_id)
+
+    async def _watch_job(self, spec: JobSpec, handle: JobHandle) -> AsyncIterator[JobUpdate]:
         poll = self.options.poll_interval
         started = False
         recoveries: int | None = None
@@ -418,10 +514,20 @@ class SkyPilotDispatcher:
             return out
 
         async def snapshot() -> _Snapshot:
-            snap = await self._snapshot(handle)
+            snap = await self._snapshot(handle, batched=True)
             if snap is None:
                 raise DispatcherError(f"SkyPilot no longer knows job {handle.data['job_id']} ({spec.key})")
             return snap
+
+        def read(line: str) -> list[JobUpdate]:
+            nonlocal started
+            out: list[JobUpdate] = []
+            for update in reader.read(line.rstrip("\r\n")):
+                if isinstance(update, Progress) and not started:
+                    started = True
+                    out.append(Started())
+                out.append(update)
+            return out
 
         # 1. Until the job runs: poll its status (logs before that are SkyPilot's provisioning chatter).
         snap = await snapshot()
@@ -434,42 +540,53 @@ class SkyPilotDispatcher:
                 yield update
 
         # 2. Follow the logs until the stream ends (SkyPilot ends it when the job is done, and keeps it open
-        #    across a preemption and recovery). Status is polled between lines to notice recoveries. A dropped
-        #    stream is reopened from the start: progress may repeat, the result line is read again.
+        #    across a preemption and recovery), if one of the max_log_streams is free: a thousand open streams
+        #    would tie up a thousand connections and threads. Status is read between lines to notice
+        #    recoveries. A dropped stream is reopened from the start: progress may repeat, the result is read
+        #    again. A job without a stream is watched by status only and its logs are read once at its end.
+        follow = not snap.terminal and self._open_streams < self.options.max_log_streams
+        if follow:
+            self._open_streams += 1
         last_poll = time.monotonic()
         failures = 0
-        while True:
-            try:
-                lines = await anyio.to_thread.run_sync(self._open_logs, handle, limiter=self._calls)
-                while True:
-                    line = await anyio.to_thread.run_sync(
-                        _next_line, lines, abandon_on_cancel=True, limiter=self._streams
-                    )
-                    if line is _END:
-                        break
-                    if line is None:
-                        continue
-                    failures = 0
-                    text = line.rstrip("\r\n")
-                    for update in reader.read(text):
-                        if isinstance(update, Progress) and not started:
-                            started = True
-                            yield Started()
-                        yield update
-                    if time.monotonic() - last_poll >= poll:
-                        last_poll = time.monotonic()
-                        for update in on_snapshot(await snapshot()):
+        try:
+            while True:
+                if not follow:
+                    while not snap.terminal:
+                        await anyio.sleep(poll)
+                        snap = await snapshot()
+                        for update in on_snapshot(snap):
                             yield update
-                break  # the stream ended: the job is done (or about to be)
-            except DispatcherError:
-                raise
-            except Exception as exc:  # a dropped connection, a restarted API server
-                failures += 1
-                if failures > 5:
-                    yield Output(f"[skypilot] giving up on the logs of job {handle.data['job_id']}: {exc}")
-                    break
-                yield Output(f"[skypilot] log stream of job {handle.data['job_id']} broke ({exc}); following again")
-                await anyio.sleep(self.options.log_reopen_delay)
+                try:
+                    lines = await anyio.to_thread.run_sync(self._open_logs, handle, follow, limiter=self._calls)
+                    while True:
+                        line = await anyio.to_thread.run_sync(
+                            _next_line, lines, abandon_on_cancel=True, limiter=self._streams
+                        )
+                        if line is _END:
+                            break
+                        if line is None:
+                            continue
+                        failures = 0
+                        for update in read(line):
+                            yield update
+                        if follow and time.monotonic() - last_poll >= poll:
+                            last_poll = time.monotonic()
+                            for update in on_snapshot(await snapshot()):
+                                yield update
+                    break  # the stream ended: the job is done (or about to be)
+                except DispatcherError:
+                    raise
+                except Exception as exc:  # a dropped connection, a restarted API server
+                    failures += 1
+                    if failures > 5:
+                        yield Output(f"[skypilot] giving up on the logs of job {handle.data['job_id']}: {exc}")
+                        break
+                    yield Output(f"[skypilot] log stream of job {handle.data['job_id']} broke ({exc}); following again")
+                    await anyio.sleep(self.options.log_reopen_delay)
+        finally:
+            if follow:
+                self._open_streams -= 1
         snap = await snapshot()
         for update in on_snapshot(snap):
             yield update
@@ -480,9 +597,66 @@ class SkyPilotDispatcher:
             snap = await snapshot()
             for update in on_snapshot(snap):
                 yield update
+        if snap.succeeded and spec.kind == "train" and self.options.checkpoint_bucket:
+            yield Output(f"[skypilot] syncing the checkpoints of {spec.run} down from {self.checkpoint_uri(spec)}")
+            await self._sync_checkpoints_down(spec)  # before Exited: the eval starts only after it
         duration = snap.duration if snap.duration is not None else time.monotonic() - t0
         error = None if snap.succeeded else f"SkyPilot job {handle.data['job_id']} {snap.status}: {snap.reason}"
         yield reader.exited(_exit_code(snap), float(duration), error)
+
+
+class _StatusBoard:
+    """The statuses of all watched managed jobs, read with ONE ``sky.jobs.queue`` call per poll interval.
+
+    Every watcher asks ``read(job_id)``; the first to ask becomes this round's reader: it waits until the interval
+    since the last read has passed, then reads the queue for every job asked about so far, and all waiting
+    watchers take their record from that one answer."""
+
+    def __init__(self, dispatcher: SkyPilotDispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._wanted: set[int] = set()
+        self._records: dict[int, Any] = {}
+        self._covered: set[int] = set()
+        self._error: BaseException | None = None
+        self._round: anyio.Event | None = None
+        self._last = -float("inf")
+
+    def forget(self, job_id: int) -> None:
+        self._wanted.discard(job_id)
+        self._records.pop(job_id, None)
+        self._covered.discard(job_id)
+
+    async def read(self, job_id: int) -> Any | None:
+        self._wanted.add(job_id)
+        self._covered.discard(job_id)  # a fresh read: not the answer of a round that ended before this call
+        while job_id not in self._covered:
+            if self._round is None:
+                await self._read_round()
+            else:
+                await self._round.wait()
+            if self._error is not None and job_id not in self._covered:
+                raise self._error
+        return self._records.get(job_id)
+
+    async def _read_round(self) -> None:
+        done = self._round = anyio.Event()
+        try:
+            await anyio.sleep(max(0.0, self._last + self._dispatcher.options.poll_interval - time.monotonic()))
+            ids = sorted(self._wanted)
+            self._error = None
+            try:
+                records = await self._dispatcher._call("managed_jobs", job_ids=ids)
+            except Exception as exc:  # after the retries: every watcher of this round sees it
+                self._error = exc
+                return
+            self._last = time.monotonic()
+            self._records = {}
+            for record in records:
+                self._records.setdefault(record.job_id, record)  # a job group: its first task speaks for it
+            self._covered = set(ids)
+        finally:
+            self._round = None
+            done.set()
 
 
 _END = object()

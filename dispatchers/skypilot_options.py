@@ -71,6 +71,13 @@ class SkyPilotOptions(BaseModel):
     max_concurrent_calls: int = Field(4, ge=1, description="SDK calls in flight at once (worker threads)")
     max_log_streams: int = Field(64, ge=1)
     log_reopen_delay: float = Field(5.0, ge=0, description="seconds before following logs again after a drop")
+    checkpoint_bucket: str | None = Field(
+        None,
+        description='e.g. "s3://my-bucket/sweeps": mounted at each job\'s train_dir/<run>/checkpoints (hand-over)',
+    )
+    max_launches_in_flight: int = Field(16, ge=1, description="launch requests in flight at once")
+    api_retries: int = Field(6, ge=0, description="retries of an SDK call after an API error (backoff, jitter)")
+    api_backoff: float = Field(1.0, gt=0, description="seconds before the first retry; doubles each time")
     sdk: str | None = Field(None, description='testing hook: "module:Class" implementing the SkySDK seam')
     sdk_options: dict[str, Any] = {}
 
@@ -80,6 +87,13 @@ class SkyPilotOptions(BaseModel):
         if value is not None and not _GPUS.match(value):
             raise ValueError(f'{value!r} is not NAME or NAME:COUNT (e.g. "A10G:1", "H100:8")')
         return value
+
+    @field_validator("checkpoint_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]+://[^/\s]+(/\S*)?", value):
+            raise ValueError(f'{value!r} is not a bucket URI: name one like "s3://my-bucket/sweeps" or "gs://b/p"')
+        return value.rstrip("/") if value else value
 
     @field_validator("cluster_name")
     @classmethod

@@ -61,6 +61,21 @@ class SkySDK:
     def cancel_managed(self, job_id: int) -> None:
         self.sky.get(self.sky.jobs.cancel(job_ids=[job_id]))
 
+    # Checkpoints in a bucket (the hybrid hand-over)
+    def sync_down(self, source: str, destination: str) -> None:
+        """Copy a bucket directory to a local one with the cloud's own CLI (``aws s3 sync``, ``gsutil rsync``...),
+        the command SkyPilot itself uses for COPY-mode mounts. Syncing again copies only what changed."""
+        import subprocess
+
+        from sky import cloud_stores
+
+        command = cloud_stores.get_storage_from_path(source).make_sync_dir_command(source, destination)
+        # SkyPilot builds the command from the bucket URI and the path (no user input besides the configured bucket)
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"syncing {source} to {destination} failed (exit {done.returncode}): {tail}")
+
     # Jobs on a cluster (sky.launch)
     def launch_cluster(
         self, task: Any, cluster_name: str, *, idle_minutes_to_autostop: int | None = None, dryrun: bool = False

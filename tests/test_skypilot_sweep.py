@@ -129,3 +129,33 @@ def test_a_service_killed_while_its_launch_is_in_flight_does_not_launch_the_job_
         assert submitted.reattached and submitted.handle["job_id"] == 1
     finally:
         fake.kill_all()
+
+
+def test_hybrid_checkpoints_reach_the_local_eval_through_the_bucket(tmp_path: Path) -> None:
+    """Train jobs run on the "VM" (their own directory, not the sweep's) with the bucket mounted at their
+    train_dir/<run>/checkpoints; the local eval reads the checkpoints synced down from the bucket."""
+    state_dir, vm, bucket_root = tmp_path / "sky", tmp_path / "vm", tmp_path / "cloud"
+    vm.mkdir()
+    options = sky_options(state_dir, vm, f', bucket_root = "{bucket_root}"')
+    options += 'checkpoint_bucket = "s3://my-bucket/sweeps"\n'
+    write_toy_sweep(tmp_path / "sweep.toml", "hybrid_remote_train", options, max_trials=2)
+    try:
+        proc = serve("ck", tmp_path)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        state, _events = stored(tmp_path, "ck")
+        assert [t.status for t in state.shown_trials()] == ["completed"] * 2
+        fake = FakeSky(state_dir)
+        for trial in state.shown_trials():
+            on_vm = vm / "train_dir" / trial.run / "checkpoints"
+            in_bucket = bucket_root / "my-bucket" / "sweeps" / trial.run / "checkpoints"
+            local = tmp_path / "train_dir" / trial.run / "checkpoints"
+            assert on_vm.is_symlink() and on_vm.resolve() == in_bucket.resolve()  # the train job wrote the bucket
+            written = sorted(p.name for p in in_bucket.iterdir())
+            assert written and sorted(p.name for p in local.iterdir()) == written  # synced down before the eval
+            assert not local.is_symlink() and trial.score is not None
+        assert fake.job(1)["mounts"] == {
+            "~/sky_workdir/train_dir/ck_trial_0001/checkpoints": "s3://my-bucket/sweeps/ck_trial_0001/checkpoints"
+        }
+    finally:
+        FakeSky(state_dir).kill_all()

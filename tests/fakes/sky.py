@@ -17,6 +17,9 @@ It behaves like SkyPilot 0.14 as the dispatcher sees it, and returns SkyPilot's 
   after ``cancel_managed``. ``name`` is a substring match, like the real ``name_match``.
 - ``tail_managed_logs(job_id, follow=True)`` yields the job's output lines (with their newlines) and ends when
   the job is terminal, following it across a recovery, like the real log stream.
+- a task's MOUNT-mode ``sky.Storage`` mounts (``task.storage_mounts``) become symlinks from the mount path (with
+  ``~/sky_workdir`` and ``~`` read as the job's working directory) to ``bucket_root/<bucket>/<path>``: a local
+  directory stands in for each bucket; ``sync_down(uri, dir)`` copies a bucket directory to a local one.
 - the ``*_cluster`` calls do the same for jobs on a cluster with ``ClusterJobRecord`` / ``sky.JobStatus``.
 
 "Running" a job really runs the task's ``run`` command with bash, with its envs and secrets, in the task's
@@ -30,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -68,6 +72,7 @@ class FakeSky:
         fail_launch: bool = False,
         hold_launches: bool = False,
         clouds: list[str] | None = None,
+        bucket_root: str | None = None,
     ) -> None:
         state_dir = state_dir or os.environ.get("FAKE_SKY_STATE")
         if not state_dir:
@@ -80,6 +85,7 @@ class FakeSky:
         self.hold_launches = hold_launches  # launch requests stay in flight until release_launches()
         self.calls: list[str] = []  # which seam methods were called, for tests
         self.clouds = ["aws"] if clouds is None else clouds  # what `sky check` enabled
+        self.bucket_root = Path(bucket_root) if bucket_root else self.root / "buckets"  # stands in for the cloud
 
     # ---------------------------------------------------------------- setup
     # The "API server" is a file under state_dir: any request starts it, as the real client does.
@@ -184,6 +190,28 @@ class FakeSky:
     def cancel_cluster(self, cluster_name: str, job_id: int) -> None:
         self.calls.append("cancel_cluster")
         self._cancel(f"cluster-{cluster_name}", job_id)
+
+    # ---------------------------------------------------------------- buckets
+
+    def bucket_path(self, uri: str) -> Path:
+        """The local directory standing in for ``<scheme>://<bucket>/<path>``."""
+        _scheme, _, rest = uri.partition("://")
+        return self.bucket_root / rest
+
+    def sync_down(self, source: str, destination: str) -> None:
+        """Like ``aws s3 sync``: copy what is missing or changed, file by file (each file appears whole)."""
+        self.calls.append("sync_down")
+        src = self.bucket_path(source)
+        if not src.is_dir():
+            raise RuntimeError(f"fake-sky: {source} does not exist")
+        for path in sorted(src.rglob("*")):
+            target = Path(destination) / path.relative_to(src)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif not target.exists() or target.stat().st_size != path.stat().st_size:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target.with_name(target.name + ".sync"))
+                os.replace(target.with_name(target.name + ".sync"), target)
 
     # ---------------------------------------------------------------- the API server's requests
 
@@ -341,6 +369,11 @@ class FakeSky:
                     **{k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in (task.secrets or {}).items()},
                 },
                 "workdir": config.get("workdir") if isinstance(config.get("workdir"), str) else None,
+                "mounts": {
+                    path: storage.source
+                    for path, storage in (task.storage_mounts or {}).items()
+                    if storage.mode.value == "MOUNT" and isinstance(storage.source, str)
+                },
             },
         }
         with self._locked():
@@ -448,6 +481,13 @@ class FakeSky:
         attempt = job["attempt"]
         workdir = job.get("workdir") or str(d / "sky_workdir")
         os.makedirs(workdir, exist_ok=True)
+        for mount_path, source in job.get("mounts", {}).items():  # the bucket, mounted where the task asked
+            relative = mount_path.removeprefix("~/sky_workdir").removeprefix("~").lstrip("/")
+            link, bucket = Path(workdir) / relative, self.bucket_path(source)
+            bucket.mkdir(parents=True, exist_ok=True)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(bucket, target_is_directory=True)
         env = {
             **os.environ,
             **{k: str(v) for k, v in job["envs"].items()},
