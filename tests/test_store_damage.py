@@ -224,10 +224,22 @@ def tmpfs(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def remount_read_only(mnt: Path) -> None:
+    """``mount -o remount,ro``, which the kernel refuses while any file on it is still open for writing (a job's
+    launcher that is still exiting after the sweep finished): retried until those writers are gone."""
+    deadline = time.monotonic() + 30
+    while True:
+        done = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"cannot remount {mnt} read-only: {done.stderr}"
+        time.sleep(0.2)
+
+
 def test_a_read_only_sweep_is_refused_with_the_reason_and_status_still_reads_it(tmpfs: Path, monkeypatch) -> None:
     monkeypatch.setenv("LEDGER", str(tmpfs.parent / "ledger.txt"))
     finished_sweep(tmpfs, trials=2)
-    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    remount_read_only(tmpfs)
     one_clear_error(
         serve(tmpfs, "--args", "max_trials=3"),
         "is read-only",
