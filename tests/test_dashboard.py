@@ -72,6 +72,9 @@ class LiveSweep:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        gates = self.root / "gates"
+        if gates.is_dir():
+            (gates / "_all").touch()  # the jobs serve left running (they outlive it by design) end too
         log = self.root / "serve.log"
         if log.exists():
             print(log.read_text()[-3000:])  # shown when a test fails
