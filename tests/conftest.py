@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,20 @@ def wait_until_opened(db: Path, times: int, timeout: float = 120) -> None:
         if time.time() > deadline:
             raise AssertionError(f"no serve opened {db} a {times}th time within {timeout} s")
         time.sleep(0.1)
+
+
+def run_orchestrator(
+    cwd: Path, *args: str, timeout: float = 300, text: bool = True, **env: str
+) -> subprocess.CompletedProcess:
+    """``python -m orchestrator ARGS`` as a user runs it, in ``cwd``, with the tests' environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=serve_env(**env),
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+    )
 
 
 def serve_env(**extra: str) -> dict[str, str]:

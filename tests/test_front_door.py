@@ -23,21 +23,13 @@ from orchestrator import events as ev
 from orchestrator.config import CONFIG_DIR
 from orchestrator.reducer import fold
 from stores.sqlite import SQLiteStore
-from tests.conftest import serve_env
+from tests.conftest import run_orchestrator, serve_env
 
 SHIPPED = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 SHORT_TRAINING = {"recipes.cartpole": ["train_overrides.trainer.total_timesteps=2048"], "recipes.toy": []}
 
 
-def orchestrator(cwd: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=cwd,
-        env=serve_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+orchestrator = run_orchestrator
 
 
 def events(cwd: Path, sweep: str) -> list[ev.Event]:

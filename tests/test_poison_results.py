@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from orchestrator import events as ev
 from orchestrator.contract import extract_score, parse_progress, parse_result_line, validate_result
 from orchestrator.events import event_from_json, event_to_json
-from tests.conftest import ROOT, SWEEP_TOML, serve_env
+from tests.conftest import ROOT, SWEEP_TOML, run_orchestrator
 from tests.fakes.sweeps import stored
 
 ECHO_JOB = ROOT / "tests" / "jobs" / "echo_job.py"
@@ -49,29 +49,14 @@ def _line(value: Any) -> str:
     return "SWEEP_RESULT " + json.dumps(value, allow_nan=True)
 
 
+SERVE_ARGS = ("serve", "--sweep", "poison", "--config", "sweep.toml", "--log-format")
+
+
 def run_sweep(tmp: Path, stdout: bytes) -> subprocess.CompletedProcess[str]:
     """One trial (train and eval both print ``stdout``) under a real serve; the finished process."""
     (tmp / "sweep.toml").write_text(SWEEP)
     (tmp / "stdout.bin").write_bytes(stdout)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            "poison",
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "json",
-        ],
-        cwd=tmp,
-        env=serve_env(ECHO_STDOUT=str(tmp / "stdout.bin")),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_orchestrator(tmp, *SERVE_ARGS, "json", timeout=120, ECHO_STDOUT=str(tmp / "stdout.bin"))
 
 
 def assert_finished(tmp: Path, proc: subprocess.CompletedProcess[str]) -> Any:

@@ -21,21 +21,14 @@ import pytest
 
 from orchestrator import events as ev
 from stores.sqlite import SQLiteStore
-from tests.conftest import serve_env, write_sweep
+from tests.conftest import run_orchestrator, serve_env, write_sweep
 
 EXIT_STORE = 4  # stores.base.StoreError.exit_code
 SWEEP = "s"
 
 
 def command(cwd: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=cwd,
-        env=serve_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_orchestrator(cwd, *args, timeout=timeout, **env)
 
 
 def serve(cwd: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from stores.sqlite import SQLiteStore
-from tests.conftest import long_sweep, serve_env
+from tests.conftest import long_sweep, run_orchestrator, serve_env
 from tests.fakes.sweeps import stored
-from tests.test_poison_results import SWEEP
+from tests.test_poison_results import SERVE_ARGS, SWEEP
 
 SIGPIPE_EXIT = 141
 NOISE = ("Traceback", "BrokenPipeError", "Exception ignored")
@@ -69,23 +69,8 @@ def test_job_output_escape_sequences_are_shown_not_obeyed(tmp_path: Path) -> Non
     (tmp_path / "stdout.bin").write_bytes(
         (hostile + "\n" + "SWEEP_RESULT " + json.dumps({"score": 0.5}) + "\n").encode()
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            "poison",
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "human",
-        ],
-        cwd=tmp_path,
-        env=serve_env(ECHO_STDOUT=str(tmp_path / "stdout.bin")),
-        capture_output=True,
-        timeout=120,
+    proc = run_orchestrator(
+        tmp_path, *SERVE_ARGS, "human", timeout=120, text=False, ECHO_STDOUT=str(tmp_path / "stdout.bin")
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
     out = proc.stdout.decode()
