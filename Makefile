@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(PY) .ci/import_cycles.py
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers, a test file each: most tests wait on real processes
 
 bench-optimizer: $(STAMP)
 	$(PY) benchmarks/optimizer.py
