@@ -154,8 +154,10 @@ def test_hybrid_checkpoints_reach_the_local_eval_through_the_bucket(tmp_path: Pa
             written = sorted(p.name for p in in_bucket.iterdir())
             assert written and sorted(p.name for p in local.iterdir()) == written  # synced down before the eval
             assert not local.is_symlink() and trial.score is not None
-        assert fake.job(1)["mounts"] == {
+        launched = sorted(int(p.name) for p in (state_dir / "managed").iterdir() if p.name.isdigit())
+        mounts = [fake.job(job_id)["mounts"] for job_id in launched]  # the trains, in whatever order they went
+        assert {
             "~/sky_workdir/train_dir/ck_trial_0001/checkpoints": "s3://my-bucket/sweeps/ck_trial_0001/checkpoints"
-        }
+        } in mounts
     finally:
         FakeSky(state_dir).kill_all()

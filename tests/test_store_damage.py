@@ -58,6 +58,10 @@ def events_in(db: Path) -> list[str]:
     conn = sqlite3.connect(db)
     try:
         return [t for (t,) in conn.execute("SELECT type FROM events ORDER BY seq")]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # serve has created the file but not yet its schema
+        raise
     finally:
         conn.close()
 
