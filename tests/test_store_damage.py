@@ -66,6 +66,35 @@ def events_in(db: Path) -> list[str]:
         conn.close()
 
 
+def serving_until_a_job_starts(cwd: Path, **env: str) -> subprocess.Popen[str]:
+    """A real serve of the sweep in ``cwd``, returned once its log says a job started."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--sweep",
+            SWEEP,
+            "--config",
+            "sweep.toml",
+            "--log-format",
+            "json",
+        ],
+        cwd=cwd,
+        env=serve_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = cwd / "train_dir" / SWEEP / "events.db"
+    deadline = time.monotonic() + 60
+    while "JobStarted" not in (events_in(db) if db.exists() else []):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return proc
+
+
 def one_clear_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
     assert proc.returncode == EXIT_STORE, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -90,30 +119,8 @@ def test_a_finished_sweep_is_whole_in_events_db_alone(sweep_dir: Path) -> None:
 
 def test_an_interrupted_serve_leaves_the_log_whole_in_events_db(sweep_dir: Path) -> None:
     write_sweep(sweep_dir / "sweep.toml", max_trials=3)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            SWEEP,
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "json",
-        ],
-        cwd=sweep_dir,
-        env=serve_env(JOB_SECONDS="5"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = serving_until_a_job_starts(sweep_dir, JOB_SECONDS="5")
     db = sweep_dir / "train_dir" / SWEEP / "events.db"
-    deadline = time.monotonic() + 60
-    while "JobStarted" not in (events_in(db) if db.exists() else []):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     # 130 as a rule; once, on a loaded machine, serve returned 0 here (an asyncio cancel racing a timeout in the
     # main loop): either way it stopped through its shutdown path, which is what this test is about.
@@ -251,29 +258,7 @@ def test_a_full_disk_says_so_keeps_the_log_and_resumes(tmpfs: Path, monkeypatch)
     monkeypatch.setenv("LEDGER", str(tmpfs.parent / "ledger.txt"))
     write_sweep(tmpfs / "sweep.toml", max_trials=4)
     db = tmpfs / "train_dir" / SWEEP / "events.db"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            SWEEP,
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "json",
-        ],
-        cwd=tmpfs,
-        env=serve_env(JOB_SECONDS="8"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while "JobStarted" not in (events_in(db) if db.exists() else []):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    proc = serving_until_a_job_starts(tmpfs, JOB_SECONDS="8")
     filler = tmpfs / "filler"
     with open(filler, "wb") as f:  # fill every block that is left
         try:
