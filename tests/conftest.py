@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -101,10 +102,31 @@ def run_orchestrator(
     )
 
 
-def serve_env(**extra: str) -> dict[str, str]:
+def serve_env(pythonpath: Sequence[str | Path] = (), **extra: str) -> dict[str, str]:
+    """The environment of a process run as a user would, with this checkout (and ``pythonpath``) importable."""
     env = {**os.environ, **extra}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *map(str, pythonpath), env.get("PYTHONPATH", "")])
     return env
+
+
+def serve(
+    sweep: str,
+    cwd: Path,
+    *extra: str,
+    pythonpath: Sequence[str | Path] = (),
+    stderr: int = subprocess.STDOUT,
+    **env: str,
+) -> subprocess.Popen[str]:
+    """A real ``serve`` of ``cwd/sweep.toml`` as sweep ``sweep``, JSON log lines on its stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "serve", "--sweep", sweep, "--config", "sweep.toml"]
+        + ["--log-format", "json", *extra],
+        cwd=cwd,
+        env=serve_env(pythonpath, **env),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def long_sweep(trials: int, sweep: str = "s") -> list:

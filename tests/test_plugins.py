@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.sweeps import ROOT, serve, stored, write_toy_sweep
+from tests.conftest import ROOT, serve
+from tests.fakes.sweeps import stored, write_toy_sweep
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import serve
 from tests.fakes.sky import FakeSky
-from tests.fakes.sweeps import serve, stored, write_toy_sweep
+from tests.fakes.sweeps import stored, write_toy_sweep
 
 
 def sky_options(state: Path, workdir: Path, extra_sdk_options: str = "") -> str:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import pytest
 
 from orchestrator import events as ev
 from stores.sqlite import SQLiteStore
-from tests.conftest import run_orchestrator, serve_env, write_sweep
+from tests.conftest import run_orchestrator, write_sweep
+from tests.conftest import serve as start_serve
 
 EXIT_STORE = 4  # stores.base.StoreError.exit_code
 SWEEP = "s"
@@ -68,25 +68,7 @@ def events_in(db: Path) -> list[str]:
 
 def serving_until_a_job_starts(cwd: Path, **env: str) -> subprocess.Popen[str]:
     """A real serve of the sweep in ``cwd``, returned once its log says a job started."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            SWEEP,
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "json",
-        ],
-        cwd=cwd,
-        env=serve_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_serve(SWEEP, cwd, stderr=subprocess.PIPE, **env)
     db = cwd / "train_dir" / SWEEP / "events.db"
     deadline = time.monotonic() + 60
     while "JobStarted" not in (events_in(db) if db.exists() else []):

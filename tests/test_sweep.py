@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,30 +12,7 @@ import pytest
 
 from orchestrator.reducer import fold
 from stores.sqlite import SQLiteStore
-from tests.conftest import ledger, serve_env, wait_until_opened, write_sweep
-
-
-def serve(sweep: str, cwd: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            sweep,
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "json",
-            *extra,
-        ],
-        cwd=cwd,
-        env=serve_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+from tests.conftest import ledger, serve, wait_until_opened, write_sweep
 
 
 def stored_state(cwd: Path, sweep: str):

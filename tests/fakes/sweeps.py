@@ -1,14 +1,9 @@
-"""Helpers for whole-sweep tests of dispatchers: a sweep file on the toy recipe, the serve command, the log."""
+"""Helpers for whole-sweep tests of dispatchers: a sweep file on the toy recipe and its folded log."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
 
 TOY_SWEEP = """
 max_trials = {max_trials}
@@ -60,31 +55,6 @@ def write_toy_sweep(
         + options
     )
     return path
-
-
-def serve(sweep: str, cwd: Path, *extra: str, pythonpath: list[str] = (), **env: str) -> subprocess.Popen[str]:
-    full_env = {**os.environ, **env}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *map(str, pythonpath), full_env.get("PYTHONPATH", "")])
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "serve",
-            "--sweep",
-            sweep,
-            "--config",
-            "sweep.toml",
-            "--log-format",
-            "json",
-            *extra,
-        ],
-        cwd=cwd,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def stored(cwd: Path, sweep: str) -> tuple[Any, list[Any]]:
