@@ -1,7 +1,7 @@
 """Protein on real jobs, run through ``serve`` as a user runs them, against random search and Optuna's TPE.
 
-    python benchmarks/real_jobs.py                  # MLP: 16 trials x 5 seeds per method (~15 min on 2 cores)
-    python benchmarks/real_jobs.py --ppo            # also PPO on CartPole (recipes.cartpole): 12 trials x 3 seeds
+    python benchmarks/real_jobs.py                  # MLP: 16 trials x 5 seeds per method (~40 min on 2 cores)
+    python benchmarks/real_jobs.py --ppo            # also PPO on CartPole (recipes.cartpole): 10 trials x 3 seeds
     python benchmarks/real_jobs.py --quick          # MLP: 8 trials x 1 seed
     python benchmarks/real_jobs.py --ppo --no-mlp --ppo-seeds 2
     python benchmarks/real_jobs.py --report-only    # the tables from what the result file holds
@@ -254,7 +254,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--ppo", action="store_true", help="also PPO on CartPole: --ppo-trials trials, --ppo-seeds seeds")
     ap.add_argument("--no-mlp", action="store_true", help="skip the MLP (with --ppo: PPO alone)")
-    ap.add_argument("--ppo-trials", type=int, default=12)
+    ap.add_argument("--ppo-trials", type=int, default=10)
     ap.add_argument("--ppo-seeds", type=int, default=3)
     ap.add_argument("--methods", default="bayes,random,tpe")
     ap.add_argument("--results", default="train_dir/bench_real_jobs.jsonl", help="runs are appended here")
