@@ -25,8 +25,8 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.priors import GammaPrior, Prior
-from torch.distributions import Distribution
 from scipy.optimize import minimize
+from torch.distributions import Distribution
 from torch.nn import Module
 
 DTYPE = torch.float64
@@ -73,7 +73,7 @@ class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
         return torch.cat(parts, dim=-1)
 
     def squared_distance(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
-        inv_ls = self.lengthscale.reshape(-1).reciprocal()
+        inv_ls: torch.Tensor = self.lengthscale.reshape(-1).reciprocal()
         if diag:
             delta = x1 - x2
             if self.categorical:
@@ -157,7 +157,7 @@ def _fit(model: SingleTaskGP, maxiter: int) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
-    priors = list(model.named_priors())
+    priors = list(model.named_priors())  # type: ignore[operator]  # gpytorch is untyped
 
     def set_params(vec: np.ndarray) -> None:
         for p, chunk, shape in zip(params, np.split(vec, np.cumsum(sizes)[:-1]), shapes):
@@ -175,8 +175,9 @@ def _fit(model: SingleTaskGP, maxiter: int) -> None:
         for _, module, prior, closure, _ in priors:
             mll = mll + prior.log_prob(closure(module)).sum()
         value = -mll / n
-        value.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
-        grad = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=DTYPE) for p in params])
+        value.backward()
+        grads = [torch.zeros(p.numel(), dtype=DTYPE) if p.grad is None else p.grad.reshape(-1) for p in params]
+        grad = torch.cat(grads)
         return float(value.detach()), grad.numpy()
 
     start = torch.cat([p.detach().reshape(-1) for p in params]).numpy()
@@ -205,7 +206,8 @@ class Posterior:
 
     def _k(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # The kernel's forward on dense tensors: gpytorch's lazy evaluation costs more than the arithmetic here.
-        return self.outputscale * self.kernel.base_kernel.forward(a, b)
+        k: torch.Tensor = self.outputscale * self.kernel.base_kernel.forward(a, b)
+        return k
 
     def set_data(self, x01: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x01, y

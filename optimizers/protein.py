@@ -10,6 +10,8 @@ candidates around the score/cost Pareto front and a random cost target), with it
 - failed trials get an imputed score below the worst success, so the optimizer learns to avoid what crashes;
 - the GP is fit on a bounded subset with bounded L-BFGS iterations, so a suggestion stays fast at thousands of
   observations;
+- a categorical is a categorical: the kernel sees only same choice or not (see optimizers.gp), and the
+  acquisition search tries choices by enumeration instead of gradient steps along their codes;
 - if anything in the model path fails, the suggestion falls back to random and says why.
 """
 
@@ -288,9 +290,8 @@ class _Model:
         return self._snap(np.vstack(parts))
 
     def _other_choices(self, points: np.ndarray) -> np.ndarray:
-        """Each point with one categorical switched to each of its other choices: the GP sees a categorical as
-        one ordered coordinate, so the choices far from the current one would otherwise rarely be proposed
-        together with the rest of a good setting."""
+        """Each point with one categorical switched to each of its other choices: a good setting with another
+        choice is a candidate the Sobol set would rarely contain."""
         out = [np.empty((0, self.space.dim))]
         for j, p in enumerate(self.space.parameters.values()):
             if p.distribution == "categorical":
