@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,20 @@ def report(records: list[dict[str, Any]], methods: list[str]) -> str:
                 if m != "bayes":
                     ahead = sum(sign * best["bayes"][s] < sign * best[m][s] for s in seeds)
                     lines.append(f"bayes ahead of {m} on {ahead} of {len(seeds)} seeds")
+            origins = Counter(
+                best_origin(r["trials"], goal)
+                for r in records
+                if r["objective"] == objective and r["method"] == "bayes" and r["seed"] in seeds
+            )
+            lines.append("bayes's best trial came from: " + ", ".join(f"{k} on {v}" for k, v in origins.most_common()))
     return "\n".join(lines)
+
+
+def best_origin(trace: list[dict[str, Any]], goal: str) -> str:
+    """How the best trial of a sweep was chosen, from its info: search_center, sobol, bayes, escape or random."""
+    b = best_of(trace, goal)
+    info = next(t.get("info") or {} for t in trace if t["score"] == b)
+    return "escape" if "escape" in info else str(info.get("source"))
 
 
 def main() -> None:
