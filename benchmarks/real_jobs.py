@@ -270,11 +270,13 @@ def main() -> None:
     ap.add_argument("--no-mlp", action="store_true", help="skip the MLP (with --ppo: PPO alone)")
     ap.add_argument("--ppo-trials", type=int, default=10)
     ap.add_argument("--ppo-seeds", type=int, default=3)
+    ap.add_argument("--ppo-timesteps", type=int, default=PPO_TIMESTEPS, help="PPO training steps per trial")
     ap.add_argument("--methods", default="bayes,random,tpe")
     ap.add_argument("--results", default="train_dir/bench_real_jobs.jsonl", help="runs are appended here")
     ap.add_argument("--report-only", action="store_true", help="the tables from the result file, nothing run")
     args = ap.parse_args()
     methods = args.methods.split(",")
+    OBJECTIVES["ppo"]["train_overrides"]["trainer.total_timesteps"] = args.ppo_timesteps
     if args.report_only:
         with open(args.results) as f:
             print(report([json.loads(line) for line in f], methods))
