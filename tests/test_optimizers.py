@@ -388,3 +388,25 @@ def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
     for seed in range(3):
         s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
         assert s.info["source"] == "bayes" and s.params["act"] == "b"
+
+
+def test_gp_fit_reaches_the_map_estimate_of_botorchs_fit():
+    # The fit maximizes the objective gpytorch's ExactMarginalLogLikelihood defines, on a dense kernel matrix:
+    # on the same data it must land where BoTorch's own fit_gpytorch_mll does.
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor(rng.uniform(0, 1, (30, 3)))
+    y = torch.sin(6 * x[:, 0]) + x[:, 1] ** 2 + 0.05 * torch.as_tensor(rng.normal(size=30))
+    y = (y - y.mean()) / y.std()
+    ours = gp_module.fit_gp(gp_module.make_gp(x, y))
+    reference = gp_module.make_gp(x, y)
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(reference.likelihood, reference), max_attempts=1)
+    for a, b in [
+        (ours.covar_module.base_kernel.lengthscale, reference.covar_module.base_kernel.lengthscale),
+        (ours.covar_module.outputscale, reference.covar_module.outputscale),
+        (ours.likelihood.noise, reference.likelihood.noise),
+    ]:
+        assert torch.allclose(a, b.detach(), rtol=0.05)
