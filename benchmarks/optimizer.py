@@ -425,6 +425,19 @@ def report(problems, methods, seeds, traces) -> None:
         if any(j[1] == m for j in traces)
     }
     print("\nMean time per suggestion during the runs: " + ", ".join(f"{m} {v:.3f} s" for m, v in tsug.items()))
+    if "protein" in tsug and "gpsampler" in tsug:
+        # Inside a run (warm imports, observations as the sweep makes them), per problem: what a user waits.
+        print("\n| problem | protein s/suggestion | gpsampler s/suggestion | protein/gpsampler |")
+        print("| --- | --- | --- | --- |")
+        for p in problems:
+            per = {
+                m: [t["suggest_time"] / max(1, len(t["values"])) for j, t in traces.items() if j[0] == p and j[1] == m]
+                for m in ("protein", "gpsampler")
+            }
+            if per["protein"] and per["gpsampler"]:
+                a, b = float(np.mean(per["protein"])), float(np.mean(per["gpsampler"]))
+                print(f"| {p.name} | {a:.3f} | {b:.3f} | {a / b:.2f}x |")
+        print(f"| all | {tsug['protein']:.3f} | {tsug['gpsampler']:.3f} | {tsug['protein'] / tsug['gpsampler']:.2f}x |")
 
 
 def _scorers(p: Problem):

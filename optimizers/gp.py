@@ -4,23 +4,28 @@ Inputs live in [0, 1]^d and targets are standardized by the caller, so the model
 be re-conditioned on extra points (pending trials) without refitting. The priors follow what makes Optuna's
 GPSampler strong on few observations: lengthscales near the width of the box, a Matern-5/2 kernel, and a
 noise floor low enough (1e-6) to exploit deterministic objectives yet a noise prior that tolerates RL noise.
+
+A categorical parameter is not an ordered coordinate: its kernel distance is 0 for the same choice and 1 for any
+other (a Hamming distance, as in Optuna's GPSampler and BoTorch's MixedSingleTaskGP), with its own lengthscale,
+and enters the Matern-5/2 through the combined scaled distance. Its coordinate in [0, 1] only names the choice
+(bin ``floor(x * k)`` of ``k`` equal bins), so the kernel, and the acquisition, have no gradient along it.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from botorch.exceptions import ModelFittingError
-from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel, ScaleKernel
+from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, Prior
+from scipy.optimize import minimize
 from torch.distributions import Distribution
 from torch.nn import Module
 
@@ -44,11 +49,71 @@ class InverseLengthscalePrior(Prior):  # type: ignore[misc]  # gpytorch is untyp
         return self  # required by the Prior interface
 
 
-def make_gp(x01: torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
-    """An unfitted SingleTaskGP on inputs in [0, 1]^d and standardized targets ``y`` (shape n)."""
+class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
+    """Matern-5/2 on the distance sqrt(sum_i (delta_i / l_i)^2), where delta_i is x_i - x'_i for a numeric
+    coordinate and [choice(x_i) != choice(x'_i)] for a categorical one (``choices[i]`` > 0: its number of
+    choices, each a bin of [0, 1]). Both parts are matrix products, so a posterior over many points stays cheap.
+    """
+
+    has_lengthscale = True
+
+    def __init__(self, choices: Sequence[int], **kwargs: Any):
+        super().__init__(ard_num_dims=len(choices), **kwargs)
+        self.choices = [int(k) for k in choices]
+        self.numeric = [i for i, k in enumerate(self.choices) if k == 0]
+        self.categorical = [i for i, k in enumerate(self.choices) if k > 0]
+
+    def _one_hot(self, x: torch.Tensor, inv_ls: torch.Tensor) -> torch.Tensor:
+        """Each categorical coordinate as a one-hot vector of its choice, scaled by its 1 / lengthscale."""
+        parts = []
+        for i in self.categorical:
+            k = self.choices[i]
+            index = (x[..., i].detach() * k).floor().clamp(0, k - 1).long()
+            parts.append(torch.nn.functional.one_hot(index, k).to(x.dtype) * inv_ls[i])
+        return torch.cat(parts, dim=-1)
+
+    def squared_distance(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
+        inv_ls: torch.Tensor = self.lengthscale.reshape(-1).reciprocal()
+        if diag:
+            delta = x1 - x2
+            if self.categorical:
+                cat = self.categorical
+                index1 = (x1[..., cat].detach() * torch.tensor([self.choices[i] for i in cat])).floor()
+                index2 = (x2[..., cat].detach() * torch.tensor([self.choices[i] for i in cat])).floor()
+                delta = delta.clone()
+                delta[..., cat] = (index1 != index2).to(x1.dtype)
+            return ((delta * inv_ls) ** 2).sum(-1)
+        r2 = torch.zeros(x1.shape[:-1] + x2.shape[-2:-1], dtype=x1.dtype)
+        if self.numeric:
+            num = self.numeric
+            mean = x1[..., num].mean(dim=-2, keepdim=True)  # centred: less cancellation in |a|^2 + |b|^2 - 2ab
+            a = (x1[..., num] - mean) * inv_ls[num]
+            b = (x2[..., num] - mean) * inv_ls[num]
+            r2 = r2 + (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
+        if self.categorical:
+            # Hamming part: sum over categoricals of (1 - [same choice]) / l^2.
+            same = self._one_hot(x1, inv_ls) @ self._one_hot(x2, inv_ls).transpose(-1, -2)
+            r2 = r2 + (inv_ls[self.categorical] ** 2).sum() - same
+        return r2.clamp_min(0.0)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params: Any) -> torch.Tensor:
+        return matern52(self.squared_distance(x1, x2, diag))
+
+
+def matern52(r2: torch.Tensor) -> torch.Tensor:
+    """Matern-5/2 of a squared distance; the clamp keeps the gradient finite at distance 0."""
+    s = (5 * r2.clamp_min(1e-30)).sqrt()
+    return (1 + s + s * s / 3) * torch.exp(-s)
+
+
+def make_gp(x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None) -> SingleTaskGP:
+    """An unfitted SingleTaskGP on inputs in [0, 1]^d and standardized targets ``y`` (shape n).
+
+    ``choices[i]``: the number of choices of coordinate i if it is categorical, else 0 (default: all numeric).
+    """
     d = x01.shape[-1]
     kernel = ScaleKernel(
-        MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_prior=InverseLengthscalePrior()),
+        MixedMaternKernel(choices or [0] * d, lengthscale_prior=InverseLengthscalePrior()),
         outputscale_prior=GammaPrior(2.0, 1.0),
     )
     likelihood = GaussianLikelihood(noise_prior=GammaPrior(1.1, 30.0), noise_constraint=GreaterThan(MIN_NOISE))
@@ -65,30 +130,62 @@ def fit_gp(model: SingleTaskGP, maxiter: int = 100) -> SingleTaskGP:
 
     Bounded iterations keep the cost of a fit bounded; a fit that stops early is still a usable model.
     """
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
-        _fit(mll, maxiter)
-    except ModelFittingError:
+        _fit(model, maxiter)
+    except torch.linalg.LinAlgError:
         # Near-duplicate points can make the kernel matrix singular at the tiny noise floor: retry once with a
         # floor that keeps it positive definite (deterministic, no random restarts).
         model.likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(1e-4))
         model.likelihood.noise = 1e-2
         model.covar_module.base_kernel.lengthscale = 0.5
         model.covar_module.outputscale = 1.0
-        _fit(mll, maxiter)
+        model.mean_module.constant = 0.0
+        _fit(model, maxiter)
     model.eval()
+    for parameter in model.parameters():  # fitted: from here on gradients are only taken with respect to inputs
+        parameter.requires_grad_(False)
     return model
 
 
-def _fit(mll: ExactMarginalLogLikelihood, maxiter: int) -> None:
+def _fit(model: SingleTaskGP, maxiter: int) -> None:
+    """Maximize the same objective as gpytorch's ExactMarginalLogLikelihood (log marginal likelihood plus log
+    priors, per point) over the model's own parameters, on a dense kernel matrix: at the sizes a sweep has
+    (at most FIT_HYPERPARAMETERS_ON points) this is several times faster than going through gpytorch's lazy
+    tensors, and the result is the same BoTorch model."""
+    x, y = model.train_inputs[0], model.train_targets
+    n = len(y)
+    params = [p for p in model.parameters() if p.requires_grad]
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    priors = list(model.named_priors())  # type: ignore[operator]  # gpytorch is untyped
+
+    def set_params(vec: np.ndarray) -> None:
+        for p, chunk, shape in zip(params, np.split(vec, np.cumsum(sizes)[:-1]), shapes):
+            p.data = torch.as_tensor(chunk, dtype=DTYPE).reshape(shape)
+            p.grad = None
+
+    def loss(vec: np.ndarray) -> tuple[float, np.ndarray]:
+        set_params(vec)
+        k = model.covar_module.outputscale * model.covar_module.base_kernel.forward(x, x)
+        k = k + model.likelihood.noise.reshape(()) * torch.eye(n, dtype=DTYPE)
+        chol = torch.linalg.cholesky(k)
+        r = (y - model.mean_module.constant).unsqueeze(-1)
+        alpha = torch.cholesky_solve(r, chol)
+        mll = -0.5 * (r * alpha).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+        for _, module, prior, closure, _ in priors:
+            mll = mll + prior.log_prob(closure(module)).sum()
+        value = -mll / n
+        value.backward()
+        grads = [torch.zeros(p.numel(), dtype=DTYPE) if p.grad is None else p.grad.reshape(-1) for p in params]
+        grad = torch.cat(grads)
+        return float(value.detach()), grad.numpy()
+
+    start = torch.cat([p.detach().reshape(-1) for p in params]).numpy()
+    model.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_gpytorch_mll(
-            mll,
-            optimizer_kwargs={"options": {"maxiter": maxiter}},
-            max_attempts=1,
-            warning_handler=lambda w: True,
-        )
+        res = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
+    set_params(res.x)
 
 
 class Posterior:
@@ -107,17 +204,22 @@ class Posterior:
         self.outputscale = self.kernel.outputscale.detach().reshape(())
         self.set_data(x01, y)
 
+    def _k(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # The kernel's forward on dense tensors: gpytorch's lazy evaluation costs more than the arithmetic here.
+        k: torch.Tensor = self.outputscale * self.kernel.base_kernel.forward(a, b)
+        return k
+
     def set_data(self, x01: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x01, y
         with torch.no_grad():
-            k = self.kernel(x01).to_dense()
+            k = self._k(x01, x01)
             k.diagonal().add_(self.noise)
             self.chol = torch.linalg.cholesky(k + 1e-9 * torch.eye(len(y), dtype=k.dtype))
             self.alpha = torch.cholesky_solve((y - self.const).unsqueeze(-1), self.chol).squeeze(-1)
 
     def __call__(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (of the latent function) at points ``x01`` (b, d)."""
-        k = self.kernel(x01, self.x).to_dense()  # (b, n)
+        k = self._k(x01, self.x)  # (b, n)
         mean = self.const + k @ self.alpha
         v = torch.linalg.solve_triangular(self.chol, k.T, upper=False)  # (n, b)
         var = (self.outputscale - (v * v).sum(0)).clamp_min(1e-12)

@@ -10,6 +10,8 @@ candidates around the score/cost Pareto front and a random cost target), with it
 - failed trials get an imputed score below the worst success, so the optimizer learns to avoid what crashes;
 - the GP is fit on a bounded subset with bounded L-BFGS iterations, so a suggestion stays fast at thousands of
   observations;
+- a categorical is a categorical: the kernel sees only same choice or not (see optimizers.gp), and the
+  acquisition search tries choices by enumeration instead of gradient steps along their codes;
 - if anything in the model path fails, the suggestion falls back to random and says why.
 """
 
@@ -220,11 +222,11 @@ class _Model:
         # The published random cost target: somewhere between the cheapest run and a bit past the dearest one.
         self.target = float(rng.uniform(0.0, 1.0 + st.expansion_rate))
 
-    @staticmethod
-    def _fit(x: np.ndarray, ys: np.ndarray) -> gp.Posterior:
+    def _fit(self, x: np.ndarray, ys: np.ndarray) -> gp.Posterior:
         # Hyperparameters from a bounded subset; the posterior then conditions on the full (bounded) set.
         sub = gp.select_subset(x, ys, FIT_HYPERPARAMETERS_ON)
-        model = gp.fit_gp(gp.make_gp(_t01(x[sub]), torch.as_tensor(ys[sub], dtype=gp.DTYPE)))
+        choices = self.space.choice_counts()
+        model = gp.fit_gp(gp.make_gp(_t01(x[sub]), torch.as_tensor(ys[sub], dtype=gp.DTYPE), choices))
         return gp.Posterior(model, _t01(x), torch.as_tensor(ys, dtype=gp.DTYPE))
 
     def _pareto(self) -> np.ndarray:
@@ -288,9 +290,8 @@ class _Model:
         return self._snap(np.vstack(parts))
 
     def _other_choices(self, points: np.ndarray) -> np.ndarray:
-        """Each point with one categorical switched to each of its other choices: the GP sees a categorical as
-        one ordered coordinate, so the choices far from the current one would otherwise rarely be proposed
-        together with the rest of a good setting."""
+        """Each point with one categorical switched to each of its other choices: a good setting with another
+        choice is a candidate the Sobol set would rarely contain."""
         out = [np.empty((0, self.space.dim))]
         for j, p in enumerate(self.space.parameters.values()):
             if p.distribution == "categorical":
@@ -396,13 +397,52 @@ class _Model:
         return np.where(too_dear, -np.inf, values), log_cost
 
     def _refine(self, starts: np.ndarray) -> np.ndarray:
-        """Multi-start L-BFGS-B on the acquisition, all starts in one problem (they do not interact).
+        """Local search on the acquisition from each start, as Optuna's GPSampler does on mixed spaces: gradient
+        steps on the numeric coordinates with every categorical held fixed (the kernel has no gradient along a
+        choice), then each categorical tried at every choice in turn; the points whose choice changed climb again.
+        """
+        x = self._climb(starts)
+        cat = np.flatnonzero(self.space.categorical_mask())
+        for _ in range(2):
+            switched = self._best_choices(x, cat)
+            changed = np.any(switched != x, axis=1)
+            if not changed.any():
+                break
+            x = switched
+            x[changed] = self._climb(x[changed])
+        return x
+
+    def _best_choices(self, x: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Each point with each categorical, one after another, set to the choice of highest acquisition (the
+        current one kept on ties)."""
+        x = x.copy()
+        rows = np.arange(len(x))
+        for j in cat:
+            k = self.space.choice_counts()[j]
+            codes = -1 + 2 * (np.arange(k) + 0.5) / k
+            trial = np.repeat(x[None], k, axis=0)  # (k, b, d): every point at every choice
+            trial[:, :, j] = codes[:, None]
+            with torch.no_grad():
+                values = self._acq(torch.as_tensor(trial.reshape(-1, x.shape[1]), dtype=gp.DTYPE))[0]
+            values_kb = values.numpy().reshape(k, len(x))
+            current = np.clip(((x[:, j] + 1) / 2 * k).astype(int), 0, k - 1)
+            best = values_kb.argmax(0)
+            x[:, j] = np.where(values_kb[best, rows] > values_kb[current, rows], codes[best], x[:, j])
+        return x
+
+    def _climb(self, starts: np.ndarray) -> np.ndarray:
+        """Multi-start L-BFGS-B on the acquisition, all starts in one problem (they do not interact), categorical
+        coordinates fixed.
 
         Optimized in units of the kernel's lengthscales (as Optuna's GPSampler does): the acquisition is then
         about equally curved in every direction, and L-BFGS-B converges in far fewer steps.
         """
         shape = starts.shape
         ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
+        z0 = (starts / ls).ravel()
+        fixed = np.tile(self.space.categorical_mask(), shape[0])
+        lo = np.where(fixed, z0, np.tile(-1 / ls, shape[0]))
+        hi = np.where(fixed, z0, np.tile(1 / ls, shape[0]))
 
         def f(z: np.ndarray) -> tuple[float, np.ndarray]:
             xt = torch.as_tensor(z.reshape(shape) * ls, dtype=gp.DTYPE).requires_grad_(True)
@@ -410,9 +450,10 @@ class _Model:
             loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
             return float(loss.detach()), (xt.grad.numpy() * ls).ravel()  # type: ignore[union-attr]
 
-        bounds = [(-1 / scale, 1 / scale) for scale in ls] * shape[0]
-        res = minimize(f, (starts / ls).ravel(), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
-        return np.asarray(np.clip(res.x.reshape(shape) * ls, -1, 1))
+        res = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)), options={"maxiter": 200})
+        x = np.clip(res.x.reshape(shape) * ls, -1, 1)
+        x[:, fixed[: shape[1]]] = starts[:, fixed[: shape[1]]]  # exactly the codes they started with
+        return np.asarray(x)
 
     def _info(self, x: np.ndarray, acq: float, log_cost: float) -> dict[str, Any]:
         with torch.no_grad():

@@ -129,6 +129,11 @@ class Space:
         """Which coordinates are categorical."""
         return np.array([p.distribution == "categorical" for p in self.parameters.values()], dtype=bool)
 
+    def choice_counts(self) -> list[int]:
+        """Per coordinate: the number of choices of a categorical, 0 for a numeric parameter (the GP kernel's
+        ``choices``)."""
+        return [len(p.choices) if p.distribution == "categorical" else 0 for p in self.parameters.values()]  # type: ignore[arg-type]
+
     def round_trip(self, x: np.ndarray) -> np.ndarray:
         """Snap a normalized point to the one its decoded values encode to (integers, choices)."""
         return self.encode(self.decode(x))

@@ -344,3 +344,69 @@ def test_observation_log_keeps_an_absent_cost_apart_from_a_nan_one():
         log.append(Observation({"x": 0.5}, 1.0, cost))
     got = [o.cost for o in log]
     assert got[0] is None and math.isnan(got[1]) and got[2] == 2.5
+
+
+def test_categorical_kernel_distance_is_one_between_any_two_choices_whatever_their_codes():
+    import torch
+
+    kernel = gp_module.MixedMaternKernel([0, 5]).double()
+    kernel.lengthscale = torch.tensor([0.2, 1.0])
+    # Coordinate 1 is a categorical of 5 choices (bins of [0, 1]): choice 0, 0 again (another point of its bin),
+    # choice 1 (the neighbouring code) and choice 4 (the farthest code). The numeric coordinate is the same.
+    x = torch.tensor([[0.5, 0.05], [0.5, 0.15], [0.5, 0.3], [0.5, 0.9]], dtype=torch.float64)
+    r2 = kernel.squared_distance(x, x).detach()
+    assert r2[0, 1] == 0  # the same choice
+    assert torch.allclose(r2[0, 2:], torch.ones(2, dtype=torch.float64))  # any other choice: distance 1
+    assert torch.allclose(kernel.squared_distance(x[:1], x[2:3], diag=True).detach(), r2[0, 2])
+    # The numeric part is an ordinary Matern-5/2: the same as gpytorch's on a purely numeric space.
+    from gpytorch.kernels import MaternKernel
+
+    numeric = gp_module.MixedMaternKernel([0, 0]).double()
+    reference = MaternKernel(nu=2.5, ard_num_dims=2).double()
+    numeric.lengthscale = reference.lengthscale = torch.tensor([0.3, 0.7])
+    a, b = torch.rand(6, 2, dtype=torch.float64), torch.rand(4, 2, dtype=torch.float64)
+    assert torch.allclose(numeric(a, b).to_dense(), reference(a, b).to_dense())
+
+
+def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
+    # Choices a, c, d are explored and all equally mediocre whatever x; b, whose code lies between a's and c's,
+    # never was. With choices as an ordered coordinate b would look like its neighbours; as a categorical it is
+    # unknown, so it is the most promising place to look.
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "act": {"distribution": "categorical", "choices": ["a", "b", "c", "d"]},
+        },
+        settings={"num_random_samples": 2},
+    )
+    rng = np.random.default_rng(0)
+    obs = [
+        Observation({"x": float(x), "act": act}, float(0.01 * np.sin(7 * x)), 1.0)
+        for act in ("a", "c", "d")
+        for x in rng.uniform(0, 1, 5)
+    ]
+    for seed in range(3):
+        s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
+        assert s.info["source"] == "bayes" and s.params["act"] == "b"
+
+
+def test_gp_fit_reaches_the_map_estimate_of_botorchs_fit():
+    # The fit maximizes the objective gpytorch's ExactMarginalLogLikelihood defines, on a dense kernel matrix:
+    # on the same data it must land where BoTorch's own fit_gpytorch_mll does.
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor(rng.uniform(0, 1, (30, 3)))
+    y = torch.sin(6 * x[:, 0]) + x[:, 1] ** 2 + 0.05 * torch.as_tensor(rng.normal(size=30))
+    y = (y - y.mean()) / y.std()
+    ours = gp_module.fit_gp(gp_module.make_gp(x, y))
+    reference = gp_module.make_gp(x, y)
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(reference.likelihood, reference), max_attempts=1)
+    for a, b in [
+        (ours.covar_module.base_kernel.lengthscale, reference.covar_module.base_kernel.lengthscale),
+        (ours.covar_module.outputscale, reference.covar_module.outputscale),
+        (ours.likelihood.noise, reference.likelihood.noise),
+    ]:
+        assert torch.allclose(a, b.detach(), rtol=0.05)
