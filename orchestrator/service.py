@@ -39,6 +39,10 @@ from orchestrator.render import short
 from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
+# A stop's cancel that the dispatcher fails: tried again after 1, 2, 4, ... s (at most 60 s apart), 8 times in all.
+CANCEL_ATTEMPTS = 8
+CANCEL_RETRY_FIRST_DELAY = 1.0
+CANCEL_RETRY_MAX_DELAY = 60.0
 # Decisions folded ahead into one transaction, at most (each round's events change what the next decides).
 _MAX_DECISION_ROUNDS = 100
 _GATHER_ROUNDS = 4  # event-loop turns the loop waits for more events while they keep coming
@@ -302,8 +306,26 @@ class SweepService:
             self._spawn(self._cancel_stopped, self._spec(trial.job(key)), handle)  # type: ignore[arg-type]
 
     async def _cancel_stopped(self, spec: JobSpec, handle: JobHandle) -> None:
+        """Cancel a stopped trial's train job; a cancel the dispatcher fails is tried again with backoff (the job
+        would otherwise train to its end), a bounded number of times, then left to the next restart."""
         self.log.info(f"stopping {spec.key} early")
-        await self._cancel_quietly(spec, handle)
+        delay = CANCEL_RETRY_FIRST_DELAY
+        for attempt in range(1, CANCEL_ATTEMPTS + 1):
+            try:
+                await self.dispatcher.cancel(spec, handle)
+                return
+            except Exception as exc:  # noqa: BLE001 - a broken dispatcher must not take the service down
+                if attempt == CANCEL_ATTEMPTS:
+                    self.log.error(
+                        f"could not stop {spec.key} after {attempt} attempts ({exc}); "
+                        "the next serve of this sweep tries again"
+                    )
+                    return
+                self.log.warning(f"could not stop {spec.key} (attempt {attempt}): {exc}; retrying in {delay:g} s")
+            await anyio.sleep(delay)
+            if spec.key not in self._handles:
+                return  # the job ended meanwhile: nothing left to stop
+            delay = min(delay * 2, CANCEL_RETRY_MAX_DELAY)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._tg is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -9,15 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
+from dispatchers.local import LocalDispatcher
+from dispatchers.registry import RoutingDispatcher, parse_routes
 from orchestrator.core import early_stopping
 from orchestrator.core import events as ev
 from orchestrator.core.config import ConfigError, load_config
 from orchestrator.core.contract import ContractReader
-from orchestrator.core.jobs import Output, Report
+from orchestrator.core.jobs import JobHandle, JobSpec, Output, Report
 from orchestrator.core.reducer import reduce
 from orchestrator.core.state import SweepState
+from orchestrator.logs import configure_logging
+from orchestrator.runtime import build_service
 from stores.sqlite import SQLiteStore
 from tests.conftest import ROOT, ledger, serve_env
 
@@ -241,3 +247,37 @@ def test_a_stopped_trial_reads_as_stopped_in_the_w_and_b_record() -> None:
     assert record.exit_code == 0 and record.summary["sweep/status"] == "stopped"
     assert record.summary["sweep/stopped_at_step"] == 3 and record.summary["sweep/score"] == 0.2
     assert record.summary["sweep/report_step"] == 3 and state.rungs[0] == ((1, 0.2),)
+
+
+class CancelFailsFirst(LocalDispatcher):
+    """The local dispatcher, except that its first cancel raises (a dispatcher error, e.g. a flaky API)."""
+
+    def __init__(self) -> None:
+        super().__init__(poll_interval=0.05, kill_grace=2.0)
+        self.cancels = 0
+
+    async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
+        self.cancels += 1
+        if self.cancels == 1:
+            raise RuntimeError("cancel refused (the first time)")
+        await super().cancel(spec, handle)
+
+
+def test_a_cancel_that_fails_is_retried_in_process(sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(sweep_dir, trials=2, method="asha")
+    monkeypatch.setenv("CURVE_STEPS", "40")
+    monkeypatch.setenv("CURVE_STEP_SECONDS", "0.25")
+    log = io.StringIO()
+    configure_logging("json", stream=log)
+    service = build_service(load_config(sweep_dir / "sweep.toml", {"sweep_name": "es"}))
+    dispatcher = CancelFailsFirst()
+    service.dispatcher = RoutingDispatcher(parse_routes("local"), dispatchers={"local": dispatcher})
+    state = anyio.run(service.run)
+    first, second = state.shown_trials()
+    assert first.status == "completed" and second.status == "stopped"
+    assert dispatcher.cancels == 2  # refused once, then done in the same serve, no restart needed
+    assert second.stop_step < 40
+    rows = [r[:2] for r in ledger(sweep_dir / "ledger.txt")]
+    assert ["term", "es_trial_0002.train.1"] in rows and ["end", "es_trial_0002.train.1"] not in rows
+    text = log.getvalue()
+    assert "could not stop es_trial_0002.train.1 (attempt 1)" in text and "cancel refused" in text
