@@ -20,8 +20,9 @@ orchestrator/core/early_stopping.py: grace 9 steps, reduction factor 3, min_tria
 HyperbandPruner / + MedianPruner fed the same reports. What Protein is told about a stopped trial (the suffix):
 
 - ``/spent``: its last reported value at the cost it spent (cheap-looking);
-- ``/full``: its last reported value at the cost a completed trial would have had (what the service does);
-- ``/lift``: as ``/full``, its value raised by the median gain completed trials made from that rung to the end;
+- ``/full``: its last reported value at the cost a completed trial would have had;
+- ``/lift``: as ``/full``, at its value at the rung plus the median gain completed trials made from that rung to
+  the end (what the service does: orchestrator/core/early_stopping.py, ``imputed_score``);
 - ``/fail``: a failure at the cost it spent.
 
 Scores: the true (noise-free) final value of the trial each method would pick (its best observed final score),
@@ -56,7 +57,7 @@ SETTINGS = {"grace_steps": 9.0, "reduction_factor": 3.0, "min_trials": 5}
 FAMILIES = {"realistic": (12.0, 0.15), "crossing": (3.0, 0.7)}  # r = r0 * (lr / 3e-3) ** exponent
 METHODS = [
     "protein",
-    "protein+median/full",
+    "protein+median/lift",
     "protein+asha/spent",
     "protein+asha/full",
     "protein+asha/lift",
@@ -116,7 +117,8 @@ def run_protein(family: str, method: str, seed: int, budget: float) -> dict[str,
                 obs.append(Observation(params, last, float(stopped_at)))
             elif told == "lift":
                 gains = [v - at_rung[j][k] for j, v in finals.items() if k in at_rung.get(j, {})]
-                obs.append(Observation(params, last + (statistics.median(gains) if gains else 0.0), float(T)))
+                lifted = at_rung[n][k] + statistics.median(gains) if gains else last
+                obs.append(Observation(params, lifted, float(T)))
             else:
                 obs.append(Observation(params, last, float(T)))
         elif t == T:

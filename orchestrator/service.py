@@ -28,7 +28,7 @@ from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
-from orchestrator.core.early_stopping import stop_requested_jobs
+from orchestrator.core.early_stopping import full_cost, imputed_score, stop_requested_jobs
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Report, Started, run_name, run_prefix
 from orchestrator.core.reducer import reduce
 from orchestrator.core.scheduler import make_scheduler
@@ -85,6 +85,7 @@ class SweepService:
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
         self._observations = ObservationLog()  # rebuilt by the replay at the start of ``run``
+        self._finals: dict[int, float] = {}  # completed trials that reached a rung: their scores
 
     # -- life cycle ------------------------------------------------------------------------------------------
     async def run(self) -> SweepState:
@@ -138,6 +139,7 @@ class SweepService:
     async def _replay(self) -> None:
         # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
         self._observations = ObservationLog(count_only=not self.optimizer.reads_observations)
+        self._finals = {}
 
         def fold_log() -> tuple[SweepState, int]:
             # Replay builds a large, long-lived state in one go, and the cyclic GC would scan it again and again
@@ -250,7 +252,10 @@ class SweepService:
         folds (replayed, planned or its own) comes through here, and every plan is committed before the next."""
         after = reduce(state, event)
         if after.ended > state.ended:
-            self._observations.append(_observation(after.recent[-1]))
+            trial = after.recent[-1]
+            self._observations.append(_observation(trial, after, self._finals))
+            if trial.status == "completed" and trial.score is not None and trial.rung_positions:
+                self._finals[trial.trial] = trial.score  # what a stopped trial's score is imputed from
         return after
 
     def _to_events(self, batch: list[Any]) -> list[ev.Event]:
@@ -505,15 +510,20 @@ def _store_errors_alone() -> Iterator[None]:
         raise found from None
 
 
-def _observation(t: TrialState) -> Observation:
-    """What the optimizer learns from an ended trial; a failure costs what its jobs ran."""
+def _observation(t: TrialState, state: SweepState, finals: dict[int, float]) -> Observation:
+    """What the optimizer learns from an ended trial; a failure costs what its jobs ran.
+
+    A stopped trial is told at the score it would likely have reached (its value at its last rung plus the median
+    gain of the completed trials from there) and at the cost of a full run: stopping it was a decision about the
+    trial, not a property of its hyperparameters. Told its partial score at the cost it spent, a cost-aware
+    optimizer (Protein) would see poor regions as cheap ones and go looking there (benchmarks/early_stopping.py
+    measured both).
+    """
     if t.status == "completed":
         return Observation(thaw(t.params), t.score, t.cost or 0.0)
     if t.status == "stopped" and t.score is not None:
-        # A real, cheap point: the score it had reached for what it spent. A cost-aware optimizer (Protein's
-        # score/cost Pareto front) learns both that it was poor and that it was cheap, which an imputed failure
-        # would hide (it marks the region as infeasible).
-        return Observation(thaw(t.params), t.score, t.cost or 0.0)
+        score = imputed_score(t, state, finals)
+        return Observation(thaw(t.params), t.score if score is None else score, full_cost(t))
     return Observation(thaw(t.params), None, t.spent, failed=True)
 
 
