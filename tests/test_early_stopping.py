@@ -281,3 +281,40 @@ def test_a_cancel_that_fails_is_retried_in_process(sweep_dir: Path, monkeypatch:
     assert ["term", "es_trial_0002.train.1"] in rows and ["end", "es_trial_0002.train.1"] not in rows
     text = log.getvalue()
     assert "could not stop es_trial_0002.train.1 (attempt 1)" in text and "cancel refused" in text
+
+
+def test_a_stopped_trial_is_told_to_the_optimizer_at_its_imputed_final_score_and_a_full_runs_cost() -> None:
+    from orchestrator.service import _observation
+
+    config = {"protein_config": {"metric": "score"}, "early_stopping": {"method": "asha", "grace_steps": 2}}
+    events: list[ev.Event] = [ev.SweepCreated(sweep="s", config=config)]
+    for n, curve in ((1, [1.0, 2.0, 2.5]), (2, [1.5, 3.5, 4.0]), (3, [0.5, 1.0])):
+        key = f"s_trial_000{n}.train.1"
+        events += [
+            ev.TrialSuggested(trial=n, run=f"s_trial_000{n}", params={"x": n}),
+            ev.JobRequested(key=key, trial=n, kind="train", argv=["t"]),
+        ]
+        events += [ev.JobReported(key=key, step=s, values={"score": v}) for s, v in enumerate(curve, start=1)]
+        events.append(ev.JobProgress(key=key, step=len(curve), total=8))
+        if n < 3:  # 1 and 2 reached rung 0 (step 2) at 2.0 and 3.5, and scored 10 and 9.5 at the end
+            events += [
+                ev.JobExited(key=key, exit_code=0, duration=8.0),
+                ev.TrialCompleted(trial=n, score=10.5 - n / 2, cost=8.0),
+            ]
+        else:  # 3 reached it at 1.0 and was stopped at step 2, a quarter of its run, having spent 2 s
+            events += [
+                ev.TrialStopRequested(trial=3, step=2, reason="asha at rung 0 (step 2): test"),
+                ev.JobExited(key=key, exit_code=143, error="cancelled", duration=2.0),
+                ev.TrialStopped(trial=3, score=1.0, step=2, cost=2.0),
+            ]
+    state = fold_all(events)
+    finals = {1: 10.0, 2: 9.5}
+    stopped = state.recent[-1]
+    assert stopped.status == "stopped"
+    # Its rung value 1.0 plus the median of the gains 10 - 2 and 9.5 - 3.5 from that rung: 1 + 7.
+    assert early_stopping.imputed_score(stopped, state, finals) == pytest.approx(8.0)
+    assert early_stopping.imputed_score(stopped, state, {}) is None  # no completed trial to learn the gain from
+    assert early_stopping.full_cost(stopped) == pytest.approx(8.0)  # 2 s for 2 of 8 steps
+    told = _observation(stopped, state, finals)
+    assert told.score == pytest.approx(8.0) and told.cost == pytest.approx(8.0) and not told.failed
+    assert _observation(stopped, state, {}).score == 1.0  # nothing to impute from: its last reported value
