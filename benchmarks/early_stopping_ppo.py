@@ -45,6 +45,10 @@ from loop import _toml  # noqa: E402
 from optimizer import optuna_distributions  # noqa: E402
 from real_jobs import PPO_PARAMETERS  # noqa: E402
 
+from optimizers.config import ParameterConfig  # noqa: E402  (imported here, not in the worker threads)
+from orchestrator.reducer import fold  # noqa: E402
+from stores.sqlite import SQLiteStore  # noqa: E402
+
 TOTAL_STEPS = 5120  # 20 rollouts of 256 steps: a default run scores ~100-150 of 500 (8192 steps: up to 500)
 EVAL_EPISODES = 10
 BUDGET_TRIALS = 12
@@ -92,11 +96,8 @@ def steps_of(trial: Any) -> float:
 
 def run_serve(rule: str, seed: int, budget: float, workdir: Path) -> dict[str, Any]:
     """Serve the sweep, resumed with more trials until its trials have trained ``budget`` steps."""
-    from orchestrator.reducer import fold
-    from stores.sqlite import SQLiteStore
-
     name = f"ppo_{rule}_{seed}"
-    trials, spent = 0, 0.0
+    trials, spent, shown = 0, 0.0, []
     (workdir / f"{name}.toml").write_text(sweep_toml(rule, 1, seed))
     while spent < budget:
         trials += max(1, math.ceil((budget - spent) / TOTAL_STEPS))  # never more than the budget left
@@ -125,9 +126,7 @@ def run_serve(rule: str, seed: int, budget: float, workdir: Path) -> dict[str, A
 
 
 def run_optuna(pruner_name: str, seed: int, budget: float, workdir: Path) -> dict[str, Any]:
-    import optuna
-
-    from optimizers.config import ParameterConfig
+    import optuna  # imported by main() first: never for the first time in a worker thread
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner: optuna.pruners.BasePruner = (
@@ -255,11 +254,17 @@ def main() -> None:
     have = {(r["method"], r["seed"], r["budget"]) for r in runs}
     tasks = [(m, s) for s in range(args.seeds) for m in methods if (m, s, budget) not in have]
     workdir = Path(tempfile.mkdtemp(prefix="early_stopping_ppo_"))
+    import optuna  # noqa: F401  (before the threads: two first imports at once can fail)
+
     start = time.time()
     with ThreadPoolExecutor(max_workers=args.workers) as pool, path.open("a") as out:
         futures = [pool.submit(run_one, m, s, budget, workdir) for m, s in tasks]
         for i, future in enumerate(futures):
-            result = future.result()
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - one broken run must not lose the others
+                print(f"[{i + 1}/{len(tasks)}] {tasks[i]} failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
             runs.append(result)
             out.write(json.dumps(result) + "\n")
             out.flush()
