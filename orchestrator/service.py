@@ -28,7 +28,7 @@ from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
-from orchestrator.core.early_stopping import full_cost, imputed_score, stop_requested_jobs
+from orchestrator.core.early_stopping import imputed_score, stop_requested_jobs
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Report, Started, run_name, run_prefix
 from orchestrator.core.reducer import reduce
 from orchestrator.core.scheduler import make_scheduler
@@ -514,16 +514,17 @@ def _observation(t: TrialState, state: SweepState, finals: dict[int, float]) -> 
     """What the optimizer learns from an ended trial; a failure costs what its jobs ran.
 
     A stopped trial is told at the score it would likely have reached (its value at its last rung plus the median
-    gain of the completed trials from there) and at the cost of a full run: stopping it was a decision about the
+    gain of the completed trials from there) and at an unknown cost (NaN): stopping it was a decision about the
     trial, not a property of its hyperparameters. Told its partial score at the cost it spent, a cost-aware
-    optimizer (Protein) would see poor regions as cheap ones and go looking there (benchmarks/early_stopping.py
-    measured both).
+    optimizer (Protein) would see poor regions as cheap ones and go looking there; the cost a full run would have
+    had is no better when guessed (scaling the seconds spent by the share of steps done scales the job's start-up
+    too). Protein leaves a cost it does not know out of its cost model (benchmarks/early_stopping.py measured it).
     """
     if t.status == "completed":
         return Observation(thaw(t.params), t.score, t.cost or 0.0)
     if t.status == "stopped" and t.score is not None:
         score = imputed_score(t, state, finals)
-        return Observation(thaw(t.params), t.score if score is None else score, full_cost(t))
+        return Observation(thaw(t.params), t.score if score is None else score, math.nan)
     return Observation(thaw(t.params), None, t.spent, failed=True)
 
 

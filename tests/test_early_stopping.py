@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 import subprocess
@@ -283,7 +284,7 @@ def test_a_cancel_that_fails_is_retried_in_process(sweep_dir: Path, monkeypatch:
     assert "could not stop es_trial_0002.train.1 (attempt 1)" in text and "cancel refused" in text
 
 
-def test_a_stopped_trial_is_told_to_the_optimizer_at_its_imputed_final_score_and_a_full_runs_cost() -> None:
+def test_a_stopped_trial_is_told_to_the_optimizer_at_its_imputed_final_score_and_an_unknown_cost() -> None:
     from orchestrator.service import _observation
 
     config = {"protein_config": {"metric": "score"}, "early_stopping": {"method": "asha", "grace_steps": 2}}
@@ -295,7 +296,6 @@ def test_a_stopped_trial_is_told_to_the_optimizer_at_its_imputed_final_score_and
             ev.JobRequested(key=key, trial=n, kind="train", argv=["t"]),
         ]
         events += [ev.JobReported(key=key, step=s, values={"score": v}) for s, v in enumerate(curve, start=1)]
-        events.append(ev.JobProgress(key=key, step=len(curve), total=8))
         if n < 3:  # 1 and 2 reached rung 0 (step 2) at 2.0 and 3.5, and scored 10 and 9.5 at the end
             events += [
                 ev.JobExited(key=key, exit_code=0, duration=8.0),
@@ -314,7 +314,23 @@ def test_a_stopped_trial_is_told_to_the_optimizer_at_its_imputed_final_score_and
     # Its rung value 1.0 plus the median of the gains 10 - 2 and 9.5 - 3.5 from that rung: 1 + 7.
     assert early_stopping.imputed_score(stopped, state, finals) == pytest.approx(8.0)
     assert early_stopping.imputed_score(stopped, state, {}) is None  # no completed trial to learn the gain from
-    assert early_stopping.full_cost(stopped) == pytest.approx(8.0)  # 2 s for 2 of 8 steps
     told = _observation(stopped, state, finals)
-    assert told.score == pytest.approx(8.0) and told.cost == pytest.approx(8.0) and not told.failed
+    assert told.score == pytest.approx(8.0) and told.cost is not None and math.isnan(told.cost) and not told.failed
     assert _observation(stopped, state, {}).score == 1.0  # nothing to impute from: its last reported value
+
+
+def test_protein_models_cost_without_the_stopped_trials_it_was_told_of_at_an_unknown_cost() -> None:
+    from optimizers import Observation, ProteinConfig
+    from optimizers.base import ObservationLog
+    from optimizers.protein import Protein
+
+    space = {n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in ("x", "y")}
+    protein = Protein(ProteinConfig(parameters=space), seed=0)
+    log = ObservationLog()
+    for i in range(16):  # completed runs cost 10 to 25 (dearer with x); every third trial was stopped
+        x, y = (i * 0.37) % 1, (i * 0.61) % 1
+        log.append(Observation({"x": x, "y": y}, -((x - 0.5) ** 2), math.nan if i % 3 == 2 else 10 + 15 * x))
+    assert math.isnan(log[2].cost or 0.0)  # kept as unknown, not as "no cost given"
+    for s in protein.suggest(log, [], 3):  # the model path, its cost model fitted on the completed runs alone
+        assert s.info["source"] == "bayes" and "fallback" not in s.info
+        assert 9 < s.info["predicted_cost"] < 27

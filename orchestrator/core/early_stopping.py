@@ -96,20 +96,6 @@ def stop_requested_jobs(state: SweepState) -> list[tuple[TrialState, str]]:
     return out
 
 
-def full_cost(trial: TrialState) -> float:
-    """What a stopped trial would have cost had it run to the end: the cost it spent, scaled by the share of its
-    training done (its train job's last progress line, step / total). Without a progress line it is the cost spent.
-
-    The optimizer is told this cost, not the cost spent: early stopping is a decision about the trial, not a
-    property of its hyperparameters, and a cost model fed the cost spent learns that poor regions are cheap."""
-    spent = trial.cost if trial.cost is not None else trial.spent
-    trains = trial.jobs_of("train")
-    step, total = (trains[-1].step, trains[-1].total) if trains else (None, None)
-    if step and total and 0 < step < total:
-        return spent * total / step
-    return spent
-
-
 LIFT_WINDOW = 256  # completed trials (the latest at the rung) whose gain from a rung to the end is averaged
 
 
