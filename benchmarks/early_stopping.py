@@ -20,7 +20,8 @@ orchestrator/core/early_stopping.py: grace 9 steps, reduction factor 3, min_tria
 HyperbandPruner / + MedianPruner fed the same reports. What Protein is told about a stopped trial (the suffix):
 
 - ``/spent``: its last reported value at the cost it spent (cheap-looking);
-- ``/full``: its last reported value at the cost a completed trial would have had;
+- ``/full``: its last reported value at the cost a completed trial would have had (every run here costs T, so
+  this is what an unknown cost, left out of Protein's cost model, amounts to: the service tells NaN);
 - ``/lift``: as ``/full``, at its value at the rung plus the median gain completed trials made from that rung to
   the end (what the service does: orchestrator/core/early_stopping.py, ``imputed_score``);
 - ``/fail``: a failure at the cost it spent.
