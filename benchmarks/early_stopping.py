@@ -221,12 +221,22 @@ def _completed(r: dict[str, Any]) -> int:
     return len(r["done"])
 
 
-def table(family: str, runs: list[dict[str, Any]], methods: list[str], budget: float) -> list[str]:
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """The cached runs (one JSON object a line); none if the file does not exist yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def by_method(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str, dict[int, Any]], list[int]]:
+    """``runs`` by method and seed, and the seeds every method (and the reference, "protein") has a run for."""
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in runs:
-        if r["family"] == family and r["budget"] == budget:
-            by.setdefault(r["method"], {})[r["seed"]] = r
-    seeds = sorted(set(by.get("protein", {})).intersection(*(by.get(m, {}) for m in methods)))
+        by.setdefault(r["method"], {})[r["seed"]] = r
+    return by, sorted(set(by.get("protein", {})).intersection(*(by.get(m, {}) for m in methods)))
+
+
+def table(family: str, runs: list[dict[str, Any]], methods: list[str], budget: float) -> list[str]:
+    by, seeds = by_method([r for r in runs if r["family"] == family and r["budget"] == budget], methods)
     if not seeds:
         return [f"{family}: no seed has every method yet"]
     base = {s: picked(by["protein"][s]["done"]) for s in seeds}
@@ -269,8 +279,7 @@ def main() -> None:
         methods.insert(0, "protein")  # the reference every ratio is over
     budget = args.budget_trials * T
     path = Path(args.results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    runs = load_runs(path)
     have = {(r["family"], r["method"], r["seed"], r["budget"]) for r in runs}
     tasks = [
         (f, m, s, budget) for s in range(args.seeds) for f in families for m in methods if (f, m, s, budget) not in have

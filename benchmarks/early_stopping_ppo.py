@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from early_stopping import by_method, load_runs  # noqa: E402
 from loop import _toml  # noqa: E402
 from optimizer import optuna_distributions  # noqa: E402
 from real_jobs import PPO_PARAMETERS  # noqa: E402
@@ -203,11 +204,7 @@ def cost_to_reach(done: Done, target: float) -> float:
 
 
 def table(runs: list[dict[str, Any]], methods: list[str], budget: float) -> list[str]:
-    by: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in runs:
-        if r["budget"] == budget:
-            by.setdefault(r["method"], {})[r["seed"]] = r
-    seeds = sorted(set(by.get("protein", {})).intersection(*(by.get(m, {}) for m in methods)))
+    by, seeds = by_method([r for r in runs if r["budget"] == budget], methods)
     if not seeds:
         return ["no seed has every method yet"]
     base = {s: best(by["protein"][s]["done"]) for s in seeds}
@@ -249,8 +246,7 @@ def main() -> None:
         methods.insert(0, "protein")
     budget = args.budget_trials * TOTAL_STEPS
     path = Path(args.results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    runs = load_runs(path)
     have = {(r["method"], r["seed"], r["budget"]) for r in runs}
     tasks = [(m, s) for s in range(args.seeds) for m in methods if (m, s, budget) not in have]
     workdir = Path(tempfile.mkdtemp(prefix="early_stopping_ppo_"))
