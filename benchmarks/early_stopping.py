@@ -1,6 +1,6 @@
 """Early stopping at equal total training cost, on synthetic learning curves (part (a) of the benchmark).
 
-    python benchmarks/early_stopping.py                      # both families, 12 seeds, 2 processes
+    python benchmarks/early_stopping.py                      # both families, 12 seeds, 2 processes (~30 min)
     python benchmarks/early_stopping.py --family realistic --seeds 4 --methods protein,protein+asha
 
 Curves: a trial with parameters x, y (uniform in [0, 1]) and lr (log-uniform in [1e-4, 1e-1]) scores

@@ -1,6 +1,6 @@
 """Early stopping on real PPO sweeps, at equal total training cost (part (b) of the benchmark).
 
-    python benchmarks/early_stopping_ppo.py              # 2 seeds x 5 methods, 2 sweeps at a time
+    python benchmarks/early_stopping_ppo.py              # 2 seeds x 5 methods, 2 sweeps at a time (~40 min)
     python benchmarks/early_stopping_ppo.py --seeds 1 --budget-trials 6 --methods protein,protein+asha
 
 The objective is ``recipes.cartpole`` (PPO on CartPole-v1, stable-baselines3) trained for TOTAL_STEPS environment
