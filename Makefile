@@ -42,8 +42,9 @@ bench-parallel: $(STAMP)
 bench-loop: $(STAMP)
 	$(PY) benchmarks/loop.py
 
-bench-early-stopping: $(STAMP)
+bench-early-stopping: $(STAMP)  # (a) synthetic curves, 12 seeds (~30 min on 2 cores); (b) real PPO sweeps (~40 min)
 	nice -n 10 $(PY) benchmarks/early_stopping.py
+	nice -n 10 $(PY) benchmarks/early_stopping_ppo.py
 
 bench-scale: $(STAMP)
 	nice -n 10 $(PY) benchmarks/scale.py

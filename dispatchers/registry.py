@@ -117,7 +117,14 @@ class RoutingDispatcher:
 
     name = "routing"
 
-    def __init__(self, routes: dict[str, str], options: dict[str, dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        routes: dict[str, str],
+        options: dict[str, dict[str, Any]] | None = None,
+        dispatchers: dict[str, Dispatcher] | None = None,
+    ):
+        """``dispatchers``: instances already built, by name (a program embedding the service, or a test, passing
+        its own); the other names are loaded from the installed entry points when first used."""
         self.routes = dict(routes)
         self.options: dict[str, dict[str, Any]] = {}
         self.call_timeouts: dict[str, float] = {}
@@ -131,7 +138,7 @@ class RoutingDispatcher:
                     f"dispatcher_options.{name}.call_timeout must be seconds, got {timeout!r}"
                 ) from None
             self.options[name] = opts
-        self._dispatchers: dict[str, Dispatcher] = {}
+        self._dispatchers: dict[str, Dispatcher] = dict(dispatchers or {})
 
     def route(self, kind: str) -> str:
         try:

@@ -19,6 +19,8 @@ class Observation:
     """A finished trial: its parameters, its score (None when it failed) and what it cost.
 
     ``cost`` is optional: without it every trial counts as costing the same, and Protein models the score alone.
+    NaN means unknown for this trial alone (a trial stopped early): Protein leaves it out of its cost model and its
+    score/cost Pareto front counts it as dear.
     """
 
     params: dict[str, Any]

@@ -18,7 +18,18 @@ from typing import Any
 from orchestrator.trials import TrialBook, parameter_space, read_book
 
 FIRST = ["trial", "run", "status"]
-LAST = ["score", "cost", "reason", "source", "suggested_at", "started_at", "ended_at", "train_seconds", "eval_seconds"]
+LAST = [
+    "score",
+    "cost",
+    "reason",
+    "stop_step",
+    "source",
+    "suggested_at",
+    "started_at",
+    "ended_at",
+    "train_seconds",
+    "eval_seconds",
+]
 
 
 def table(book: TrialBook) -> tuple[list[str], list[dict[str, Any]]]:

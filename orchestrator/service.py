@@ -28,7 +28,7 @@ from optimizers.base import Observation, ObservationLog, Optimizer, Suggestion
 from optimizers.random_search import RandomSearch
 from orchestrator.core import events as ev
 from orchestrator.core.config import SweepConfig
-from orchestrator.core.early_stopping import stop_requested_jobs
+from orchestrator.core.early_stopping import imputed_score, stop_requested_jobs
 from orchestrator.core.jobs import Exited, JobHandle, JobSpec, Output, Progress, Report, Started, run_name, run_prefix
 from orchestrator.core.reducer import reduce
 from orchestrator.core.scheduler import make_scheduler
@@ -39,6 +39,10 @@ from orchestrator.render import short
 from stores.base import Store, StoreError, disk_full
 
 PROGRESS_EVERY_SECONDS = 1.0
+# A stop's cancel that the dispatcher fails: tried again after 1, 2, 4, ... s (at most 60 s apart), 8 times in all.
+CANCEL_ATTEMPTS = 8
+CANCEL_RETRY_FIRST_DELAY = 1.0
+CANCEL_RETRY_MAX_DELAY = 60.0
 # Decisions folded ahead into one transaction, at most (each round's events change what the next decides).
 _MAX_DECISION_ROUNDS = 100
 _GATHER_ROUNDS = 4  # event-loop turns the loop waits for more events while they keep coming
@@ -81,6 +85,7 @@ class SweepService:
         self._tg: TaskGroup | None = None
         self._route = {kind: dispatcher.route(kind) for kind in ("train", "eval")}
         self._observations = ObservationLog()  # rebuilt by the replay at the start of ``run``
+        self._finals: dict[int, float] = {}  # completed trials that reached a rung: their scores
 
     # -- life cycle ------------------------------------------------------------------------------------------
     async def run(self) -> SweepState:
@@ -134,6 +139,7 @@ class SweepService:
     async def _replay(self) -> None:
         # Every ended trial, for the optimizer (the state keeps only recent ones); a count if that is all it reads.
         self._observations = ObservationLog(count_only=not self.optimizer.reads_observations)
+        self._finals = {}
 
         def fold_log() -> tuple[SweepState, int]:
             # Replay builds a large, long-lived state in one go, and the cyclic GC would scan it again and again
@@ -246,7 +252,10 @@ class SweepService:
         folds (replayed, planned or its own) comes through here, and every plan is committed before the next."""
         after = reduce(state, event)
         if after.ended > state.ended:
-            self._observations.append(_observation(after.recent[-1]))
+            trial = after.recent[-1]
+            self._observations.append(_observation(trial, after, self._finals))
+            if trial.status == "completed" and trial.score is not None and trial.rung_positions:
+                self._finals[trial.trial] = trial.score  # what a stopped trial's score is imputed from
         return after
 
     def _to_events(self, batch: list[Any]) -> list[ev.Event]:
@@ -302,8 +311,26 @@ class SweepService:
             self._spawn(self._cancel_stopped, self._spec(trial.job(key)), handle)  # type: ignore[arg-type]
 
     async def _cancel_stopped(self, spec: JobSpec, handle: JobHandle) -> None:
+        """Cancel a stopped trial's train job; a cancel the dispatcher fails is tried again with backoff (the job
+        would otherwise train to its end), a bounded number of times, then left to the next restart."""
         self.log.info(f"stopping {spec.key} early")
-        await self._cancel_quietly(spec, handle)
+        delay = CANCEL_RETRY_FIRST_DELAY
+        for attempt in range(1, CANCEL_ATTEMPTS + 1):
+            try:
+                await self.dispatcher.cancel(spec, handle)
+                return
+            except Exception as exc:  # noqa: BLE001 - a broken dispatcher must not take the service down
+                if attempt == CANCEL_ATTEMPTS:
+                    self.log.error(
+                        f"could not stop {spec.key} after {attempt} attempts ({exc}); "
+                        "the next serve of this sweep tries again"
+                    )
+                    return
+                self.log.warning(f"could not stop {spec.key} (attempt {attempt}): {exc}; retrying in {delay:g} s")
+            await anyio.sleep(delay)
+            if spec.key not in self._handles:
+                return  # the job ended meanwhile: nothing left to stop
+            delay = min(delay * 2, CANCEL_RETRY_MAX_DELAY)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._tg is not None
@@ -483,15 +510,21 @@ def _store_errors_alone() -> Iterator[None]:
         raise found from None
 
 
-def _observation(t: TrialState) -> Observation:
-    """What the optimizer learns from an ended trial; a failure costs what its jobs ran."""
+def _observation(t: TrialState, state: SweepState, finals: dict[int, float]) -> Observation:
+    """What the optimizer learns from an ended trial; a failure costs what its jobs ran.
+
+    A stopped trial is told at the score it would likely have reached (its value at its last rung plus the median
+    gain of the completed trials from there) and at an unknown cost (NaN): stopping it was a decision about the
+    trial, not a property of its hyperparameters. Told its partial score at the cost it spent, a cost-aware
+    optimizer (Protein) would see poor regions as cheap ones and go looking there; the cost a full run would have
+    had is no better when guessed (scaling the seconds spent by the share of steps done scales the job's start-up
+    too). Protein leaves a cost it does not know out of its cost model (benchmarks/early_stopping.py measured it).
+    """
     if t.status == "completed":
         return Observation(thaw(t.params), t.score, t.cost or 0.0)
     if t.status == "stopped" and t.score is not None:
-        # A real, cheap point: the score it had reached for what it spent. A cost-aware optimizer (Protein's
-        # score/cost Pareto front) learns both that it was poor and that it was cheap, which an imputed failure
-        # would hide (it marks the region as infeasible).
-        return Observation(thaw(t.params), t.score, t.cost or 0.0)
+        score = imputed_score(t, state, finals)
+        return Observation(thaw(t.params), t.score if score is None else score, math.nan)
     return Observation(thaw(t.params), None, t.spent, failed=True)
 
 

@@ -129,7 +129,8 @@ def trial_record(trial: TrialState) -> dict[str, Any]:
         "params": flat_params(thaw(trial.params)),
         "score": _finite(trial.score),
         "cost": _finite(trial.cost),
-        "reason": trial.reason,
+        "reason": trial.reason or trial.stop_reason,  # a stopped trial's: why it was stopped
+        "stop_step": _finite(trial.stop_step) if trial.status == "stopped" else None,
         "source": trial.info.get("source"),
         "suggested_at": iso(trial.suggested_at),
         "started_at": iso(min(started)) if started else None,

@@ -60,10 +60,11 @@ def write_gated_sweep(root: Path, trials: int, parallel: int = 2) -> Path:
     return toml
 
 
-def write_long_sweep(root: Path, name: str, trials: int, extra_trials: int = 1) -> Path:
-    """The log of ``trials`` ended trials (every seventh failed), written with the real event types into the real
-    SQLite store, under a definition that allows ``extra_trials`` more with the gated job: ``serve`` resumes it
-    and runs those at once, so the dashboard is a live sweep's. Returns the sweep's directory."""
+def write_long_sweep(root: Path, name: str, trials: int, extra_trials: int = 1, stop_every: int = 0) -> Path:
+    """The log of ``trials`` ended trials (every seventh failed, every ``stop_every``-th other one stopped early),
+    written with the real event types into the real SQLite store, under a definition that allows ``extra_trials``
+    more with the gated job: ``serve`` resumes it and runs those at once, so the dashboard is a live sweep's.
+    Returns the sweep's directory."""
     from orchestrator import events as ev
     from orchestrator.config import load_config
     from stores.sqlite import SQLiteStore
@@ -88,6 +89,12 @@ def write_long_sweep(root: Path, name: str, trials: int, extra_trials: int = 1) 
             ]
             if n % 7 == 0:
                 batch.append(ev.TrialFailed(trial=n, reason="train job failed: exit code 3"))
+            elif stop_every and n % stop_every == 0:
+                batch[-1] = ev.TrialStopRequested(trial=n, step=50_000, reason="asha at rung 1 (step 5e+04): test")
+                batch += [
+                    ev.JobExited(key=train, exit_code=-15, duration=2.0),
+                    ev.TrialStopped(trial=n, score=-1.0, step=50_000, cost=2.0),
+                ]
             else:
                 score = -((x - 0.3) ** 2) - 0.1 * abs(math.log10(lr) + 3)
                 batch += [

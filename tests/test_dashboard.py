@@ -305,6 +305,28 @@ def test_a_long_sweep_loads_in_pages(tmp_path: Path, page: Any) -> None:
         live.cleanup()
 
 
+def test_a_trial_stopped_early_reads_as_stopped(tmp_path: Path, page: Any) -> None:
+    live = LiveSweep(tmp_path, "stops")
+    try:
+        write_long_sweep(tmp_path, "stops", trials=6, stop_every=3)  # 3 and 6 stopped (7 would fail: none here)
+        live.serve()
+        page.goto(live.url())
+        ready(page)
+        page.wait_for_function("() => document.body.dataset.trials === '7'", timeout=DEADLINE * 1000)
+        assert "4 completed, 0 failed, 2 stopped early" in page.text_content("#headline")
+        statuses = {r[0]: r[1] for r in table_rows(page)}
+        assert statuses["trial_0003"] == statuses["trial_0006"] == "stopped at 50000"
+        assert statuses["trial_0001"] == "completed"
+        color = "td => getComputedStyle(td).color"
+        stopped = page.eval_on_selector("#trials td.status-stopped", color)
+        assert stopped not in (page.eval_on_selector("#trials td.status-completed", color), "rgb(0, 0, 0)")
+        record = httpx.get(f"{live.url()}/trials", timeout=10).json()
+        third = next(r for r in record["trials"] if r["trial"] == 3)
+        assert third["status"] == "stopped" and third["stop_step"] == 50_000 and third["reason"].startswith("asha")
+    finally:
+        live.cleanup()
+
+
 # -- the offline report --------------------------------------------------------------------------------------
 def test_report_of_a_finished_sweep_renders_offline(live: LiveSweep, page: Any) -> None:
     write_gated_sweep(live.root, trials=3, parallel=3)
@@ -394,6 +416,7 @@ def test_export_round_trips_through_csv_and_json(tmp_path: Path) -> None:
         "score",
         "cost",
         "reason",
+        "stop_step",
         "source",
         "suggested_at",
         "started_at",
@@ -412,6 +435,7 @@ def test_export_round_trips_through_csv_and_json(tmp_path: Path) -> None:
         "score": 0.25,
         "cost": 7.5,
         "reason": None,
+        "stop_step": None,
         "source": None,
         "suggested_at": "1970-01-01T00:01:40.000Z",
         "started_at": "1970-01-01T00:01:42.000Z",

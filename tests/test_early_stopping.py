@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import signal
 import subprocess
@@ -9,15 +11,20 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
+from dispatchers.local import LocalDispatcher
+from dispatchers.registry import RoutingDispatcher, parse_routes
 from orchestrator.core import early_stopping
 from orchestrator.core import events as ev
 from orchestrator.core.config import ConfigError, load_config
 from orchestrator.core.contract import ContractReader
-from orchestrator.core.jobs import Output, Report
+from orchestrator.core.jobs import JobHandle, JobSpec, Output, Report
 from orchestrator.core.reducer import reduce
 from orchestrator.core.state import SweepState
+from orchestrator.logs import configure_logging
+from orchestrator.runtime import build_service
 from stores.sqlite import SQLiteStore
 from tests.conftest import ROOT, ledger, serve_env
 
@@ -241,3 +248,89 @@ def test_a_stopped_trial_reads_as_stopped_in_the_w_and_b_record() -> None:
     assert record.exit_code == 0 and record.summary["sweep/status"] == "stopped"
     assert record.summary["sweep/stopped_at_step"] == 3 and record.summary["sweep/score"] == 0.2
     assert record.summary["sweep/report_step"] == 3 and state.rungs[0] == ((1, 0.2),)
+
+
+class CancelFailsFirst(LocalDispatcher):
+    """The local dispatcher, except that its first cancel raises (a dispatcher error, e.g. a flaky API)."""
+
+    def __init__(self) -> None:
+        super().__init__(poll_interval=0.05, kill_grace=2.0)
+        self.cancels = 0
+
+    async def cancel(self, spec: JobSpec, handle: JobHandle) -> None:
+        self.cancels += 1
+        if self.cancels == 1:
+            raise RuntimeError("cancel refused (the first time)")
+        await super().cancel(spec, handle)
+
+
+def test_a_cancel_that_fails_is_retried_in_process(sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(sweep_dir, trials=2, method="asha")
+    monkeypatch.setenv("CURVE_STEPS", "40")
+    monkeypatch.setenv("CURVE_STEP_SECONDS", "0.25")
+    log = io.StringIO()
+    configure_logging("json", stream=log)
+    service = build_service(load_config(sweep_dir / "sweep.toml", {"sweep_name": "es"}))
+    dispatcher = CancelFailsFirst()
+    service.dispatcher = RoutingDispatcher(parse_routes("local"), dispatchers={"local": dispatcher})
+    state = anyio.run(service.run)
+    first, second = state.shown_trials()
+    assert first.status == "completed" and second.status == "stopped"
+    assert dispatcher.cancels == 2  # refused once, then done in the same serve, no restart needed
+    assert second.stop_step < 40
+    rows = [r[:2] for r in ledger(sweep_dir / "ledger.txt")]
+    assert ["term", "es_trial_0002.train.1"] in rows and ["end", "es_trial_0002.train.1"] not in rows
+    text = log.getvalue()
+    assert "could not stop es_trial_0002.train.1 (attempt 1)" in text and "cancel refused" in text
+
+
+def test_a_stopped_trial_is_told_to_the_optimizer_at_its_imputed_final_score_and_an_unknown_cost() -> None:
+    from orchestrator.service import _observation
+
+    config = {"protein_config": {"metric": "score"}, "early_stopping": {"method": "asha", "grace_steps": 2}}
+    events: list[ev.Event] = [ev.SweepCreated(sweep="s", config=config)]
+    for n, curve in ((1, [1.0, 2.0, 2.5]), (2, [1.5, 3.5, 4.0]), (3, [0.5, 1.0])):
+        key = f"s_trial_000{n}.train.1"
+        events += [
+            ev.TrialSuggested(trial=n, run=f"s_trial_000{n}", params={"x": n}),
+            ev.JobRequested(key=key, trial=n, kind="train", argv=["t"]),
+        ]
+        events += [ev.JobReported(key=key, step=s, values={"score": v}) for s, v in enumerate(curve, start=1)]
+        if n < 3:  # 1 and 2 reached rung 0 (step 2) at 2.0 and 3.5, and scored 10 and 9.5 at the end
+            events += [
+                ev.JobExited(key=key, exit_code=0, duration=8.0),
+                ev.TrialCompleted(trial=n, score=10.5 - n / 2, cost=8.0),
+            ]
+        else:  # 3 reached it at 1.0 and was stopped at step 2, a quarter of its run, having spent 2 s
+            events += [
+                ev.TrialStopRequested(trial=3, step=2, reason="asha at rung 0 (step 2): test"),
+                ev.JobExited(key=key, exit_code=143, error="cancelled", duration=2.0),
+                ev.TrialStopped(trial=3, score=1.0, step=2, cost=2.0),
+            ]
+    state = fold_all(events)
+    finals = {1: 10.0, 2: 9.5}
+    stopped = state.recent[-1]
+    assert stopped.status == "stopped"
+    # Its rung value 1.0 plus the median of the gains 10 - 2 and 9.5 - 3.5 from that rung: 1 + 7.
+    assert early_stopping.imputed_score(stopped, state, finals) == pytest.approx(8.0)
+    assert early_stopping.imputed_score(stopped, state, {}) is None  # no completed trial to learn the gain from
+    told = _observation(stopped, state, finals)
+    assert told.score == pytest.approx(8.0) and told.cost is not None and math.isnan(told.cost) and not told.failed
+    assert _observation(stopped, state, {}).score == 1.0  # nothing to impute from: its last reported value
+
+
+def test_protein_models_cost_without_the_stopped_trials_it_was_told_of_at_an_unknown_cost() -> None:
+    from optimizers import Observation, ProteinConfig
+    from optimizers.base import ObservationLog
+    from optimizers.protein import Protein
+
+    space = {n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in ("x", "y")}
+    protein = Protein(ProteinConfig(parameters=space), seed=0)
+    log = ObservationLog()
+    for i in range(16):  # completed runs cost 10 to 25 (dearer with x); every third trial was stopped
+        x, y = (i * 0.37) % 1, (i * 0.61) % 1
+        log.append(Observation({"x": x, "y": y}, -((x - 0.5) ** 2), math.nan if i % 3 == 2 else 10 + 15 * x))
+    assert math.isnan(log[2].cost or 0.0)  # kept as unknown, not as "no cost given"
+    for s in protein.suggest(log, [], 3):  # the model path, its cost model fitted on the completed runs alone
+        assert s.info["source"] == "bayes" and "fallback" not in s.info
+        assert 9 < s.info["predicted_cost"] < 27

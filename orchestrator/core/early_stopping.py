@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.core import events as ev
@@ -93,3 +94,30 @@ def stop_requested_jobs(state: SweepState) -> list[tuple[TrialState, str]]:
             if job.active:
                 out.append((trial, job.key))
     return out
+
+
+LIFT_WINDOW = 256  # completed trials (the latest at the rung) whose gain from a rung to the end is averaged
+
+
+def imputed_score(trial: TrialState, state: SweepState, finals: Mapping[int, float]) -> float | None:
+    """What a stopped trial would likely have scored at the end: its value at the last rung it reached, plus the
+    median gain the completed trials made from that rung to their final score (``finals``: trial -> score, of the
+    completed ones). None when no completed trial passed that rung yet.
+
+    A learning curve stopped early is still rising: told its value so far, the optimizer would compare a partial
+    score with final ones and think the region worse than it is. The gain is measured, not assumed, and in the
+    final score's own terms (a report of training return and an eval's return may differ by a constant)."""
+    if not trial.rung_positions:
+        return None
+    k = len(trial.rung_positions) - 1
+    arrived = state.rungs.get(k, ())
+    position = trial.rung_positions[k]
+    if position >= len(arrived) or arrived[position][0] != trial.trial:
+        return None
+    gains: list[float] = []
+    for other, value in reversed(arrived):
+        if other in finals:
+            gains.append(finals[other] - value)
+            if len(gains) >= LIFT_WINDOW:
+                break
+    return arrived[position][1] + statistics.median(gains) if gains else None

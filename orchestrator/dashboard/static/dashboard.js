@@ -98,6 +98,10 @@
       rows.set(event.trial, { ...row, seq, status: done ? "completed" : "failed", score: done ? event.score : null,
         cost: done ? event.cost : null, reason: done ? null : event.reason, curve: [], reports: [] });
       outcomes += 1;
+    } else if (row && row.seq < seq && event.type === "TrialStopped") {
+      rows.set(event.trial, { ...row, seq, status: "stopped", score: event.score, cost: event.cost,
+        stop_step: event.step, curve: [], reports: [] });
+      outcomes += 1;
     } else {
       return;
     }
@@ -189,6 +193,7 @@
     const max = summary.max_trials ? ` of ${summary.max_trials}` : "";
     const count = (status) => all.filter((r) => r.status === status).length;
     let text = `${phase}: ${all.length}${max} trials, ${count("completed")} completed, ${count("failed")} failed`;
+    if (count("stopped")) text += `, ${count("stopped")} stopped early`;
     const running = all.filter((r) => !TERMINAL.has(r.status)).length;
     if (running) text += `, ${running} in flight`;
     if (best) text += ` · best ${short(best.run)}: ${summary.metric} ${fmt(best.score)} (${summary.goal})`;
@@ -361,7 +366,7 @@
   function columns(names) {
     return [
       { key: "trial", label: "trial", get: (r) => r.trial },
-      { key: "status", label: "status", get: (r) => r.status, text: true },
+      { key: "status", label: "status", get: (r) => (r.status === "stopped" && r.stop_step != null ? `stopped at ${fmt(r.stop_step)}` : r.status), text: true },
       ...names.map((n) => ({ key: `p:${n}`, label: n, get: (r) => r.params[n] })),
       { key: "score", label: summary.metric, get: (r) => r.score },
       { key: "cost", label: "cost", get: (r) => r.cost },
