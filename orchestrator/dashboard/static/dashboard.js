@@ -93,6 +93,10 @@
     const row = rows.get(event.trial);
     if (event.type === "SweepFinished") {
       summary = { ...summary, finished: true, best_trial: event.best_trial };
+    } else if (!row && event.type === "TrialSuggested") {
+      // A trial newer than the last fetch: known from here on, so its outcome is not lost if serve exits first.
+      rows.set(event.trial, { trial: event.trial, run: event.run, status: "suggested", params: flatten(event.params),
+        score: null, cost: null, reason: null, seq, curve: [], reports: [] });
     } else if (row && row.seq < seq && (event.type === "TrialCompleted" || event.type === "TrialFailed")) {
       const done = event.type === "TrialCompleted";
       rows.set(event.trial, { ...row, seq, status: done ? "completed" : "failed", score: done ? event.score : null,
@@ -106,6 +110,14 @@
       return;
     }
     scheduleRender();
+  }
+
+  function flatten(params, prefix = "", out = {}) {
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v && typeof v === "object" && !Array.isArray(v)) flatten(v, `${prefix}${k}.`, out);
+      else out[`${prefix}${k}`] = v;
+    }
+    return out;
   }
 
   function scheduleRefresh() {
