@@ -20,12 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from botorch.exceptions import ModelFittingError
+from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
+from botorch.optim.utils import get_parameters
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, Prior
-from scipy.optimize import minimize
 from torch.distributions import Distribution
 from torch.nn import Module
 
@@ -132,7 +135,7 @@ def fit_gp(model: SingleTaskGP, maxiter: int = 100) -> SingleTaskGP:
     """
     try:
         _fit(model, maxiter)
-    except torch.linalg.LinAlgError:
+    except (torch.linalg.LinAlgError, ModelFittingError):
         # Near-duplicate points can make the kernel matrix singular at the tiny noise floor: retry once with a
         # floor that keeps it positive definite (deterministic, no random restarts).
         model.likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(1e-4))
@@ -149,43 +152,39 @@ def fit_gp(model: SingleTaskGP, maxiter: int = 100) -> SingleTaskGP:
 
 def _fit(model: SingleTaskGP, maxiter: int) -> None:
     """Maximize the same objective as gpytorch's ExactMarginalLogLikelihood (log marginal likelihood plus log
-    priors, per point) over the model's own parameters, on a dense kernel matrix: at the sizes a sweep has
-    (at most FIT_HYPERPARAMETERS_ON points) this is several times faster than going through gpytorch's lazy
-    tensors, and the result is the same BoTorch model."""
+    priors, per point) with BoTorch's ``fit_gpytorch_mll``, given a closure that evaluates it on a dense kernel
+    matrix: at the sizes a sweep has (at most FIT_HYPERPARAMETERS_ON points) this is several times faster than
+    going through gpytorch's lazy tensors, and the result is the same MAP estimate."""
     x, y = model.train_inputs[0], model.train_targets
     n = len(y)
-    params = [p for p in model.parameters() if p.requires_grad]
-    shapes = [p.shape for p in params]
-    sizes = [p.numel() for p in params]
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    params = list(get_parameters(mll, requires_grad=True).values())  # the order fit_gpytorch_mll optimizes in
     priors = list(model.named_priors())  # type: ignore[operator]  # gpytorch is untyped
 
-    def set_params(vec: np.ndarray) -> None:
-        for p, chunk, shape in zip(params, np.split(vec, np.cumsum(sizes)[:-1]), shapes):
-            p.data = torch.as_tensor(chunk, dtype=DTYPE).reshape(shape)
+    def closure() -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        for p in params:
             p.grad = None
-
-    def loss(vec: np.ndarray) -> tuple[float, np.ndarray]:
-        set_params(vec)
         k = model.covar_module.outputscale * model.covar_module.base_kernel.forward(x, x)
         k = k + model.likelihood.noise.reshape(()) * torch.eye(n, dtype=DTYPE)
         chol = torch.linalg.cholesky(k)
         r = (y - model.mean_module.constant).unsqueeze(-1)
         alpha = torch.cholesky_solve(r, chol)
-        mll = -0.5 * (r * alpha).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
-        for _, module, prior, closure, _ in priors:
-            mll = mll + prior.log_prob(closure(module)).sum()
-        value = -mll / n
-        value.backward()
-        grads = [torch.zeros(p.numel(), dtype=DTYPE) if p.grad is None else p.grad.reshape(-1) for p in params]
-        grad = torch.cat(grads)
-        return float(value.detach()), grad.numpy()
+        value = -0.5 * (r * alpha).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+        for _, module, prior, prior_closure, _ in priors:
+            value = value + prior.log_prob(prior_closure(module)).sum()
+        loss = -value / n
+        loss.backward()
+        return loss.detach(), [p.grad for p in params]
 
-    start = torch.cat([p.detach().reshape(-1) for p in params]).numpy()
-    model.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
-    set_params(res.x)
+        fit_gpytorch_mll(
+            mll,
+            closure=closure,
+            optimizer_kwargs={"options": {"maxiter": maxiter}},
+            max_attempts=1,
+            warning_handler=lambda w: True,
+        )
 
 
 class Posterior:

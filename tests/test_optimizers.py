@@ -391,8 +391,8 @@ def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
 
 
 def test_gp_fit_reaches_the_map_estimate_of_botorchs_fit():
-    # The fit maximizes the objective gpytorch's ExactMarginalLogLikelihood defines, on a dense kernel matrix:
-    # on the same data it must land where BoTorch's own fit_gpytorch_mll does.
+    # The fit hands fit_gpytorch_mll a closure evaluating ExactMarginalLogLikelihood's objective on a dense kernel
+    # matrix: on the same data it must land where fit_gpytorch_mll with its default closure does.
     import torch
     from botorch.fit import fit_gpytorch_mll
     from gpytorch.mlls import ExactMarginalLogLikelihood
