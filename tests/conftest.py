@@ -4,10 +4,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER_JOB = ROOT / "tests" / "jobs" / "ledger_job.py"
@@ -38,6 +39,14 @@ max = 1e-1
 [protein_config.settings]
 num_random_samples = 2
 """
+
+
+@pytest.fixture(autouse=True)
+def _logging_reset_after_each_test() -> Iterator[None]:
+    """A test that runs the CLI in-process points structlog at that test's captured stdout, which pytest closes
+    afterwards: later tests in the same worker would then fail on their first log line. Each test starts clean."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
