@@ -65,14 +65,20 @@ class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
         self.choices = [int(k) for k in choices]
         self.numeric = [i for i, k in enumerate(self.choices) if k == 0]
         self.categorical = [i for i, k in enumerate(self.choices) if k > 0]
+        self._counts = torch.tensor([self.choices[i] for i in self.categorical])
+
+    def _choice(self, x: torch.Tensor) -> torch.Tensor:
+        """The choice index of each categorical coordinate of ``x`` (..., n_categorical): the bin it lies in."""
+        index = (x[..., self.categorical].detach() * self._counts).floor().long()
+        return torch.minimum(index, self._counts - 1)
 
     def _one_hot(self, x: torch.Tensor, inv_ls: torch.Tensor) -> torch.Tensor:
         """Each categorical coordinate as a one-hot vector of its choice, scaled by its 1 / lengthscale."""
-        parts = []
-        for i in self.categorical:
-            k = self.choices[i]
-            index = (x[..., i].detach() * k).floor().clamp(0, k - 1).long()
-            parts.append(torch.nn.functional.one_hot(index, k).to(x.dtype) * inv_ls[i])
+        index = self._choice(x).clamp_min(0)
+        parts = [
+            torch.nn.functional.one_hot(index[..., j], self.choices[i]).to(x.dtype) * inv_ls[i]
+            for j, i in enumerate(self.categorical)
+        ]
         return torch.cat(parts, dim=-1)
 
     def squared_distance(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
@@ -80,11 +86,8 @@ class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
         if diag:
             delta = x1 - x2
             if self.categorical:
-                cat = self.categorical
-                index1 = (x1[..., cat].detach() * torch.tensor([self.choices[i] for i in cat])).floor()
-                index2 = (x2[..., cat].detach() * torch.tensor([self.choices[i] for i in cat])).floor()
                 delta = delta.clone()
-                delta[..., cat] = (index1 != index2).to(x1.dtype)
+                delta[..., self.categorical] = (self._choice(x1) != self._choice(x2)).to(x1.dtype)
             return ((delta * inv_ls) ** 2).sum(-1)
         r2 = torch.zeros(x1.shape[:-1] + x2.shape[-2:-1], dtype=x1.dtype)
         if self.numeric:

@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from optimizers import gp
 from optimizers.base import Key, Observation, Suggestion, param_key
 from optimizers.config import ProteinConfig
-from optimizers.spaces import Space
+from optimizers.spaces import Space, choice_code, choice_index
 
 logger = logging.getLogger("optimizers.protein")
 
@@ -136,7 +136,7 @@ class Protein:
             if p.distribution == "categorical":
                 k = len(p.choices)  # type: ignore[arg-type]
                 cycle = order.permutation(k)  # drawn for every categorical, so each has its own order
-                x[j] = -1 + 2 * (cycle[index % k] + 0.5) / k
+                x[j] = choice_code(cycle[index % k], k)
         s = Suggestion(self.space.decode(x), {"source": "sobol", "index": index})
         return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
 
@@ -298,7 +298,7 @@ class _Model:
                 k = len(p.choices)  # type: ignore[arg-type]
                 for c in range(k):
                     moved = points.copy()
-                    moved[:, j] = -1 + 2 * (c + 0.5) / k
+                    moved[:, j] = choice_code(c, k)
                     out.append(moved)
         return np.vstack(out)
 
@@ -419,13 +419,13 @@ class _Model:
         rows = np.arange(len(x))
         for j in cat:
             k = self.space.choice_counts()[j]
-            codes = -1 + 2 * (np.arange(k) + 0.5) / k
+            codes = choice_code(np.arange(k), k)
             trial = np.repeat(x[None], k, axis=0)  # (k, b, d): every point at every choice
             trial[:, :, j] = codes[:, None]
             with torch.no_grad():
                 values = self._acq(torch.as_tensor(trial.reshape(-1, x.shape[1]), dtype=gp.DTYPE))[0]
             values_kb = values.numpy().reshape(k, len(x))
-            current = np.clip(((x[:, j] + 1) / 2 * k).astype(int), 0, k - 1)
+            current = choice_index(x[:, j], k)
             best = values_kb.argmax(0)
             x[:, j] = np.where(values_kb[best, rows] > values_kb[current, rows], codes[best], x[:, j])
         return x

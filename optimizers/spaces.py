@@ -60,11 +60,21 @@ def _inverse(p: ParameterConfig, t: float) -> float:
     return t
 
 
+def choice_code(index: Any, k: int) -> Any:
+    """The coordinate in [-1, 1] of choice ``index`` (an int or an array of them) of ``k``: the middle of its bin."""
+    return -1 + 2 * (index + 0.5) / k
+
+
+def choice_index(x: Any, k: int) -> np.ndarray:
+    """The choice (of ``k``) whose bin holds each coordinate of ``x`` (a number or an array) in [-1, 1]."""
+    return np.asarray(np.clip(((np.asarray(x) + 1) / 2 * k).astype(int), 0, k - 1))
+
+
 def encode_value(p: ParameterConfig, value: Any) -> float:
     """Map one value to [-1, 1]."""
     if p.distribution == "categorical":
         k = len(p.choices)  # type: ignore[arg-type]
-        return -1 + 2 * (p.choices.index(value) + 0.5) / k  # type: ignore[union-attr]
+        return float(choice_code(p.choices.index(value), k))  # type: ignore[union-attr]
     t0, t1 = _bounds(p)
     x = 2 * (_forward(p, float(value)) - t0) / (t1 - t0) - 1
     return float(min(1.0, max(-1.0, x)))
@@ -84,7 +94,7 @@ def decode_value(p: ParameterConfig, x: float) -> Any:
     x = float(min(1.0, max(-1.0, x)))
     if p.distribution == "categorical":
         k = len(p.choices)  # type: ignore[arg-type]
-        return p.choices[min(k - 1, int((x + 1) / 2 * k))]  # type: ignore[index]
+        return p.choices[int(choice_index(x, k))]  # type: ignore[index]
     t0, t1 = _bounds(p)
     t = t0 + (x + 1) / 2 * (t1 - t0)
     lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
