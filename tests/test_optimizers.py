@@ -381,7 +381,7 @@ def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
     )
     rng = np.random.default_rng(0)
     obs = [
-        Observation({"x": float(x), "act": act}, 0.5, 1.0)  # equally mediocre
+        Observation({"x": float(x), "act": act}, float(0.01 * np.sin(7 * x)), 1.0)
         for act in ("a", "c", "d")
         for x in rng.uniform(0, 1, 5)
     ]
