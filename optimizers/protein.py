@@ -217,9 +217,7 @@ class _Model:
         # The published random cost target: somewhere between the cheapest run and a bit past the dearest one.
         self.target = float(rng.uniform(0.0, 1.0 + st.expansion_rate))
 
-    def _fit_warped(
-        self, x: np.ndarray, y: np.ndarray
-    ) -> tuple[warps.Warp, float, float, np.ndarray, gp.Posterior]:
+    def _fit_warped(self, x: np.ndarray, y: np.ndarray) -> tuple[warps.Warp, float, float, np.ndarray, gp.Posterior]:
         """The score GP under the warp of the scores with the highest evidence (see optimizers.warps): the GP's
         marginal likelihood of the warped, standardized scores plus the log Jacobian of both maps."""
         best: tuple[float, warps.Warp, float, float, np.ndarray, gp.Posterior] | None = None
@@ -481,6 +479,7 @@ class _Model:
             "acquisition": acq,
             "cost_target": self.target if self.cost is not None else None,
             "fit_observations": int(len(self.x) - len(self.pending_x)),
+            "score_warp": self.warp.name,
         }
 
 

@@ -27,6 +27,8 @@ MAX_POWER = 3.0  # Box-Cox powers are kept within +-MAX_POWER: beyond, the map i
 
 
 class Warp(Protocol):
+    name: str  # for a suggestion's info
+
     def __call__(self, y: np.ndarray) -> np.ndarray: ...
 
     def inverse(self, w: float) -> float: ...
@@ -40,6 +42,8 @@ class TailWarp:
     Scores more than TAIL_IQRS interquartile ranges below the median are pulled in along a log curve; the order
     is kept.
     """
+
+    name = "tail"
 
     def __init__(self, y: np.ndarray):
         q25, self.median, q75 = np.percentile(y, [25, 50, 75])
@@ -76,6 +80,7 @@ class PowerWarp:
         self.sign, self.s = sign, float(v.std()) or 1.0
         power = float(stats.boxcox_normmax(v / self.s, method="mle"))
         self.power = float(np.clip(power, -MAX_POWER, MAX_POWER)) if math.isfinite(power) else 1.0
+        self.name = f"box-cox {'loss' if sign < 0 else 'score'} ^ {self.power:.2f}"
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         v = np.maximum(self.sign * np.asarray(y, dtype=float) / self.s, 1e-300)
