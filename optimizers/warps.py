@@ -50,7 +50,7 @@ class TailWarp:
         self.scale = float(q75 - q25) or float(np.std(y)) or 1.0
 
     def _z(self, y: np.ndarray) -> np.ndarray:
-        return (np.asarray(y, dtype=float) - self.median) / self.scale
+        return np.asarray((np.asarray(y, dtype=float) - self.median) / self.scale)
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         z = self._z(y)
