@@ -83,9 +83,7 @@ class ParameterConfig(_Strict):
 class ProteinSettings(_Strict):
     """Optimizer knobs; names follow the seed."""
 
-    num_random_samples: int | Literal["auto"] = Field(
-        "auto", description="space-filling samples before the GP takes over; 'auto': max(5, 2 x parameters)"
-    )
+    num_random_samples: int = Field(10, ge=0, description="space-filling samples before the GP takes over")
     max_suggestion_cost: float = Field(3600.0 * 24 * 365, gt=0, description="drop candidates predicted to cost more")
     global_search_scale: float = Field(1.0, gt=0)
     random_suggestions: int = Field(1024, ge=1)
@@ -94,18 +92,6 @@ class ProteinSettings(_Strict):
     seed_with_search_center: bool = True
     expansion_rate: float = Field(0.25, ge=0)
     max_fit_observations: int = Field(512, ge=16, description="observations the GP is fit on, at most")
-
-    @field_validator("num_random_samples")
-    @classmethod
-    def _non_negative(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 0:
-            raise ValueError(f"num_random_samples must be 'auto' or at least 0 (got {v})")
-        return v
-
-    def initial_samples(self, dim: int) -> int:
-        """How many space-filling samples come before the model: ``auto`` scales with the dimension, as Ax's
-        default does, so a short sweep of few parameters is not all initial design."""
-        return max(5, 2 * dim) if self.num_random_samples == "auto" else self.num_random_samples
 
 
 class ProteinConfig(_Strict):

@@ -48,7 +48,7 @@ class GeneticSearch:
             for attempt in range(100):
                 if k == 0 and st.seed_with_search_center and attempt == 0:
                     x, info = c, {"source": "search_center"}
-                elif len(parents) < 2 or k < st.initial_samples(self.space.dim):
+                elif len(parents) < 2 or k < st.num_random_samples:
                     x, info = rng.uniform(-1, 1, self.space.dim), {"source": "random"}
                 else:
                     x, info = self._child(parents, rng, s * (1 + attempt / 10)), {"source": "genetic"}

@@ -117,7 +117,7 @@ class Protein:
         if k == 0 and st.seed_with_search_center:
             s = Suggestion(self.space.decode(self.space.center()), {"source": "search_center"})
             return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
-        if k < offset + st.initial_samples(self.space.dim) or n_ok < 1:
+        if k < offset + st.num_random_samples or n_ok < 1:
             return self._sobol(k - offset, taken, rng)
         return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
 
