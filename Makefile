@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-parallel bench-loop bench-early-stopping bench-scale clean
+.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-surrogate bench-parallel bench-loop bench-early-stopping bench-scale clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ bench-optimizer: $(STAMP)
 
 bench-real-jobs: $(STAMP)
 	nice -n 10 $(PY) benchmarks/real_jobs.py --ppo
+
+bench-surrogate: $(STAMP)  # the score model's ranking and picks on real MLP runs (~5 min)
+	nice -n 10 $(PY) benchmarks/surrogate.py
 
 bench-parallel: $(STAMP)
 	nice -n 10 $(PY) benchmarks/parallel.py

@@ -148,50 +148,53 @@ def run_serve(objective: str, method: str, trials: int, seed: int, workdir: Path
 
 def run_tpe(objective: str, trials: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
     """Optuna's TPE on the same recipe functions, in this process (the same code a job runs)."""
-    import importlib
-
     import optuna
 
     from optimizers.config import ParameterConfig
+
+    o = OBJECTIVES[objective]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    specs = {n: ParameterConfig(**p).model_dump(exclude_none=True) for n, p in o["parameters"].items()}
+    dists, to_ours = optuna_distributions(specs)
+    study = optuna.create_study(direction=o["goal"], sampler=optuna.samplers.TPESampler(seed=seed))
+    out = []
+    for i in range(trials):
+        trial = study.ask(dists)
+        params = to_ours(trial.params)
+        score = run_in_process(objective, params, seed, f"{objective}_tpe_{seed}_{i:04d}", workdir)
+        study.tell(trial, score)
+        out.append({"params": params, "score": score, "cost": None, "info": {"source": "tpe"}})
+    return out
+
+
+def run_in_process(objective: str, params: dict[str, Any], seed: int, run: str, workdir: Path) -> float:
+    """Train and evaluate one point with the recipe's own functions in this process; the score it reports."""
+    import importlib
 
     o = OBJECTIVES[objective]
     recipe = importlib.import_module(o["recipe"])
     config_type = recipe.train.__annotations__["config"]
     if isinstance(config_type, str):
         config_type = getattr(recipe, config_type)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    specs = {n: ParameterConfig(**p).model_dump(exclude_none=True) for n, p in o["parameters"].items()}
-    dists, to_ours = optuna_distributions(specs)
-    study = optuna.create_study(direction=o["goal"], sampler=optuna.samplers.TPESampler(seed=seed))
-    out = []
+    config = config_type.model_validate(_nest({**train_overrides(objective, seed), **params}))
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        for i in range(trials):
-            trial = study.ask(dists)
-            params = to_ours(trial.params)
-            overrides = {**train_overrides(objective, seed), **params}
-            config = config_type.model_validate(_nest(overrides))
-            run = f"{objective}_tpe_{seed}_{i:04d}"
-            with open(os.devnull, "w") as devnull:
-                stdout, sys.stdout = sys.stdout, devnull  # the recipes' progress lines
-                try:
-                    recipe.train(run=run, config=config)
-                    kwargs = (
-                        {"config": config_type.model_validate(_nest(o["eval_overrides"]))}
-                        if "config" in recipe.evaluate.__annotations__
-                        else {}
-                    )
-                    score = recipe.evaluate(policy_uri=f"file://./train_dir/{run}/checkpoints", run=run, **kwargs)[
-                        "score"
-                    ]
-                finally:
-                    sys.stdout = stdout
-            study.tell(trial, score)
-            out.append({"params": params, "score": score, "cost": None, "info": {"source": "tpe"}})
+        with open(os.devnull, "w") as devnull:
+            stdout, sys.stdout = sys.stdout, devnull  # the recipes' progress lines
+            try:
+                recipe.train(run=run, config=config)
+                kwargs = (
+                    {"config": config_type.model_validate(_nest(o["eval_overrides"]))}
+                    if "config" in recipe.evaluate.__annotations__
+                    else {}
+                )
+                result = recipe.evaluate(policy_uri=f"file://./train_dir/{run}/checkpoints", run=run, **kwargs)
+            finally:
+                sys.stdout = stdout
     finally:
         os.chdir(cwd)
-    return out
+    return float(result["score"])
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -219,6 +219,12 @@ class Posterior:
             self.chol = torch.linalg.cholesky(k + 1e-9 * torch.eye(len(y), dtype=k.dtype))
             self.alpha = torch.cholesky_solve((y - self.const).unsqueeze(-1), self.chol).squeeze(-1)
 
+    def log_evidence(self) -> float:
+        """The log marginal likelihood of the data under the fitted hyperparameters."""
+        r = self.y - self.const
+        n = len(r)
+        return float(-0.5 * (r * self.alpha).sum() - self.chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi))
+
     def __call__(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (of the latent function) at points ``x01`` (b, d)."""
         k = self._k(x01, self.x)  # (b, n)

@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 from threadpoolctl import threadpool_limits
 
-from optimizers import gp
+from optimizers import gp, warps
 from optimizers.base import Key, Observation, Suggestion, param_key
 from optimizers.config import ProteinConfig
 from optimizers.spaces import Space, choice_code, choice_index
@@ -43,7 +43,6 @@ FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
 STALL_PATIENCE = 10  # successes without improvement (at least 2 per dimension) before escape steps begin
-TAIL_IQRS = 2.0  # scores further below the median than this many interquartile ranges are log-compressed
 ESCAPE_BETA = 1.0  # escape steps maximize mean + ESCAPE_BETA * std outside the basin
 ESCAPE_RADIUS = 0.5  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
 
@@ -181,11 +180,7 @@ class _Model:
         idx = gp.select_subset(data.x, data.y, st.max_fit_observations)
         self.x = data.x[idx]
         y = data.y[idx]
-        self.warp = _TailWarp(y)
-        w = self.warp(y)
-        self.y_mean, self.y_std = float(w.mean()), float(w.std()) or 1.0
-        self.ys = (w - self.y_mean) / self.y_std
-        self.score = self._fit(self.x, self.ys)
+        self.warp, self.y_mean, self.y_std, self.ys, self.score = self._fit_warped(self.x, y)
 
         ok_idx = np.flatnonzero(data.ok & np.isfinite(data.log_cost))
         lc = data.log_cost[ok_idx]
@@ -221,6 +216,21 @@ class _Model:
             self.add_pending(px)
         # The published random cost target: somewhere between the cheapest run and a bit past the dearest one.
         self.target = float(rng.uniform(0.0, 1.0 + st.expansion_rate))
+
+    def _fit_warped(self, x: np.ndarray, y: np.ndarray) -> tuple[warps.Warp, float, float, np.ndarray, gp.Posterior]:
+        """The score GP under the warp of the scores with the highest evidence (see optimizers.warps): the GP's
+        marginal likelihood of the warped, standardized scores plus the log Jacobian of both maps."""
+        best: tuple[float, warps.Warp, float, float, np.ndarray, gp.Posterior] | None = None
+        for warp in warps.candidates(y):
+            w = warp(y)
+            mean, std = float(w.mean()), float(w.std()) or 1.0
+            ys = (w - mean) / std
+            posterior = self._fit(x, ys)
+            evidence = posterior.log_evidence() + warp.log_jacobian(y) - len(y) * math.log(std)
+            if best is None or evidence > best[0]:
+                best = (evidence, warp, mean, std, ys, posterior)
+        assert best is not None  # the tail warp is always a candidate
+        return best[1:]
 
     def _fit(self, x: np.ndarray, ys: np.ndarray) -> gp.Posterior:
         # Hyperparameters from a bounded subset; the posterior then conditions on the full (bounded) set.
@@ -458,8 +468,9 @@ class _Model:
     def _info(self, x: np.ndarray, acq: float, log_cost: float) -> dict[str, Any]:
         with torch.no_grad():
             m, v = self.score(_t01(x[None]))
-        mean = self.warp.inverse(float(m[0]) * self.y_std + self.y_mean)
-        std = math.sqrt(float(v[0])) * self.y_std * self.warp.scale  # exact where the warp is linear
+        w, dw = float(m[0]) * self.y_std + self.y_mean, math.sqrt(float(v[0])) * self.y_std
+        mean = self.warp.inverse(w)
+        std = abs(self.warp.inverse(w + dw) - self.warp.inverse(w - dw)) / 2  # one std, on the user's scale
         return {
             "source": "bayes",
             "predicted_score": self.p.sign * mean,
@@ -468,6 +479,7 @@ class _Model:
             "acquisition": acq,
             "cost_target": self.target if self.cost is not None else None,
             "fit_observations": int(len(self.x) - len(self.pending_x)),
+            "score_warp": self.warp.name,
         }
 
 
@@ -482,29 +494,6 @@ def _one_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
-
-
-class _TailWarp:
-    """Compress the bad tail of the scores (higher is better) logarithmically, leave the rest linear.
-
-    One diverged run (a loss of 1e4 among losses near 0.1) would otherwise set the scale of the standardized
-    scores, flatten every other difference, and leave the GP blind where the good runs are. Scores more than
-    TAIL_IQRS interquartile ranges below the median are pulled in along a log curve; the order is kept.
-    """
-
-    def __init__(self, y: np.ndarray):
-        q25, self.median, q75 = np.percentile(y, [25, 50, 75])
-        self.scale = float(q75 - q25) or float(np.std(y)) or 1.0
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        z = (np.asarray(y, dtype=float) - self.median) / self.scale
-        low = z < -TAIL_IQRS
-        z[low] = -TAIL_IQRS - np.log1p(-z[low] - TAIL_IQRS)
-        return np.asarray(z)
-
-    def inverse(self, w: float) -> float:
-        z = w if w >= -TAIL_IQRS else -TAIL_IQRS - math.expm1(-w - TAIL_IQRS)
-        return float(self.median + z * self.scale)
 
 
 def _stalled(y: np.ndarray) -> int:

@@ -1,0 +1,52 @@
+"""Protein's output warps: exact maps with the right Jacobian, and the evidence choosing the one the data need."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optimizers import warps
+from optimizers.base import Observation
+from optimizers.config import ProteinConfig
+from optimizers.protein import Protein
+
+RNG = np.random.default_rng(0)
+LOSSES = np.exp(RNG.normal(-1.0, 1.5, 40))  # positive, over orders of magnitude, one far tail
+SCORES = -LOSSES
+
+
+@pytest.mark.parametrize(
+    "warp",
+    [warps.TailWarp(SCORES), warps.PowerWarp(SCORES, -1.0), warps.PowerWarp(-SCORES, 1.0)],
+    ids=["tail", "box-cox of the loss", "box-cox of the score"],
+)
+def test_a_warp_is_increasing_inverts_exactly_and_knows_its_jacobian(warp: warps.Warp) -> None:
+    y = SCORES if not isinstance(warp, warps.PowerWarp) or warp.sign < 0 else -SCORES
+    w = warp(y)
+    order = np.argsort(y)
+    assert np.all(np.diff(w[order]) > 0)
+    assert np.allclose([warp.inverse(float(v)) for v in w], y, rtol=1e-8, atol=1e-10)
+    h = 1e-6 * np.abs(y)
+    slopes = (warp(y + h) - warp(y - h)) / (2 * h)
+    assert np.isclose(warp.log_jacobian(y), np.log(slopes).sum(), rtol=1e-5)
+
+
+def _suggest(values: np.ndarray, x: np.ndarray) -> dict:
+    cfg = ProteinConfig.model_validate(
+        {
+            "parameters": {n: {"distribution": "uniform", "min": 0, "max": 1} for n in ("a", "b")},
+            "goal": "minimize",
+        }
+    )
+    obs = [Observation({"a": float(a), "b": float(b)}, float(v), 1.0) for (a, b), v in zip(x, values)]
+    return Protein(cfg, seed=0).suggest(obs, [], 1)[0].info
+
+
+def test_the_evidence_chooses_a_log_like_warp_for_a_multiplicative_loss_and_none_for_a_smooth_one() -> None:
+    x = np.random.default_rng(1).uniform(0, 1, (30, 2))
+    bowl = 3 * (x[:, 0] - 0.3) ** 2 + 2 * (x[:, 1] - 0.6) ** 2
+    multiplicative = _suggest(np.exp(6 * bowl), x)  # a loss whose differences are ratios, as an MSE's are
+    assert multiplicative["score_warp"].startswith("box-cox loss")
+    assert abs(float(multiplicative["score_warp"].split("^")[1])) < 0.5  # near a log
+    assert _suggest(1 + bowl, x)["score_warp"] == "tail"  # near its optimum, only linear keeps 1e-6 apart
+    assert _suggest(bowl, x)["score_warp"] == "tail"
