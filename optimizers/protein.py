@@ -42,10 +42,12 @@ MAX_PARETO_CENTERS = 16
 FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
-STALL_PATIENCE = 10  # successes without improvement (at least 2 per dimension) before escape steps begin
+STALL_PATIENCE = 6  # successes without improvement (at least one per dimension) before escape steps begin
+ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the best; the others escape its basin
 TAIL_IQRS = 2.0  # scores further below the median than this many interquartile ranges are log-compressed
-ESCAPE_BETA = 1.0  # escape steps maximize mean + ESCAPE_BETA * std outside the basin
-ESCAPE_RADIUS = 0.5  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
+ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
+ESCAPE_LENGTHSCALES = 1.0  # and the points within this many of the score GP's lengthscales of the best
+MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest of the space
 
 
 @dataclass
@@ -211,7 +213,7 @@ class _Model:
             mu = self.score(_t01(data.x[data.ok]))[0]
         self.mu_ok = mu.numpy()
         self.best_f = self.target_f = float(mu.max())
-        self.escaping = False
+        self.acq_score = self.score  # the GP the acquisition reads: the escape model during an escape step
         ok = np.flatnonzero(data.ok)
         self.best_index = int(ok[np.argmax(data.y[ok])])
         self.stalled = _stalled(data.y[ok])
@@ -254,12 +256,9 @@ class _Model:
     def _acq(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(acquisition, predicted log cost) at encoded points ``xt`` (b, d) in [-1, 1]."""
         x01 = (xt + 1) / 2
-        mean, var = self.score(x01)
+        mean, var = self.acq_score(x01)
         sigma = var.sqrt()
-        if self.escaping:  # an optimistic estimate (UCB), not improvement over the far-off best: see _escape_from
-            value = mean + ESCAPE_BETA * sigma
-        else:
-            value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
+        value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
         if self.cost is None:
             return value, torch.full_like(value, self.lc_mean)
         log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
@@ -319,11 +318,30 @@ class _Model:
             if param_key(params) not in in_flight:
                 return Suggestion(params, {"source": "resample", "observation": int(i)})
 
-        escape = self._escape_from()
+        try:
+            return self._optimize(taken, rng)
+        finally:
+            self.acq_score, self.target_f = self.score, self.best_f
+
+    def _optimize(self, taken: set[Key], rng: np.random.Generator) -> Suggestion:
+        """The untaken point of highest acquisition: ranked over a candidate pool, then refined by local search.
+        An escape step ranks with the escape model, outside the basin of the best (see _escape_from)."""
         pool = self._pool(rng)
+        escape = self._escape_from()
+        climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
+        if escape is not None:
+            local = self._restart(escape, rng)
+            if local is not None:  # climb from the best outside the basin: climbing the incumbent is what it escapes
+                pool, climb_from = np.vstack([pool, local]), local[:1]
+            else:  # too little observed outside the basin to model it
+                far = self._far_from_data(pool, escape, taken)
+                if far is not None:
+                    return far
+                escape = None
         values, _ = self._rank(pool, escape)
         if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
-            escape, self.target_f, self.escaping = None, self.best_f, False
+            escape, self.acq_score, self.target_f = None, self.score, self.best_f
+            climb_from = self.data.x[self.best_index][None]
             values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
@@ -332,9 +350,7 @@ class _Model:
         probs[top] = 0.0
         n_more = min(LOCAL_STARTS - 2, int(np.count_nonzero(probs > 0)))
         more: Any = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
-        starts = pool[[top, *more]]
-        if escape is None:  # also climb from the incumbent (pointless when escaping its basin)
-            starts = np.vstack([starts, self.data.x[self.best_index][None]])
+        starts = np.vstack([pool[[top, *more]], climb_from])
         refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
         cvals, clog = self._rank(cands, escape)
@@ -345,41 +361,73 @@ class _Model:
             info = self._info(cands[j], float(cvals[j]), float(clog[j]))
             if escape is not None:
                 info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
-            self.target_f, self.escaping = self.best_f, False
             return Suggestion(params, info)
-        self.target_f, self.escaping = self.best_f, False
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
     def _escape_from(self) -> np.ndarray | None:
         """The incumbent, when this suggestion should search outside its basin; else None.
 
-        After ``stall_patience`` trials without improving on the best, every other suggestion ignores the
-        neighbourhood of the best point (a ball of ESCAPE_RADIUS * sqrt(d) in [-1, 1] units): the acquisition
-        must find its best elsewhere, so a sweep stuck in a local optimum keeps looking for another basin while
-        the alternate trials keep refining the current one. Computed from the observations alone (restarts
-        reproduce it).
+        After max(STALL_PATIENCE, d) trials without improving on the best, three suggestions in four escape its
+        basin and the fourth keeps refining it: the basin is converged (its steps no longer improve), and the
+        rest of the space is where a better optimum may still be. Computed from the observations alone
+        (restarts reproduce it).
         """
-        patience = max(STALL_PATIENCE, 2 * self.space.dim)
-        if self.stalled < patience or (self.stalled - patience) % 2:
+        patience = max(STALL_PATIENCE, self.space.dim)
+        if self.stalled < patience or (self.stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
             return None
-        center = self.data.x[self.best_index]
-        # Improvement is then measured against the best outside the basin, as if the search restarted in the
-        # rest of the space with everything it has learned (TuRBO's restart, without forgetting the data).
-        self.escaping = True
-        return np.asarray(center)
+        return np.asarray(self.data.x[self.best_index])
 
-    def _within(self, x: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:
-        """Which points of ``x`` lie within ``radius`` of a center in the numeric coordinates, with the same
-        choice of every categorical (another choice is another basin, however near its code)."""
+    def _restart(self, center: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """Set up an escape step: a search restarted in the rest of the space (TuRBO's restart, keeping the data
+        there), or None when too few observations lie outside the basin to model it.
+
+        The score GP is refit, hyperparameters too, on the observations outside the basin, and the acquisition is
+        expected improvement over the best of them. Ranking the rest of the space with the full model would not
+        escape: the basin's own data (and the long lengthscales it teaches along its ridges) make the points
+        just outside the excluded region look best, so every escape step would land on the basin's flank.
+        Returns local candidates around the best points outside the basin, the best of them first.
+        """
+        outside = ~self._in_basin(self.x, center)  # the model's points: observations and trials in flight
+        if outside.sum() < MIN_ESCAPE_POINTS:
+            return None
+        x, ys = self.x[outside], self.ys[outside]
+        ys = (ys - ys.mean()) / (ys.std() or 1.0)
+        self.acq_score = self._fit(x, ys)
+        with torch.no_grad():
+            mu = self.acq_score(_t01(x))[0].numpy()
+        self.target_f = float(mu.max())
+        best = x[np.argsort(-mu, kind="stable")[:3]]
+        scales = self.space.scales() * self.p.settings.global_search_scale
+        return self._snap(np.vstack([best] + [_in_boxes(best, w * scales, 64, rng) for w in (1.0, 0.1, 0.01)]))
+
+    def _far_from_data(self, pool: np.ndarray, center: np.ndarray, taken: set[Key]) -> Suggestion | None:
+        """The candidate outside the basin farthest from every point observed or in flight (TuRBO's fresh design
+        for a restart, one point at a time), or None if the basin covers every candidate."""
+        out = pool[~self._in_basin(pool, center)]
+        gap = np.min(np.linalg.norm(out[:, None, :] - self.x[None, :, :], axis=2), axis=1)
+        for j in np.argsort(-gap, kind="stable"):
+            params = self.space.decode(out[j])
+            if param_key(params) not in taken:
+                info = {
+                    "source": "escape",
+                    "escape": f"no improvement in {self.stalled} trials: a point far from "
+                    "the data, outside the best's basin",
+                }
+                return Suggestion(params, info)
+        return None
+
+    def _in_basin(self, x: np.ndarray, center: np.ndarray) -> np.ndarray:
+        """Which points of ``x`` lie in the basin of ``center``: within a ball of ESCAPE_RADIUS * sqrt(d), or
+        within ESCAPE_LENGTHSCALES of the score GP's lengthscales (a basin that is long along a coordinate
+        reaches far along it) in the numeric coordinates, with the same choice of every categorical (another
+        choice is another basin, however near its code)."""
         cat = self.space.categorical_mask()
-        out = np.zeros(len(x), dtype=bool)
-        for c in centers:
-            close = np.linalg.norm((x - c)[:, ~cat], axis=1) < radius
-            out |= close & np.all(np.isclose(x[:, cat], c[cat]), axis=1)
-        return out
-
-    def _escape_radius(self) -> float:
-        return ESCAPE_RADIUS * math.sqrt(max(1, int((~self.space.categorical_mask()).sum())))
+        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
+        delta = (x - center)[:, ~cat]
+        radius = ESCAPE_RADIUS * math.sqrt(max(1, int((~cat).sum())))
+        close = np.linalg.norm(delta, axis=1) < radius
+        close |= np.linalg.norm(delta / ls[~cat], axis=1) < ESCAPE_LENGTHSCALES
+        return np.asarray(close & np.all(np.isclose(x[:, cat], center[cat]), axis=1))
 
     def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
@@ -388,9 +436,7 @@ class _Model:
             values_t, log_cost_t = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values_t.numpy(), log_cost_t.numpy()
         if escape is not None:
-            # The basin: close in the numeric coordinates and the same choice of every categorical (another
-            # choice is another basin, however near its code).
-            values = np.where(self._within(x, escape[None], self._escape_radius()), -np.inf, values)
+            values = np.where(self._in_basin(x, escape), -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
@@ -438,7 +484,7 @@ class _Model:
         about equally curved in every direction, and L-BFGS-B converges in far fewer steps.
         """
         shape = starts.shape
-        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
+        ls = 2 * self.acq_score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
         z0 = (starts / ls).ravel()
         fixed = np.tile(self.space.categorical_mask(), shape[0])
         lo = np.where(fixed, z0, np.tile(-1 / ls, shape[0]))
