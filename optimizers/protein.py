@@ -365,19 +365,33 @@ class _Model:
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
     def _escape_from(self) -> np.ndarray | None:
-        """The incumbent, when this suggestion should search outside its basin; else None.
+        """The basin of the incumbent, when this suggestion should search outside it; else None.
 
-        After max(STALL_PATIENCE, d) trials without improving on the best, three suggestions in four escape its
-        basin and the fourth keeps refining it: the basin is converged (its steps no longer improve), and the
-        rest of the space is where a better optimum may still be. Computed from the observations alone
-        (restarts reproduce it).
+        After max(STALL_PATIENCE, d) model-guided trials without improving on the best, three suggestions in
+        four escape its basin and the fourth keeps refining it: the basin is converged (its steps no longer
+        improve), and the rest of the space is where a better optimum may still be. The basin is given by its
+        points (the incumbent first): the model's points reached from the incumbent by steps downhill of at most
+        ESCAPE_LENGTHSCALES of the score GP's lengthscales, so the path the search climbed belongs to it. Computed
+        from the observations alone (restarts reproduce it).
         """
         patience = max(STALL_PATIENCE, self.space.dim)
-        if self.stalled < patience or (self.stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
+        st = self.p.settings
+        guided = len(self.data.y) - st.num_random_samples - int(st.seed_with_search_center)
+        stalled = min(self.stalled, guided)  # the initial design is no climb: nothing converged yet
+        if stalled < patience or (stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
             return None
-        return np.asarray(self.data.x[self.best_index])
+        start = int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
+        basin = np.zeros(len(self.x), dtype=bool)
+        basin[start] = True
+        frontier = [start]
+        while frontier:
+            i = frontier.pop()
+            down = ~basin & (self.ys <= self.ys[i]) & self._near(self.x, self.x[i][None])
+            basin |= down
+            frontier += np.flatnonzero(down).tolist()
+        return np.vstack([self.x[start], self.x[basin]])
 
-    def _restart(self, center: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    def _restart(self, basin: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
         """Set up an escape step: a search restarted in the rest of the space (TuRBO's restart, keeping the data
         there), or None when too few observations lie outside the basin to model it.
 
@@ -387,7 +401,7 @@ class _Model:
         just outside the excluded region look best, so every escape step would land on the basin's flank.
         Returns local candidates around the best points outside the basin, the best of them first.
         """
-        outside = ~self._in_basin(self.x, center)  # the model's points: observations and trials in flight
+        outside = ~self._in_basin(self.x, basin)  # the model's points: observations and trials in flight
         if outside.sum() < MIN_ESCAPE_POINTS:
             return None
         x, ys = self.x[outside], self.ys[outside]
@@ -400,10 +414,10 @@ class _Model:
         scales = self.space.scales() * self.p.settings.global_search_scale
         return self._snap(np.vstack([best] + [_in_boxes(best, w * scales, 64, rng) for w in (1.0, 0.1, 0.01)]))
 
-    def _far_from_data(self, pool: np.ndarray, center: np.ndarray, taken: set[Key]) -> Suggestion | None:
+    def _far_from_data(self, pool: np.ndarray, basin: np.ndarray, taken: set[Key]) -> Suggestion | None:
         """The candidate outside the basin farthest from every point observed or in flight (TuRBO's fresh design
         for a restart, one point at a time), or None if the basin covers every candidate."""
-        out = pool[~self._in_basin(pool, center)]
+        out = pool[~self._in_basin(pool, basin)]
         gap = np.min(np.linalg.norm(out[:, None, :] - self.x[None, :, :], axis=2), axis=1)
         for j in np.argsort(-gap, kind="stable"):
             params = self.space.decode(out[j])
@@ -416,18 +430,26 @@ class _Model:
                 return Suggestion(params, info)
         return None
 
-    def _in_basin(self, x: np.ndarray, center: np.ndarray) -> np.ndarray:
-        """Which points of ``x`` lie in the basin of ``center``: within a ball of ESCAPE_RADIUS * sqrt(d), or
-        within ESCAPE_LENGTHSCALES of the score GP's lengthscales (a basin that is long along a coordinate
-        reaches far along it) in the numeric coordinates, with the same choice of every categorical (another
-        choice is another basin, however near its code)."""
+    def _in_basin(self, x: np.ndarray, basin: np.ndarray) -> np.ndarray:
+        """Which points of ``x`` lie in the basin given by its points (the incumbent first): within a ball of
+        ESCAPE_RADIUS * sqrt(d) around the incumbent, or near any of its points (see _near)."""
         cat = self.space.categorical_mask()
-        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
-        delta = (x - center)[:, ~cat]
         radius = ESCAPE_RADIUS * math.sqrt(max(1, int((~cat).sum())))
-        close = np.linalg.norm(delta, axis=1) < radius
-        close |= np.linalg.norm(delta / ls[~cat], axis=1) < ESCAPE_LENGTHSCALES
-        return np.asarray(close & np.all(np.isclose(x[:, cat], center[cat]), axis=1))
+        ball = np.linalg.norm((x - basin[0])[:, ~cat], axis=1) < radius
+        ball &= np.all(np.isclose(x[:, cat], basin[0][cat]), axis=1)
+        return np.asarray(ball | self._near(x, basin))
+
+    def _near(self, x: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Which points of ``x`` lie within ESCAPE_LENGTHSCALES of the score GP's lengthscales of one of
+        ``points`` (a basin long along a coordinate reaches far along it) in the numeric coordinates, with the
+        same choice of every categorical (another choice is another basin, however near its code)."""
+        cat = self.space.categorical_mask()
+        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)[~cat]  # in [-1, 1] units
+        out = np.zeros(len(x), dtype=bool)
+        for p in points:
+            close = np.linalg.norm((x - p)[:, ~cat] / ls, axis=1) < ESCAPE_LENGTHSCALES
+            out |= close & np.all(np.isclose(x[:, cat], p[cat]), axis=1)
+        return out
 
     def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
