@@ -42,11 +42,11 @@ MAX_PARETO_CENTERS = 16
 FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
-STALL_PATIENCE = 6  # successes without improvement (at least one per dimension) before escape steps begin
+STALL_PATIENCE = 6  # model-guided successes without improvement (at least d) before escape steps begin
 ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the best; the others escape its basin
 TAIL_IQRS = 2.0  # scores further below the median than this many interquartile ranges are log-compressed
 ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
-ESCAPE_LENGTHSCALES = 1.0  # and the points within this many of the score GP's lengthscales of the best
+ESCAPE_LENGTHSCALES = 1.0  # and within this many lengthscales of the best or the path it climbed
 MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest of the space
 
 
@@ -327,20 +327,20 @@ class _Model:
         """The untaken point of highest acquisition: ranked over a candidate pool, then refined by local search.
         An escape step ranks with the escape model, outside the basin of the best (see _escape_from)."""
         pool = self._pool(rng)
-        escape = self._escape_from()
+        basin = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
-        if escape is not None:
-            local = self._restart(escape, rng)
+        if basin is not None:
+            local = self._restart(basin, rng)
             if local is not None:  # climb from the best outside the basin: climbing the incumbent is what it escapes
                 pool, climb_from = np.vstack([pool, local]), local[:1]
             else:  # too little observed outside the basin to model it
-                far = self._far_from_data(pool, escape, taken)
+                far = self._far_from_data(pool, basin, taken)
                 if far is not None:
                     return far
-                escape = None
-        values, _ = self._rank(pool, escape)
+                basin = None
+        values, _ = self._rank(pool, basin)
         if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
-            escape, self.acq_score, self.target_f = None, self.score, self.best_f
+            basin, self.acq_score, self.target_f = None, self.score, self.best_f
             climb_from = self.data.x[self.best_index][None]
             values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
@@ -353,13 +353,13 @@ class _Model:
         starts = np.vstack([pool[[top, *more]], climb_from])
         refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
-        cvals, clog = self._rank(cands, escape)
+        cvals, clog = self._rank(cands, basin)
         for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken or cvals[j] == -np.inf:
                 continue
             info = self._info(cands[j], float(cvals[j]), float(clog[j]))
-            if escape is not None:
+            if basin is not None:
                 info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
             return Suggestion(params, info)
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
@@ -451,14 +451,14 @@ class _Model:
             out |= close & np.all(np.isclose(x[:, cat], p[cat]), axis=1)
         return out
 
-    def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, x: np.ndarray, basin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
         escaped) and log costs."""
         with torch.no_grad():
             values_t, log_cost_t = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values_t.numpy(), log_cost_t.numpy()
-        if escape is not None:
-            values = np.where(self._in_basin(x, escape), -np.inf, values)
+        if basin is not None:
+            values = np.where(self._in_basin(x, basin), -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
