@@ -327,20 +327,20 @@ class _Model:
         """The untaken point of highest acquisition: ranked over a candidate pool, then refined by local search.
         An escape step ranks with the escape model, outside the basin of the best (see _escape_from)."""
         pool = self._pool(rng)
-        basin = self._escape_from()
+        basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
-        if basin is not None:
-            local = self._restart(basin, rng)
-            if local is not None:  # climb from the best outside the basin: climbing the incumbent is what it escapes
+        if basins is not None:
+            local = self._restart(basins, rng)
+            if local is not None:  # climb from the best outside the basins: climbing the incumbent is what it escapes
                 pool, climb_from = np.vstack([pool, local]), local[:1]
-            else:  # too little observed outside the basin to model it
-                far = self._far_from_data(pool, basin, taken)
+            else:  # too little observed outside the basins to model it
+                far = self._far_from_data(pool, basins, taken)
                 if far is not None:
                     return far
-                basin = None
-        values, _ = self._rank(pool, basin)
-        if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
-            basin, self.acq_score, self.target_f = None, self.score, self.best_f
+                basins = None
+        values, _ = self._rank(pool, basins)
+        if not np.isfinite(values).any():  # the basins cover every candidate: nothing to escape to
+            basins, self.acq_score, self.target_f = None, self.score, self.best_f
             climb_from = self.data.x[self.best_index][None]
             values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
@@ -353,26 +353,28 @@ class _Model:
         starts = np.vstack([pool[[top, *more]], climb_from])
         refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
-        cvals, clog = self._rank(cands, basin)
+        cvals, clog = self._rank(cands, basins)
         for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken or cvals[j] == -np.inf:
                 continue
             info = self._info(cands[j], float(cvals[j]), float(clog[j]))
-            if basin is not None:
+            if basins is not None:
                 info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
             return Suggestion(params, info)
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
-    def _escape_from(self) -> np.ndarray | None:
-        """The basin of the incumbent, when this suggestion should search outside it; else None.
+    def _escape_from(self) -> list[np.ndarray] | None:
+        """The basins to search outside of, when this suggestion should escape; else None.
 
         After max(STALL_PATIENCE, d) model-guided trials without improving on the best, three suggestions in
         four escape its basin and the fourth keeps refining it: the basin is converged (its steps no longer
-        improve), and the rest of the space is where a better optimum may still be. The basin is given by its
-        points (the incumbent first): the model's points reached from the incumbent by steps downhill of at most
-        ESCAPE_LENGTHSCALES of the score GP's lengthscales, so the path the search climbed belongs to it. Computed
-        from the observations alone (restarts reproduce it).
+        improve), and the rest of the space is where a better optimum may still be. A basin is given by its
+        points, its best first: the model's points reached from the best by steps downhill of at most
+        ESCAPE_LENGTHSCALES of the score GP's lengthscales, so the path the search climbed belongs to it. A lower
+        basin that earlier escape steps climbed and converged on (as many of its points after its best as the
+        patience) is left too, and so on: the escape does not settle in the first basin it finds. Computed from
+        the observations alone (restarts reproduce it).
         """
         patience = max(STALL_PATIENCE, self.space.dim)
         st = self.p.settings
@@ -380,18 +382,33 @@ class _Model:
         stalled = min(self.stalled, guided)  # the initial design is no climb: nothing converged yet
         if stalled < patience or (stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
             return None
-        start = int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
+        best = int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
+        outside = np.ones(len(self.x), dtype=bool)
+        basins: list[np.ndarray] = []
+        while True:
+            basin = self._basin_points(best, outside)
+            basins.append(np.vstack([self.x[best], self.x[basin]]))
+            outside &= ~self._in_basin(self.x, basins[-1:])
+            if not outside.any():
+                return basins
+            best = int(np.flatnonzero(outside)[np.argmax(self.ys[outside])])
+            if np.count_nonzero(self._basin_points(best, outside)[best + 1 :]) < patience:
+                return basins  # the best outside is not a converged basin: the escape may climb it
+
+    def _basin_points(self, best: int, allowed: np.ndarray) -> np.ndarray:
+        """Which of the model's points (among ``allowed``) are reached from point ``best`` by steps downhill of
+        at most ESCAPE_LENGTHSCALES lengthscales (``best`` included)."""
         basin = np.zeros(len(self.x), dtype=bool)
-        basin[start] = True
-        frontier = [start]
+        basin[best] = True
+        frontier = [best]
         while frontier:
             i = frontier.pop()
-            down = ~basin & (self.ys <= self.ys[i]) & self._near(self.x, self.x[i][None])
+            down = allowed & ~basin & (self.ys <= self.ys[i]) & self._near(self.x, self.x[i][None])
             basin |= down
             frontier += np.flatnonzero(down).tolist()
-        return np.vstack([self.x[start], self.x[basin]])
+        return basin
 
-    def _restart(self, basin: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    def _restart(self, basins: list[np.ndarray], rng: np.random.Generator) -> np.ndarray | None:
         """Set up an escape step: a search restarted in the rest of the space (TuRBO's restart, keeping the data
         there), or None when too few observations lie outside the basin to model it.
 
@@ -401,7 +418,7 @@ class _Model:
         just outside the excluded region look best, so every escape step would land on the basin's flank.
         Returns local candidates around the best points outside the basin, the best of them first.
         """
-        outside = ~self._in_basin(self.x, basin)  # the model's points: observations and trials in flight
+        outside = ~self._in_basin(self.x, basins)  # the model's points: observations and trials in flight
         if outside.sum() < MIN_ESCAPE_POINTS:
             return None
         x, ys = self.x[outside], self.ys[outside]
@@ -414,10 +431,10 @@ class _Model:
         scales = self.space.scales() * self.p.settings.global_search_scale
         return self._snap(np.vstack([best] + [_in_boxes(best, w * scales, 64, rng) for w in (1.0, 0.1, 0.01)]))
 
-    def _far_from_data(self, pool: np.ndarray, basin: np.ndarray, taken: set[Key]) -> Suggestion | None:
+    def _far_from_data(self, pool: np.ndarray, basins: list[np.ndarray], taken: set[Key]) -> Suggestion | None:
         """The candidate outside the basin farthest from every point observed or in flight (TuRBO's fresh design
         for a restart, one point at a time), or None if the basin covers every candidate."""
-        out = pool[~self._in_basin(pool, basin)]
+        out = pool[~self._in_basin(pool, basins)]
         gap = np.min(np.linalg.norm(out[:, None, :] - self.x[None, :, :], axis=2), axis=1)
         for j in np.argsort(-gap, kind="stable"):
             params = self.space.decode(out[j])
@@ -430,14 +447,17 @@ class _Model:
                 return Suggestion(params, info)
         return None
 
-    def _in_basin(self, x: np.ndarray, basin: np.ndarray) -> np.ndarray:
-        """Which points of ``x`` lie in the basin given by its points (the incumbent first): within a ball of
-        ESCAPE_RADIUS * sqrt(d) around the incumbent, or near any of its points (see _near)."""
+    def _in_basin(self, x: np.ndarray, basins: list[np.ndarray]) -> np.ndarray:
+        """Which points of ``x`` lie in one of the basins, each given by its points (its best first): within a
+        ball of ESCAPE_RADIUS * sqrt(d) around its best, or near any of its points (see _near)."""
         cat = self.space.categorical_mask()
         radius = ESCAPE_RADIUS * math.sqrt(max(1, int((~cat).sum())))
-        ball = np.linalg.norm((x - basin[0])[:, ~cat], axis=1) < radius
-        ball &= np.all(np.isclose(x[:, cat], basin[0][cat]), axis=1)
-        return np.asarray(ball | self._near(x, basin))
+        out = np.zeros(len(x), dtype=bool)
+        for basin in basins:
+            ball = np.linalg.norm((x - basin[0])[:, ~cat], axis=1) < radius
+            out |= ball & np.all(np.isclose(x[:, cat], basin[0][cat]), axis=1)
+            out |= self._near(x, basin)
+        return out
 
     def _near(self, x: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Which points of ``x`` lie within ESCAPE_LENGTHSCALES of the score GP's lengthscales of one of
@@ -451,14 +471,14 @@ class _Model:
             out |= close & np.all(np.isclose(x[:, cat], p[cat]), axis=1)
         return out
 
-    def _rank(self, x: np.ndarray, basin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, x: np.ndarray, basins: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
         escaped) and log costs."""
         with torch.no_grad():
             values_t, log_cost_t = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values_t.numpy(), log_cost_t.numpy()
-        if basin is not None:
-            values = np.where(self._in_basin(x, basin), -np.inf, values)
+        if basins is not None:
+            values = np.where(self._in_basin(x, basins), -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
