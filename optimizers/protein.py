@@ -372,9 +372,9 @@ class _Model:
         improve), and the rest of the space is where a better optimum may still be. A basin is given by its
         points, its best first: the model's points reached from the best by steps downhill of at most
         ESCAPE_LENGTHSCALES of the score GP's lengthscales, so the path the search climbed belongs to it. A lower
-        basin that earlier escape steps climbed and converged on (as many of its points after its best as the
-        patience) is left too, and so on: the escape does not settle in the first basin it finds. Computed from
-        the observations alone (restarts reproduce it).
+        basin that earlier escape steps climbed and converged on (as many of its points as the patience after
+        the last that improved on its best) is left too, and so on: the escape does not settle in the first
+        basin it finds. Computed from the observations alone (restarts reproduce it).
         """
         patience = max(STALL_PATIENCE, self.space.dim)
         st = self.p.settings
@@ -392,7 +392,8 @@ class _Model:
             if not outside.any():
                 return basins
             best = int(np.flatnonzero(outside)[np.argmax(self.ys[outside])])
-            if np.count_nonzero(self._basin_points(best, outside)[best + 1 :]) < patience:
+            climbed = self.ys[self._basin_points(best, outside)]  # in the order they were observed
+            if _stalled(climbed, span=float(np.ptp(self.ys))) < patience:
                 return basins  # the best outside is not a converged basin: the escape may climb it
 
     def _basin_points(self, best: int, allowed: np.ndarray) -> np.ndarray:
@@ -595,10 +596,11 @@ class _TailWarp:
         return float(self.median + z * self.scale)
 
 
-def _stalled(y: np.ndarray) -> int:
+def _stalled(y: np.ndarray, span: float | None = None) -> int:
     """How many scores (in order, higher is better) came after the last one that improved on the best by more
-    than a thousandth of their range: steps of 1e-4 on a converged local optimum are not progress."""
-    tol = 1e-3 * float(y.max() - y.min())
+    than a thousandth of their range (or of ``span``): steps of 1e-4 on a converged local optimum are not
+    progress."""
+    tol = 1e-3 * (float(y.max() - y.min()) if span is None else span)
     best, last = -np.inf, 0
     for i, v in enumerate(y):
         if v > best + tol:
