@@ -101,7 +101,7 @@ def candidates(y: np.ndarray) -> list[Warp]:
     """The warps worth comparing on scores ``y``: the tail warp always, Box-Cox where its domain allows."""
     out: list[Warp] = [TailWarp(y)]
     if np.ptp(y) > 0:
-        for sign in (-1.0, 1.0):
+        for sign in (-1.0,):
             if (sign * y).min() > 0:
                 warp = PowerWarp(y, sign)
                 if np.isfinite(warp(y)).all():
