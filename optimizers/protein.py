@@ -42,9 +42,11 @@ MAX_PARETO_CENTERS = 16
 FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
-STALL_PATIENCE = 10  # successes without improvement (at least 2 per dimension) before escape steps begin
-ESCAPE_BETA = 1.0  # escape steps maximize mean + ESCAPE_BETA * std outside the basin
-ESCAPE_RADIUS = 0.5  # of the basin an escape step avoids, times sqrt(d), in [-1, 1] units
+STALL_PATIENCE = 6  # model-guided successes without improvement (at least d) before escape steps begin
+ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the best; the others escape its basin
+ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
+ESCAPE_LENGTHSCALES = 1.0  # and within this many lengthscales of the best or the path it climbed
+MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest of the space
 
 
 @dataclass
@@ -206,7 +208,7 @@ class _Model:
             mu = self.score(_t01(data.x[data.ok]))[0]
         self.mu_ok = mu.numpy()
         self.best_f = self.target_f = float(mu.max())
-        self.escaping = False
+        self.acq_score = self.score  # the GP the acquisition reads: the escape model during an escape step
         ok = np.flatnonzero(data.ok)
         self.best_index = int(ok[np.argmax(data.y[ok])])
         self.stalled = _stalled(data.y[ok])
@@ -264,12 +266,9 @@ class _Model:
     def _acq(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(acquisition, predicted log cost) at encoded points ``xt`` (b, d) in [-1, 1]."""
         x01 = (xt + 1) / 2
-        mean, var = self.score(x01)
+        mean, var = self.acq_score(x01)
         sigma = var.sqrt()
-        if self.escaping:  # an optimistic estimate (UCB), not improvement over the far-off best: see _escape_from
-            value = mean + ESCAPE_BETA * sigma
-        else:
-            value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
+        value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
         if self.cost is None:
             return value, torch.full_like(value, self.lc_mean)
         log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
@@ -329,11 +328,30 @@ class _Model:
             if param_key(params) not in in_flight:
                 return Suggestion(params, {"source": "resample", "observation": int(i)})
 
-        escape = self._escape_from()
+        try:
+            return self._optimize(taken, rng)
+        finally:
+            self.acq_score, self.target_f = self.score, self.best_f
+
+    def _optimize(self, taken: set[Key], rng: np.random.Generator) -> Suggestion:
+        """The untaken point of highest acquisition: ranked over a candidate pool, then refined by local search.
+        An escape step ranks with the escape model, outside the basin of the best (see _escape_from)."""
         pool = self._pool(rng)
-        values, _ = self._rank(pool, escape)
-        if not np.isfinite(values).any():  # the basin covers every candidate: nothing to escape to
-            escape, self.target_f, self.escaping = None, self.best_f, False
+        basins = self._escape_from()
+        climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
+        if basins is not None:
+            local = self._restart(basins, rng)
+            if local is not None:  # climb from the best outside the basins: climbing the incumbent is what it escapes
+                pool, climb_from = np.vstack([pool, local]), local[:1]
+            else:  # too little observed outside the basins to model it
+                far = self._far_from_data(pool, basins, taken)
+                if far is not None:
+                    return far
+                basins = None
+        values, _ = self._rank(pool, basins)
+        if not np.isfinite(values).any():  # the basins cover every candidate: nothing to escape to
+            basins, self.acq_score, self.target_f = None, self.score, self.best_f
+            climb_from = self.data.x[self.best_index][None]
             values, _ = self._rank(pool)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
@@ -342,65 +360,136 @@ class _Model:
         probs[top] = 0.0
         n_more = min(LOCAL_STARTS - 2, int(np.count_nonzero(probs > 0)))
         more: Any = rng.choice(len(pool), size=n_more, replace=False, p=probs / probs.sum()) if n_more else []
-        starts = pool[[top, *more]]
-        if escape is None:  # also climb from the incumbent (pointless when escaping its basin)
-            starts = np.vstack([starts, self.data.x[self.best_index][None]])
+        starts = np.vstack([pool[[top, *more]], climb_from])
         refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
-        cvals, clog = self._rank(cands, escape)
+        cvals, clog = self._rank(cands, basins)
         for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken or cvals[j] == -np.inf:
                 continue
             info = self._info(cands[j], float(cvals[j]), float(clog[j]))
-            if escape is not None:
+            if basins is not None:
                 info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
-            self.target_f, self.escaping = self.best_f, False
             return Suggestion(params, info)
-        self.target_f, self.escaping = self.best_f, False
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
-    def _escape_from(self) -> np.ndarray | None:
-        """The incumbent, when this suggestion should search outside its basin; else None.
+    def _escape_from(self) -> list[np.ndarray] | None:
+        """The basins to search outside of, when this suggestion should escape; else None.
 
-        After ``stall_patience`` trials without improving on the best, every other suggestion ignores the
-        neighbourhood of the best point (a ball of ESCAPE_RADIUS * sqrt(d) in [-1, 1] units): the acquisition
-        must find its best elsewhere, so a sweep stuck in a local optimum keeps looking for another basin while
-        the alternate trials keep refining the current one. Computed from the observations alone (restarts
-        reproduce it).
+        After max(STALL_PATIENCE, d) model-guided trials without improving on the best, three suggestions in
+        four escape its basin and the fourth keeps refining it: the basin is converged (its steps no longer
+        improve), and the rest of the space is where a better optimum may still be. A basin is given by its
+        points, its best first: the model's points reached from the best by steps downhill of at most
+        ESCAPE_LENGTHSCALES of the score GP's lengthscales, so the path the search climbed belongs to it. A lower
+        basin that earlier escape steps climbed and converged on (as many of its points as the patience after
+        the last that improved on its best) is left too, and so on: the escape does not settle in the first
+        basin it finds. Computed from the observations alone (restarts reproduce it).
         """
-        patience = max(STALL_PATIENCE, 2 * self.space.dim)
-        if self.stalled < patience or (self.stalled - patience) % 2:
+        patience = max(STALL_PATIENCE, self.space.dim)
+        st = self.p.settings
+        guided = len(self.data.y) - st.num_random_samples - int(st.seed_with_search_center)
+        stalled = min(self.stalled, guided)  # the initial design is no climb: nothing converged yet
+        if stalled < patience or (stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
             return None
-        center = self.data.x[self.best_index]
-        # Improvement is then measured against the best outside the basin, as if the search restarted in the
-        # rest of the space with everything it has learned (TuRBO's restart, without forgetting the data).
-        self.escaping = True
-        return np.asarray(center)
+        best = int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
+        outside = np.ones(len(self.x), dtype=bool)
+        basins: list[np.ndarray] = []
+        while True:
+            basin = self._basin_points(best, outside)
+            basins.append(np.vstack([self.x[best], self.x[basin]]))
+            outside &= ~self._in_basin(self.x, basins[-1:])
+            if not outside.any():
+                return basins
+            best = int(np.flatnonzero(outside)[np.argmax(self.ys[outside])])
+            climbed = self.ys[self._basin_points(best, outside)]  # in the order they were observed
+            if _stalled(climbed, span=float(np.ptp(self.ys))) < patience:
+                return basins  # the best outside is not a converged basin: the escape may climb it
 
-    def _within(self, x: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:
-        """Which points of ``x`` lie within ``radius`` of a center in the numeric coordinates, with the same
-        choice of every categorical (another choice is another basin, however near its code)."""
+    def _basin_points(self, best: int, allowed: np.ndarray) -> np.ndarray:
+        """Which of the model's points (among ``allowed``) are reached from point ``best`` by steps downhill of
+        at most ESCAPE_LENGTHSCALES lengthscales (``best`` included)."""
+        basin = np.zeros(len(self.x), dtype=bool)
+        basin[best] = True
+        frontier = [best]
+        while frontier:
+            i = frontier.pop()
+            down = allowed & ~basin & (self.ys <= self.ys[i]) & self._near(self.x, self.x[i][None])
+            basin |= down
+            frontier += np.flatnonzero(down).tolist()
+        return basin
+
+    def _restart(self, basins: list[np.ndarray], rng: np.random.Generator) -> np.ndarray | None:
+        """Set up an escape step: a search restarted in the rest of the space (TuRBO's restart, keeping the data
+        there), or None when too few observations lie outside the basin to model it.
+
+        The score GP is refit, hyperparameters too, on the observations outside the basin, and the acquisition is
+        expected improvement over the best of them. Ranking the rest of the space with the full model would not
+        escape: the basin's own data (and the long lengthscales it teaches along its ridges) make the points
+        just outside the excluded region look best, so every escape step would land on the basin's flank.
+        Returns local candidates around the best points outside the basin, the best of them first.
+        """
+        outside = ~self._in_basin(self.x, basins)  # the model's points: observations and trials in flight
+        if outside.sum() < MIN_ESCAPE_POINTS:
+            return None
+        x, ys = self.x[outside], self.ys[outside]
+        ys = (ys - ys.mean()) / (ys.std() or 1.0)
+        self.acq_score = self._fit(x, ys)
+        with torch.no_grad():
+            mu = self.acq_score(_t01(x))[0].numpy()
+        self.target_f = float(mu.max())
+        best = x[np.argsort(-mu, kind="stable")[:3]]
+        scales = self.space.scales() * self.p.settings.global_search_scale
+        return self._snap(np.vstack([best] + [_in_boxes(best, w * scales, 64, rng) for w in (1.0, 0.1, 0.01)]))
+
+    def _far_from_data(self, pool: np.ndarray, basins: list[np.ndarray], taken: set[Key]) -> Suggestion | None:
+        """The candidate outside the basin farthest from every point observed or in flight (TuRBO's fresh design
+        for a restart, one point at a time), or None if the basin covers every candidate."""
+        out = pool[~self._in_basin(pool, basins)]
+        gap = np.min(np.linalg.norm(out[:, None, :] - self.x[None, :, :], axis=2), axis=1)
+        for j in np.argsort(-gap, kind="stable"):
+            params = self.space.decode(out[j])
+            if param_key(params) not in taken:
+                info = {
+                    "source": "escape",
+                    "escape": f"no improvement in {self.stalled} trials: a point far from "
+                    "the data, outside the best's basin",
+                }
+                return Suggestion(params, info)
+        return None
+
+    def _in_basin(self, x: np.ndarray, basins: list[np.ndarray]) -> np.ndarray:
+        """Which points of ``x`` lie in one of the basins, each given by its points (its best first): within a
+        ball of ESCAPE_RADIUS * sqrt(d) around its best, or near any of its points (see _near)."""
         cat = self.space.categorical_mask()
+        radius = ESCAPE_RADIUS * math.sqrt(max(1, int((~cat).sum())))
         out = np.zeros(len(x), dtype=bool)
-        for c in centers:
-            close = np.linalg.norm((x - c)[:, ~cat], axis=1) < radius
-            out |= close & np.all(np.isclose(x[:, cat], c[cat]), axis=1)
+        for basin in basins:
+            ball = np.linalg.norm((x - basin[0])[:, ~cat], axis=1) < radius
+            out |= ball & np.all(np.isclose(x[:, cat], basin[0][cat]), axis=1)
+            out |= self._near(x, basin)
         return out
 
-    def _escape_radius(self) -> float:
-        return ESCAPE_RADIUS * math.sqrt(max(1, int((~self.space.categorical_mask()).sum())))
+    def _near(self, x: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Which points of ``x`` lie within ESCAPE_LENGTHSCALES of the score GP's lengthscales of one of
+        ``points`` (a basin long along a coordinate reaches far along it) in the numeric coordinates, with the
+        same choice of every categorical (another choice is another basin, however near its code)."""
+        cat = self.space.categorical_mask()
+        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)[~cat]  # in [-1, 1] units
+        out = np.zeros(len(x), dtype=bool)
+        for p in points:
+            close = np.linalg.norm((x - p)[:, ~cat] / ls, axis=1) < ESCAPE_LENGTHSCALES
+            out |= close & np.all(np.isclose(x[:, cat], p[cat]), axis=1)
+        return out
 
-    def _rank(self, x: np.ndarray, escape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, x: np.ndarray, basins: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
         escaped) and log costs."""
         with torch.no_grad():
             values_t, log_cost_t = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values_t.numpy(), log_cost_t.numpy()
-        if escape is not None:
-            # The basin: close in the numeric coordinates and the same choice of every categorical (another
-            # choice is another basin, however near its code).
-            values = np.where(self._within(x, escape[None], self._escape_radius()), -np.inf, values)
+        if basins is not None:
+            values = np.where(self._in_basin(x, basins), -np.inf, values)
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
@@ -448,7 +537,7 @@ class _Model:
         about equally curved in every direction, and L-BFGS-B converges in far fewer steps.
         """
         shape = starts.shape
-        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
+        ls = 2 * self.acq_score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
         z0 = (starts / ls).ravel()
         fixed = np.tile(self.space.categorical_mask(), shape[0])
         lo = np.where(fixed, z0, np.tile(-1 / ls, shape[0]))
@@ -496,10 +585,11 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _stalled(y: np.ndarray) -> int:
+def _stalled(y: np.ndarray, span: float | None = None) -> int:
     """How many scores (in order, higher is better) came after the last one that improved on the best by more
-    than a thousandth of their range: steps of 1e-4 on a converged local optimum are not progress."""
-    tol = 1e-3 * float(y.max() - y.min())
+    than a thousandth of their range (or of ``span``): steps of 1e-4 on a converged local optimum are not
+    progress."""
+    tol = 1e-3 * (float(y.max() - y.min()) if span is None else span)
     best, last = -np.inf, 0
     for i, v in enumerate(y):
         if v > best + tol:

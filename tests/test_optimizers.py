@@ -229,7 +229,8 @@ def test_optimum_in_a_corner_is_found_with_defaults():
 
 def test_a_stalled_search_escapes_the_basin_of_its_best():
     # Told a best point and then 14 worse ones around it (no improvement for longer than the patience of
-    # max(10, 2 d) trials), every other suggestion leaves the best's neighbourhood; the others may refine it.
+    # max(6, d) trials), three suggestions in four leave the best's neighbourhood; the fourth may refine it.
+    # Nothing observed outside the basin: the escape goes where nothing was observed.
     cfg = config(
         {
             "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
@@ -249,11 +250,39 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
     infos = [opt.suggest(obs[: len(obs) - drop], [], 1)[0] for drop in (0, 1)]
     escaping = [s for s in infos if "escape" in s.info]
     staying = [s for s in infos if "escape" not in s.info]
-    assert len(escaping) == 1 and len(staying) == 1  # alternate: one escapes, the next refines
+    assert len(escaping) == 1 and len(staying) == 1  # 14 stalled trials escape, 13 refine (the fourth of four)
     e = escaping[0].params
     assert math.dist((e["x"], e["y"]), (0.4, 0.4)) >= 0.25 * math.sqrt(2) / 2  # radius in [0, 1] units
+    assert min(math.dist((e["x"], e["y"]), (o.params["x"], o.params["y"])) for o in obs) > 0.2
     # Nothing stalled yet: no escape.
     assert "escape" not in opt.suggest(obs[:5], [], 1)[0].info
+
+
+def test_an_escape_leaves_the_whole_ridge_of_a_basin_and_restarts_on_the_rest_of_the_space():
+    # The best's basin is a ridge along y (the score ignores y): a fixed ball around the best leaves most of the
+    # ridge outside it, where the full model predicts scores as good as the best. The escape excludes the basin
+    # along its lengthscales and models the rest of the space on its own: its suggestion leaves the ridge and
+    # climbs toward the best of the points observed off it (a second hill at x = 0.9).
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "y": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        }
+    )
+
+    def f(p: dict[str, float]) -> float:
+        return max(-10 * (p["x"] - 0.3) ** 2, -0.2 - 10 * (p["x"] - 0.9) ** 2)
+
+    rng = np.random.default_rng(1)
+    spread = [(0.05, 0.1), (0.95, 0.2), (0.75, 0.9), (0.6, 0.5), (0.1, 0.95), (0.85, 0.6)]
+    obs = [Observation({"x": x, "y": y}, f({"x": x, "y": y}), 1.0) for x, y in spread]
+    obs.append(Observation({"x": 0.3, "y": 0.5}, 0.0, 1.0))
+    for _ in range(14):  # worse points near the best, after it
+        p = {"x": float(0.3 + rng.uniform(-0.1, 0.1)), "y": float(0.5 + rng.uniform(-0.2, 0.2))}
+        obs.append(Observation(p, f(p), 1.0))
+    s = Protein(cfg, seed=0).suggest(obs, [], 1)[0]
+    assert "escape" in s.info
+    assert s.params["x"] > 0.7  # off the ridge (x = 0.3), on the second hill
 
 
 # ---------------------------------------------------------------------- library use: ask/tell
@@ -385,6 +414,7 @@ def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
         for act in ("a", "c", "d")
         for x in rng.uniform(0, 1, 5)
     ]
+    obs.sort(key=lambda o: float(o.score or 0.0))  # the best last: not stalled, so no escape step (tested apart)
     for seed in range(3):
         s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
         assert s.info["source"] == "bayes" and s.params["act"] == "b"
