@@ -172,11 +172,11 @@ def _fit(model: SingleTaskGP, maxiter: int) -> None:
         chol = torch.linalg.cholesky(k)
         r = (y - model.mean_module.constant).unsqueeze(-1)
         alpha = torch.cholesky_solve(r, chol)
-        value = -0.5 * (r * alpha).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+        value = log_marginal_likelihood(r, alpha, chol)
         for _, module, prior, prior_closure, _ in priors:
             value = value + prior.log_prob(prior_closure(module)).sum()
         loss = -value / n
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
         return loss.detach(), [p.grad for p in params]
 
     with warnings.catch_warnings():
@@ -188,6 +188,12 @@ def _fit(model: SingleTaskGP, maxiter: int) -> None:
             max_attempts=1,
             warning_handler=lambda w: True,
         )
+
+
+def log_marginal_likelihood(residual: torch.Tensor, alpha: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """log N(residual; 0, K) given K's Cholesky factor and alpha = K^-1 residual (same shape as residual)."""
+    n = chol.shape[-1]
+    return -0.5 * (residual * alpha).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
 
 
 class Posterior:
@@ -221,9 +227,7 @@ class Posterior:
 
     def log_evidence(self) -> float:
         """The log marginal likelihood of the data under the fitted hyperparameters."""
-        r = self.y - self.const
-        n = len(r)
-        return float(-0.5 * (r * self.alpha).sum() - self.chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi))
+        return float(log_marginal_likelihood(self.y - self.const, self.alpha, self.chol))
 
     def __call__(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (of the latent function) at points ``x01`` (b, d)."""

@@ -113,13 +113,17 @@ class Protein:
         return out
 
     # ------------------------------------------------------------------ phases before the model
+    def initial_design_size(self) -> int:
+        """How many points come before the model: the search center (if seeded with it) and the Sobol points."""
+        return int(self.settings.seed_with_search_center) + self.settings.num_random_samples
+
     def _initial(self, k: int, taken: set[Key], rng: np.random.Generator, n_ok: int) -> Suggestion | None:
         st = self.settings
         offset = 1 if st.seed_with_search_center else 0
         if k == 0 and st.seed_with_search_center:
             s = Suggestion(self.space.decode(self.space.center()), {"source": "search_center"})
             return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
-        if k < offset + st.num_random_samples or n_ok < 1:
+        if k < self.initial_design_size() or n_ok < 1:
             return self._sobol(k - offset, taken, rng)
         return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
 
@@ -387,8 +391,7 @@ class _Model:
         basin it finds. Computed from the observations alone (restarts reproduce it).
         """
         patience = max(STALL_PATIENCE, self.space.dim)
-        st = self.p.settings
-        guided = len(self.data.y) - st.num_random_samples - int(st.seed_with_search_center)
+        guided = len(self.data.y) - self.p.initial_design_size()
         stalled = min(self.stalled, guided)  # the initial design is no climb: nothing converged yet
         if stalled < patience or (stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
             return None
@@ -466,8 +469,7 @@ class _Model:
         out = np.zeros(len(x), dtype=bool)
         for basin in basins:
             ball = np.linalg.norm((x - basin[0])[:, ~cat], axis=1) < radius
-            out |= ball & np.all(np.isclose(x[:, cat], basin[0][cat]), axis=1)
-            out |= self._near(x, basin)
+            out |= (ball & self._same_choices(x, basin[0])) | self._near(x, basin)
         return out
 
     def _near(self, x: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -479,8 +481,13 @@ class _Model:
         out = np.zeros(len(x), dtype=bool)
         for p in points:
             close = np.linalg.norm((x - p)[:, ~cat] / ls, axis=1) < ESCAPE_LENGTHSCALES
-            out |= close & np.all(np.isclose(x[:, cat], p[cat]), axis=1)
+            out |= close & self._same_choices(x, p)
         return out
+
+    def _same_choices(self, x: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """Which points of ``x`` have every categorical at ``point``'s choice."""
+        cat = self.space.categorical_mask()
+        return np.asarray(np.all(np.isclose(x[:, cat], point[cat]), axis=1))
 
     def _rank(self, x: np.ndarray, basins: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
