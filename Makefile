@@ -36,7 +36,7 @@ bench-optimizer: $(STAMP)
 bench-real-jobs: $(STAMP)
 	nice -n 10 $(PY) benchmarks/real_jobs.py --ppo
 
-bench-surrogate: $(STAMP)  # the score model's ranking and picks on real MLP runs (~5 min)
+bench-surrogate: $(STAMP)  # the score model's ranking and picks on real MLP runs (~2 min)
 	nice -n 10 $(PY) benchmarks/surrogate.py
 
 bench-parallel: $(STAMP)
