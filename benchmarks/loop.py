@@ -200,7 +200,7 @@ def part_ours(trials: int, workdir: Path, synchronous: str = "FULL") -> dict[str
     devnull = open(os.devnull, "w")
     configure_logging("json", stream=devnull)  # serve's default off a terminal: JSON lines, here to /dev/null
     console = ConsoleSubscriber("OptimizingScheduler", human=False)  # serve's lines, as JSON
-    optimizer = make_optimizer(config.protein_config, 0)
+    optimizer = make_optimizer(config.protein_config, 0, config.max_trials)
     service = SweepService(config, store, dispatcher, optimizer, subscribers=[console])  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(devnull):  # the final summary

@@ -203,8 +203,10 @@ def run(problem: Problem, method: str, seed: int) -> dict:
         from optimizers import Observation, ProteinConfig
         from optimizers.protein import Protein
 
-        # The defaults a user gets: no scale, no mean, default settings.
-        opt = Protein(ProteinConfig(goal="minimize", parameters=params_spec), seed=seed)
+        # The defaults a user gets: no scale, no mean, default settings, and the number of trials when the run
+        # has one (serve passes max_trials); a cost-aware run goes on until its cost budget is spent too.
+        budget = None if problem.cost_aware else problem.budget
+        opt = Protein(ProteinConfig(goal="minimize", parameters=params_spec), seed=seed, budget=budget)
         obs: list = []
         while not done():
             t = time.perf_counter()

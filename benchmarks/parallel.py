@@ -44,7 +44,7 @@ def run(problem_name: str, budget: int, method: str, q: int, seed: int) -> float
     if method == "protein":
         from optimizers import Tuner
 
-        tuner = Tuner(spec, goal="minimize", seed=seed)
+        tuner = Tuner(spec, goal="minimize", seed=seed, budget=budget)
         ask, tell = (lambda: tuner.ask()), (lambda handle, params, value: tuner.tell(params, value))
     else:
         import optuna

@@ -19,8 +19,8 @@ __all__ = [
 ]
 
 
-def make_optimizer(config: ProteinConfig, seed: int | None = None) -> Optimizer:
-    """Build the optimizer that ``config.method`` names."""
+def make_optimizer(config: ProteinConfig, seed: int | None = None, budget: int | None = None) -> Optimizer:
+    """Build the optimizer that ``config.method`` names; ``budget`` is the sweep's number of trials, if known."""
     if config.method == "random":
         from optimizers.random_search import RandomSearch
 
@@ -28,10 +28,10 @@ def make_optimizer(config: ProteinConfig, seed: int | None = None) -> Optimizer:
     if config.method == "genetic":
         from optimizers.genetic import GeneticSearch
 
-        return GeneticSearch(config, seed)
+        return GeneticSearch(config, seed, budget)
     from optimizers.protein import Protein
 
-    return Protein(config, seed)
+    return Protein(config, seed, budget)
 
 
 def __getattr__(name: str) -> Any:

@@ -80,10 +80,18 @@ class ParameterConfig(_Strict):
         return self
 
 
+DEFAULT_RANDOM_SAMPLES = 10  # the initial design of a long sweep (or one of unknown length)
+
+
 class ProteinSettings(_Strict):
     """Optimizer knobs; names follow the seed."""
 
-    num_random_samples: int = Field(10, ge=0, description="space-filling samples before the GP takes over")
+    num_random_samples: int | None = Field(
+        None,
+        ge=0,
+        description="space-filling samples before the GP takes over; unset: a third of the sweep's trial budget, "
+        "between d + 1 and 10 (10 when the budget is not known)",
+    )
     max_suggestion_cost: float = Field(3600.0 * 24 * 365, gt=0, description="drop candidates predicted to cost more")
     global_search_scale: float = Field(1.0, gt=0)
     random_suggestions: int = Field(1024, ge=1)
@@ -92,6 +100,17 @@ class ProteinSettings(_Strict):
     seed_with_search_center: bool = True
     expansion_rate: float = Field(0.25, ge=0)
     max_fit_observations: int = Field(512, ge=16, description="observations the GP is fit on, at most")
+
+    def random_samples(self, dim: int, budget: int | None) -> int:
+        """``num_random_samples``, or when unset the number a sweep of ``budget`` trials over ``dim`` parameters
+        gets: a short sweep cannot spend 10 of its 16 trials before the model starts, and the model needs about
+        d + 1 points to fit a lengthscale per parameter."""
+        if self.num_random_samples is not None:
+            return self.num_random_samples
+        most = DEFAULT_RANDOM_SAMPLES
+        if budget is None:
+            return most
+        return min(most, max(min(dim + 1, most), budget // 3))
 
 
 class ProteinConfig(_Strict):

@@ -24,9 +24,10 @@ TOURNAMENT = 3
 class GeneticSearch:
     reads_observations = True
 
-    def __init__(self, config: ProteinConfig, seed: int | None = None):
+    def __init__(self, config: ProteinConfig, seed: int | None = None, budget: int | None = None):
         self.config = config
         self.space = Space(config.parameters)
+        self.random_samples = config.settings.random_samples(self.space.dim, budget)
         self.seed = seed
         self.sign = 1.0 if config.goal == "maximize" else -1.0
 
@@ -48,7 +49,7 @@ class GeneticSearch:
             for attempt in range(100):
                 if k == 0 and st.seed_with_search_center and attempt == 0:
                     x, info = c, {"source": "search_center"}
-                elif len(parents) < 2 or k < st.num_random_samples:
+                elif len(parents) < 2 or k < self.random_samples:
                     x, info = rng.uniform(-1, 1, self.space.dim), {"source": "random"}
                 else:
                     x, info = self._child(parents, rng, s * (1 + attempt / 10)), {"source": "genetic"}

@@ -47,6 +47,7 @@ ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the b
 ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
 ESCAPE_LENGTHSCALES = 1.0  # and within this many lengthscales of the best or the path it climbed
 MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest of the space
+ENDGAME_SHARE = 0.1  # the last tenth of a known trial budget (at least 2 trials) refines and never escapes
 
 
 @dataclass
@@ -62,7 +63,9 @@ class Protein:
 
     reads_observations = True
 
-    def __init__(self, config: ProteinConfig, seed: int | None = None):
+    def __init__(self, config: ProteinConfig, seed: int | None = None, budget: int | None = None):
+        """``budget``: the sweep's number of trials, if known (serve passes max_trials). It sizes the initial
+        design (see ProteinSettings.random_samples) and keeps the last trials from escaping (see _escape_from)."""
         if config.method != "bayes":
             raise ValueError(
                 f"Protein is method='bayes'; for method={config.method!r} use optimizers.make_optimizer(config)"
@@ -72,6 +75,8 @@ class Protein:
         self.space = Space(config.parameters)
         self.seed = seed
         self.sign = 1.0 if config.goal == "maximize" else -1.0
+        self.random_samples = self.settings.random_samples(self.space.dim, budget)
+        self.budget = budget
 
     # ------------------------------------------------------------------ entry point
     def suggest(
@@ -115,7 +120,7 @@ class Protein:
     # ------------------------------------------------------------------ phases before the model
     def initial_design_size(self) -> int:
         """How many points come before the model: the search center (if seeded with it) and the Sobol points."""
-        return int(self.settings.seed_with_search_center) + self.settings.num_random_samples
+        return int(self.settings.seed_with_search_center) + self.random_samples
 
     def _initial(self, k: int, taken: set[Key], rng: np.random.Generator, n_ok: int) -> Suggestion | None:
         st = self.settings
@@ -389,7 +394,12 @@ class _Model:
         basin that earlier escape steps climbed and converged on (as many of its points as the patience after
         the last that improved on its best) is left too, and so on: the escape does not settle in the first
         basin it finds. Computed from the observations alone (restarts reproduce it).
+
+        When the sweep's trial budget is known, its last ENDGAME_SHARE never escapes: an escape needs several
+        trials to climb what it finds, and an escape begun that late has none left.
         """
+        if self._in_endgame():
+            return None
         patience = max(STALL_PATIENCE, self.space.dim)
         guided = len(self.data.y) - self.p.initial_design_size()
         stalled = min(self.stalled, guided)  # the initial design is no climb: nothing converged yet
@@ -408,6 +418,14 @@ class _Model:
             climbed = self.ys[self._basin_points(best, outside)]  # in the order they were observed
             if _stalled(climbed, span=float(np.ptp(self.ys))) < patience:
                 return basins  # the best outside is not a converged basin: the escape may climb it
+
+    def _in_endgame(self) -> bool:
+        """Whether this suggestion is among the last ENDGAME_SHARE of the trial budget (when it is known)."""
+        budget = self.p.budget
+        if budget is None:
+            return False
+        left = budget - len(self.data.y) - len(self.pending_x)  # this suggestion included
+        return left <= max(2, int(ENDGAME_SHARE * budget))
 
     def _basin_points(self, best: int, allowed: np.ndarray) -> np.ndarray:
         """Which of the model's points (among ``allowed``) are reached from point ``best`` by steps downhill of

@@ -28,7 +28,8 @@ class Tuner:
     """Hold the observations and pending points of one search and ask the optimizer for the next point.
 
     ``config`` is a ProteinConfig (or its dict), or just the parameters (a mapping of name to ParameterConfig
-    or its dict), in which case ``goal``, ``method`` and ``settings`` apply.
+    or its dict), in which case ``goal``, ``method`` and ``settings`` apply. ``budget``: how many trials the search
+    will run, if known (a short search starts its model sooner).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Tuner:
         method: str = "bayes",
         seed: int | None = None,
         settings: Mapping[str, Any] | None = None,
+        budget: int | None = None,
     ):
         if not isinstance(config, ProteinConfig):
             is_full = "parameters" in config
@@ -47,7 +49,7 @@ class Tuner:
                 else {"parameters": dict(config), "goal": goal, "method": method, "settings": dict(settings or {})}
             )
         self.config = config
-        self.optimizer = make_optimizer(config, seed)
+        self.optimizer = make_optimizer(config, seed, budget)
         self.observations: list[Observation] = []
         self.pending: dict[Key, dict[str, Any]] = {}
         self.last_suggestion: Suggestion | None = None

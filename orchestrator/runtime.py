@@ -39,7 +39,7 @@ def build_service(config: SweepConfig, db: Path | None = None, log_format: str =
         config,
         store,
         dispatcher,
-        make_optimizer(config.protein_config, config.seed),
+        make_optimizer(config.protein_config, config.seed, config.max_trials),
         subscribers=subscribers,
         background=[http_server(hub)],
     )

@@ -97,6 +97,17 @@ def test_assignments_reach_nested_and_dotted_fields(tmp_path: Path) -> None:
     assert config.train_overrides == {"trainer.total_timesteps": 1000}
 
 
+def test_serve_sizes_the_initial_design_from_max_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.runtime import build_service
+
+    monkeypatch.chdir(tmp_path)  # the sweep's directory goes under ./train_dir
+    short = load_config(write(tmp_path, "max_trials = 9\n" + GOOD_PARAMS), {"wandb": {"mode": "disabled"}})
+    service = build_service(short)
+    dim = len(short.protein_config.parameters)
+    assert service.optimizer.initial_design_size() == 1 + max(dim + 1, 9 // 3)  # type: ignore[attr-defined]
+    service.store.close()
+
+
 BAD = [
     ("min >= max", 'distribution = "uniform"\nmin = 2.0\nmax = 1.0', "min (2.0) must be less than max (1.0)"),
     ("log touching 0", 'distribution = "log_normal"\nmin = 0.0\nmax = 1.0', "log_normal needs min > 0"),

@@ -458,3 +458,21 @@ def test_attach_prints_the_lines_serve_prints(tmp_path: Path) -> None:
     served = [line for line in serve.stdout.splitlines() if "preflight:" not in line and "Event stream on" not in line]
     assert attach.stdout.splitlines() == served
     assert re.search(r"\[trial_0001\] eval finished in [\d.]+s: score=", attach.stdout)
+
+
+def test_the_readme_library_example_runs_as_written() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Tuner(" in b)
+    told: list[float] = []
+
+    def loss(params: dict) -> float:  # the README leaves the objective to the reader
+        value = (params["lr"] - 3e-3) ** 2 + (0.0 if params["act"] == "tanh" else 1e-4)
+        told.append(value)
+        return value
+
+    namespace: dict = {"loss": loss, "print": lambda *a: None}
+    exec(compile(block, "README.md", "exec"), namespace)
+    tuner = namespace["tuner"]
+    assert len(told) == len(tuner.observations) == 30
+    assert tuner.best().score == min(told) < 1e-4  # it found the tanh side and a learning rate near 3e-3
+    assert len({tuple(sorted(o.params.items())) for o in tuner.observations}) == 30  # no point asked twice

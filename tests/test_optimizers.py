@@ -84,6 +84,33 @@ def test_center_first_then_sobol_then_model():
     assert {"predicted_score", "predicted_score_std", "predicted_cost"} <= set(s.info)
 
 
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [(None, 10), (16, 5), (24, 8), (100, 10), (3, 5)],  # a third of the budget, between d + 1 = 5 and 10
+)
+def test_initial_design_is_sized_from_the_trial_budget_unless_set(budget, expected):
+    four_d = {k: MIXED[k] for k in ("lr", "epochs", "clip", "width")}
+    auto = ProteinConfig(parameters=four_d)
+    assert Protein(auto, seed=0, budget=budget).initial_design_size() == 1 + expected
+    # Set explicitly, num_random_samples wins over the budget, for every method that has an initial design.
+    fixed = ProteinConfig(parameters=four_d, settings={"num_random_samples": 7})
+    assert Protein(fixed, seed=0, budget=budget).initial_design_size() == 8
+    assert GeneticSearch(fixed, seed=0, budget=budget).random_samples == 7
+
+
+def test_a_short_sweep_hands_over_to_the_model_after_its_initial_design():
+    four_d = {k: MIXED[k] for k in ("lr", "epochs", "clip", "width")}
+    opt = make_optimizer(ProteinConfig(parameters=four_d), seed=0, budget=16)
+    sources = []
+    observations: list[Observation] = []
+    for _ in range(8):
+        s = opt.suggest(observations, [], 1)[0]
+        sources.append(s.info["source"])
+        score = -((math.log10(s.params["lr"]) + 3) ** 2) - (s.params["epochs"] - 3) ** 2 + s.params["clip"]
+        observations.append(Observation(s.params, score, 1.0))
+    assert sources == ["search_center"] + ["sobol"] * 5 + ["bayes"] * 2
+
+
 def test_deterministic_under_a_seed():
     cfg = config(MIXED)
     obs = run(Protein(cfg, seed=3), mixed_score, 8)
@@ -256,6 +283,10 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
     assert min(math.dist((e["x"], e["y"]), (o.params["x"], o.params["y"])) for o in obs) > 0.2
     # Nothing stalled yet: no escape.
     assert "escape" not in opt.suggest(obs[:5], [], 1)[0].info
+    # The same stalled search at the end of a known trial budget refines instead: an escape has no trials left.
+    for budget in (16, 17):  # 15 observed: this is the last trial of 16, the second to last of 17
+        assert "escape" not in Protein(cfg, seed=0, budget=budget).suggest(obs, [], 1)[0].info
+    assert "escape" in Protein(cfg, seed=0, budget=25).suggest(obs, [], 1)[0].info  # 10 trials left: escape
 
 
 def test_an_escape_leaves_the_whole_ridge_of_a_basin_and_restarts_on_the_rest_of_the_space():
