@@ -218,9 +218,11 @@ class _Model:
         self.mu_ok = mu.numpy()
         self.best_f = self.target_f = float(mu.max())
         self.acq_score = self.score  # the GP the acquisition reads: the escape model during an escape step
+        self.refine = False  # a refine step: the acquisition is the posterior mean
         ok = np.flatnonzero(data.ok)
         self.best_index = int(ok[np.argmax(data.y[ok])])
         self.stalled = _stalled(data.y[ok])
+        self.patience = max(STALL_PATIENCE, self.space.dim)
         self.pareto = self._pareto()
         self.pending_x: list[np.ndarray] = []
         for px in pending_x:
@@ -273,20 +275,28 @@ class _Model:
 
     # ------------------------------------------------------------------ acquisition
     def _acq(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(acquisition, predicted log cost) at encoded points ``xt`` (b, d) in [-1, 1]."""
+        """(acquisition, predicted log cost) at encoded points ``xt`` (b, d) in [-1, 1]. A refine step's acquisition
+        is the posterior mean (see _refining), without the cost target: it converges on the best there is."""
         x01 = (xt + 1) / 2
         mean, var = self.acq_score(x01)
+        if self.refine:
+            log_cost = mean.new_full(mean.shape, self.lc_mean) if self.cost is None else self._log_cost(x01)
+            return mean, log_cost
         sigma = var.sqrt()
         value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
         if self.cost is None:
             return value, torch.full_like(value, self.lc_mean)
-        log_cost = self.cost(x01)[0] * self.lc_std + self.lc_mean
+        log_cost = self._log_cost(x01)
         c_norm = (log_cost - self.lc_lo) / (self.lc_hi - self.lc_lo)
         weight = (1 - (self.target - c_norm).abs()).clamp_min(MIN_COST_WEIGHT)
         # Over max_suggestion_cost: a soft wall for the gradient steps, and dropped outright in _rank.
         excess = (log_cost - math.log(self.p.settings.max_suggestion_cost)).clamp_min(0.0)
         value = value + weight.log() - 100.0 * excess
         return value, log_cost
+
+    def _log_cost(self, x01: torch.Tensor) -> torch.Tensor:
+        assert self.cost is not None
+        return self.cost(x01)[0] * self.lc_std + self.lc_mean
 
     def _pool(self, rng: np.random.Generator) -> np.ndarray:
         """Candidates: a box around each Pareto point (the seed's), finer boxes around the best few, and a
@@ -340,12 +350,13 @@ class _Model:
         try:
             return self._optimize(taken, rng)
         finally:
-            self.acq_score, self.target_f = self.score, self.best_f
+            self.acq_score, self.target_f, self.refine = self.score, self.best_f, False
 
     def _optimize(self, taken: set[Key], rng: np.random.Generator) -> Suggestion:
         """The untaken point of highest acquisition: ranked over a candidate pool, then refined by local search.
         An escape step ranks with the escape model, outside the basin of the best (see _escape_from)."""
         pool = self._pool(rng)
+        self.refine = self._refining()
         basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
         if basins is not None:
@@ -380,30 +391,24 @@ class _Model:
             info = self._info(cands[j], float(cvals[j]), float(clog[j]))
             if basins is not None:
                 info["escape"] = f"no improvement in {self.stalled} trials: searching outside the best's basin"
+            if self.refine:
+                info["refine"] = "the model's best point (its posterior mean's maximum), to converge on the best"
             return Suggestion(params, info)
         return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
 
     def _escape_from(self) -> list[np.ndarray] | None:
         """The basins to search outside of, when this suggestion should escape; else None.
 
-        After max(STALL_PATIENCE, d) model-guided trials without improving on the best, three suggestions in
-        four escape its basin and the fourth keeps refining it: the basin is converged (its steps no longer
-        improve), and the rest of the space is where a better optimum may still be. A basin is given by its
+        Once stalled (see _stalled_for), three suggestions in four escape the best's basin and the fourth refines
+        it: the basin is converged (its steps no longer improve), and the rest of the space is where a better
+        optimum may still be. A basin is given by its
         points, its best first: the model's points reached from the best by steps downhill of at most
         ESCAPE_LENGTHSCALES of the score GP's lengthscales, so the path the search climbed belongs to it. A lower
         basin that earlier escape steps climbed and converged on (as many of its points as the patience after
         the last that improved on its best) is left too, and so on: the escape does not settle in the first
         basin it finds. Computed from the observations alone (restarts reproduce it).
-
-        When the sweep's trial budget is known, its last ENDGAME_SHARE never escapes: an escape needs several
-        trials to climb what it finds, and an escape begun that late has none left.
         """
-        if self._in_endgame():
-            return None
-        patience = max(STALL_PATIENCE, self.space.dim)
-        guided = len(self.data.y) - self.p.initial_design_size()
-        stalled = min(self.stalled, guided)  # the initial design is no climb: nothing converged yet
-        if stalled < patience or (stalled - patience) % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
+        if self._stalled_for() is None or self.refine:
             return None
         best = int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
         outside = np.ones(len(self.x), dtype=bool)
@@ -416,11 +421,24 @@ class _Model:
                 return basins
             best = int(np.flatnonzero(outside)[np.argmax(self.ys[outside])])
             climbed = self.ys[self._basin_points(best, outside)]  # in the order they were observed
-            if _stalled(climbed, span=float(np.ptp(self.ys))) < patience:
+            if _stalled(climbed, span=float(np.ptp(self.ys))) < self.patience:
                 return basins  # the best outside is not a converged basin: the escape may climb it
 
-    def _in_endgame(self) -> bool:
-        """Whether this suggestion is among the last ENDGAME_SHARE of the trial budget (when it is known)."""
+    def _stalled_for(self) -> int | None:
+        """How many trials past the patience the search has gone without improving its best, or None while it
+        has not stalled: max(STALL_PATIENCE, d) model-guided trials (the initial design is no climb)."""
+        stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
+        return stalled - self.patience if stalled >= self.patience else None
+
+    def _refining(self) -> bool:
+        """Whether this suggestion refines the best (its acquisition the posterior mean) rather than searching:
+        every ESCAPE_CYCLE-th suggestion once stalled, and, when the sweep's trial budget is known, every one of
+        its last ENDGAME_SHARE. Expected improvement at a converged optimum prefers the model's uncertain spots
+        to the point it believes best (on Branin it hopped between the three equal minima); and an escape needs
+        several trials to climb what it finds, so one begun in the endgame has none left."""
+        stalled = self._stalled_for()
+        if stalled is not None and stalled % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
+            return True
         budget = self.p.budget
         if budget is None:
             return False

@@ -285,7 +285,9 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
     assert "escape" not in opt.suggest(obs[:5], [], 1)[0].info
     # The same stalled search at the end of a known trial budget refines instead: an escape has no trials left.
     for budget in (16, 17):  # 15 observed: this is the last trial of 16, the second to last of 17
-        assert "escape" not in Protein(cfg, seed=0, budget=budget).suggest(obs, [], 1)[0].info
+        last = Protein(cfg, seed=0, budget=budget).suggest(obs, [], 1)[0]
+        assert "escape" not in last.info and "refine" in last.info
+        assert math.dist((last.params["x"], last.params["y"]), (0.4, 0.4)) < 0.05  # the model's best, not a probe
     assert "escape" in Protein(cfg, seed=0, budget=25).suggest(obs, [], 1)[0].info  # 10 trials left: escape
 
 
