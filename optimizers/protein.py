@@ -46,6 +46,7 @@ STALL_PATIENCE = 6  # model-guided successes without improvement (at least d) be
 ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the best; the others escape its basin
 ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
 ESCAPE_LENGTHSCALES = 1.0  # and within this many lengthscales of the best or the path it climbed
+PROBE_RADIUS = 0.1  # another choice counts as tried at the best's settings within this times sqrt(d)
 MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest of the space
 ENDGAME_SHARE = 0.1  # the last tenth of a known trial budget (at least 2 trials) refines and never escapes
 
@@ -360,6 +361,9 @@ class _Model:
         basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
         if basins is not None:
+            probe = self._other_choice_probe(taken)
+            if probe is not None:
+                return probe
             local = self._restart(basins, rng)
             if local is not None:  # climb from the best outside the basins: climbing the incumbent is what it escapes
                 pool, climb_from = np.vstack([pool, local]), local[:1]
@@ -480,6 +484,37 @@ class _Model:
         best = x[np.argsort(-mu, kind="stable")[:3]]
         scales = self.space.scales() * self.p.settings.global_search_scale
         return self._snap(np.vstack([best] + [_in_boxes(best, w * scales, 64, rng) for w in (1.0, 0.1, 0.01)]))
+
+    def _other_choice_probe(self, taken: set[Key]) -> Suggestion | None:
+        """The best's settings with one categorical at another choice, if such a point was never tried near there:
+        the one of highest expected improvement, or None. Each choice of a categorical is a basin of its own (an
+        optimizer's or activation's best learning rate is its own), and the model, having seen a choice only at
+        poor settings, believes it poor everywhere; trying it at the best's settings is the cheapest test of
+        that belief. An escape step makes these probes before restarting elsewhere."""
+        if not self.space.categorical_mask().any():
+            return None
+        best = self.data.x[self.best_index]
+        fresh = [c for c in self._other_choices(best[None]) if not (c == best).all() and not self._tried_at(c)]
+        if not fresh:
+            return None
+        cands = np.array(fresh)
+        values, log_cost = self._rank(cands)
+        for j in np.argsort(-values, kind="stable"):
+            params = self.space.decode(cands[j])
+            if param_key(params) in taken or values[j] == -np.inf:
+                continue
+            info = self._info(cands[j], float(values[j]), float(log_cost[j]))
+            info["escape"] = f"no improvement in {self.stalled} trials: the best's settings with another choice"
+            return Suggestion(params, info)
+        return None
+
+    def _tried_at(self, point: np.ndarray) -> bool:
+        """Whether a point observed or in flight has ``point``'s choices and numeric settings within PROBE_RADIUS
+        * sqrt(d) of it (in [-1, 1] units)."""
+        cat = self.space.categorical_mask()
+        radius = PROBE_RADIUS * math.sqrt(max(1, int((~cat).sum())))
+        close = np.linalg.norm((self.x - point)[:, ~cat], axis=1) < radius
+        return bool((close & self._same_choices(self.x, point)).any())
 
     def _far_from_data(self, pool: np.ndarray, basins: list[np.ndarray], taken: set[Key]) -> Suggestion | None:
         """The candidate outside the basin farthest from every point observed or in flight (TuRBO's fresh design

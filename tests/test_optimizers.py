@@ -291,6 +291,36 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
     assert "escape" in Protein(cfg, seed=0, budget=25).suggest(obs, [], 1)[0].info  # 10 trials left: escape
 
 
+def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
+    # Each choice has its own best x (an optimizer's own learning rate). The search converged on "a"; "b" and "c"
+    # were seen only at poor settings, so the model believes them poor everywhere. Escape steps try the best's
+    # settings with another choice, one choice at a time, before restarting elsewhere.
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "act": {"distribution": "categorical", "choices": ["a", "b", "c"]},
+        }
+    )
+    best_x = {"a": (0.3, 0.2), "b": (0.6, 0.0), "c": (0.9, 0.1)}
+
+    def f(p: dict) -> float:
+        bx, floor = best_x[p["act"]]
+        return -(floor + 4 * (p["x"] - bx) ** 2)
+
+    rng = np.random.default_rng(0)
+    points = [{"x": 0.3, "act": "a"}, {"x": 0.0, "act": "b"}, {"x": 0.05, "act": "c"}, {"x": 0.02, "act": "b"}]
+    points += [{"x": float(0.3 + rng.uniform(-0.15, 0.15)), "act": "a"} for _ in range(12)]
+    obs = [Observation(p, f(p), 1.0) for p in points]
+    probes = []
+    for _ in range(2):
+        s = Protein(cfg, seed=0).suggest(obs, [], 1)[0]
+        assert "another choice" in s.info.get("escape", ""), s.info
+        probes.append(s.params)
+        obs.append(Observation(s.params, f(s.params) - 1.0, 1.0))  # told worse than the best: still stalled
+    assert [p["x"] for p in probes] == [0.3, 0.3]  # the best's settings, each time
+    assert sorted(p["act"] for p in probes) == ["b", "c"]  # each other choice once
+
+
 def test_an_escape_leaves_the_whole_ridge_of_a_basin_and_restarts_on_the_rest_of_the_space():
     # The best's basin is a ridge along y (the score ignores y): a fixed ball around the best leaves most of the
     # ridge outside it, where the full model predicts scores as good as the best. The escape excludes the basin
