@@ -414,12 +414,11 @@ class _Model:
         """
         if self._stalled_for() is None or self.refine:
             return None
-        best = int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
+        best = self._incumbent()
         outside = np.ones(len(self.x), dtype=bool)
         basins: list[np.ndarray] = []
         while True:
-            basin = self._basin_points(best, outside)
-            basins.append(np.vstack([self.x[best], self.x[basin]]))
+            basins.append(self._basin(best, outside))
             outside &= ~self._in_basin(self.x, basins[-1:])
             if not outside.any():
                 return basins
@@ -447,7 +446,27 @@ class _Model:
         if budget is None:
             return False
         left = budget - len(self.data.y) - len(self.pending_x)  # this suggestion included
-        return left <= max(2, int(ENDGAME_SHARE * budget))
+        return left <= max(2, int(ENDGAME_SHARE * budget)) and not self._escape_climbing()
+
+    def _escape_climbing(self) -> bool:
+        """Whether escape steps are climbing a new basin: the best observation outside the best's basin is among
+        the last ESCAPE_CYCLE. The endgame lets such a climb go on rather than refine a converged best."""
+        if self._stalled_for() is None:
+            return False
+        observed = len(self.x) - len(self.pending_x)  # the model's points: observations, then trials in flight
+        outside = ~self._in_basin(self.x, [self._basin(self._incumbent(), np.ones(len(self.x), dtype=bool))])
+        outside[observed:] = False
+        if not outside.any():
+            return False
+        return bool(np.flatnonzero(outside)[np.argmax(self.ys[outside])] >= observed - ESCAPE_CYCLE)
+
+    def _incumbent(self) -> int:
+        """The best observation's index among the model's points."""
+        return int(np.argmin(np.linalg.norm(self.x - self.data.x[self.best_index], axis=1)))
+
+    def _basin(self, best: int, allowed: np.ndarray) -> np.ndarray:
+        """The basin of model point ``best`` among the ``allowed`` points: its points, ``best`` first."""
+        return np.vstack([self.x[best], self.x[self._basin_points(best, allowed)]])
 
     def _basin_points(self, best: int, allowed: np.ndarray) -> np.ndarray:
         """Which of the model's points (among ``allowed``) are reached from point ``best`` by steps downhill of

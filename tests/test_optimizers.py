@@ -291,6 +291,36 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
     assert "escape" in Protein(cfg, seed=0, budget=25).suggest(obs, [], 1)[0].info  # 10 trials left: escape
 
 
+def test_the_endgame_lets_an_escape_that_is_climbing_another_basin_go_on():
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "y": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        }
+    )
+
+    def f(p: dict[str, float]) -> float:  # the best at (0.15, 0.15), another basin rising toward (0.9, 0.9)
+        near, far = (p["x"] - 0.15) ** 2 + (p["y"] - 0.15) ** 2, (p["x"] - 0.9) ** 2 + (p["y"] - 0.9) ** 2
+        return max(-30 * near, -0.05 - 30 * far, -1.0)
+
+    rng = np.random.default_rng(0)
+    points = [{"x": 0.15, "y": 0.15}, {"x": 0.5, "y": 0.5}, {"x": 0.2, "y": 0.8}, {"x": 0.8, "y": 0.2}]
+    points += [{"x": 0.5, "y": 0.1}, {"x": 0.1, "y": 0.5}]
+    points += [
+        {"x": float(0.15 + rng.uniform(-0.08, 0.08)), "y": float(0.15 + rng.uniform(-0.08, 0.08))} for _ in range(12)
+    ]
+    points += [{"x": 0.7, "y": 0.65}, {"x": 0.75, "y": 0.72}, {"x": 0.8, "y": 0.78}]  # escape steps, each better
+    obs = [Observation(p, f(p), 1.0) for p in points]
+    # The second to last trial of the budget: the endgame, yet the escape goes on climbing the other basin.
+    s = Protein(cfg, seed=0, budget=len(obs) + 2).suggest(obs, [], 1)[0]
+    assert "escape" in s.info and "refine" not in s.info
+    # Once its climb stopped improving (the last escapes found nothing better), the endgame refines the best.
+    stopped = obs + [Observation({"x": 0.3, "y": 0.9}, -1.0, 1.0), Observation({"x": 0.9, "y": 0.4}, -1.0, 1.0)]
+    stopped += [Observation({"x": 0.45, "y": 0.95}, -1.0, 1.0), Observation({"x": 0.99, "y": 0.6}, -1.0, 1.0)]
+    s = Protein(cfg, seed=0, budget=len(stopped) + 1).suggest(stopped, [], 1)[0]
+    assert "refine" in s.info
+
+
 def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
     # Each choice has its own best x (an optimizer's own learning rate). The search converged on "a"; "b" and "c"
     # were seen only at poor settings, so the model believes them poor everywhere. Escape steps try the best's
