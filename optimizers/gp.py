@@ -104,7 +104,7 @@ def squared_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
 
 def matern52(r2: torch.Tensor) -> torch.Tensor:
     """Matern-5/2 of a squared distance."""
-    value: torch.Tensor = _Matern52.apply(r2)
+    value: torch.Tensor = _Matern52.apply(r2)  # type: ignore[no-untyped-call]  # torch's apply is untyped
     return value
 
 
@@ -122,7 +122,7 @@ class _Matern52(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (slope,) = ctx.saved_tensors
+        slope: torch.Tensor = ctx.saved_tensors[0]
         return grad * slope
 
 
@@ -188,7 +188,9 @@ class Hyperparameters:
         )
 
 
-def fit(x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None, maxiter: int = 100) -> Hyperparameters:
+def fit(
+    x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None, maxiter: int = 100
+) -> Hyperparameters:
     """MAP-fit the hyperparameters of make_gp's model on inputs ``x01`` (n, d) in [0, 1] and standardized targets
     ``y`` (n) as ``fit_gp`` does, as Optuna's GPSampler fits its GP: the objective of gpytorch's
     ExactMarginalLogLikelihood (log marginal likelihood plus log priors, per point) written as a plain torch
@@ -245,7 +247,8 @@ def log_marginal_likelihood(residual: torch.Tensor, chol: torch.Tensor) -> torch
     """log N(residual; 0, K) given K's lower Cholesky factor."""
     u = torch.linalg.solve_triangular(chol, residual.unsqueeze(-1), upper=False)
     n = chol.shape[-1]
-    return -0.5 * (u * u).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+    value: torch.Tensor = -0.5 * (u * u).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+    return value
 
 
 class Posterior:

@@ -214,7 +214,7 @@ class _Model:
 
         # Improvement is measured against the best the model believes in at observed points: robust to noise.
         with torch.no_grad():
-            mu = self.score(_t01(data.x[data.ok]))[0]
+            mu = self.score.mean(_t01(data.x[data.ok]))
         self.mu_ok = mu.numpy()
         self.best_f = self.target_f = float(mu.max())
         self.acq_score = self.score  # the GP the acquisition reads: the escape model during an escape step
@@ -265,9 +265,8 @@ class _Model:
 
     def add_pending(self, x: np.ndarray) -> None:
         """Fantasize a trial in flight at the model's mean, so its neighbourhood loses its appeal."""
-        xt = _t01(x[None])
         with torch.no_grad():
-            mu = self.score(xt)[0]
+            mu = self.score.mean(_t01(x[None]))
         self.x = np.vstack([self.x, x[None]])
         self.ys = np.append(self.ys, float(mu))
         self.pending_x.append(x)
