@@ -35,6 +35,8 @@ from torch.nn import Module
 DTYPE = torch.float64
 MIN_NOISE = 1e-6
 START_LENGTHSCALE, START_OUTPUTSCALE, START_NOISE = 0.5, 1.0, 1e-2  # the deterministic start of every fit
+NOISE_PRIOR = (1.1, 30.0)  # Gamma(concentration, rate)
+OUTPUTSCALE_PRIOR = (2.0, 1.0)
 
 
 class InverseLengthscalePrior(Prior):  # type: ignore[misc]  # gpytorch is untyped
@@ -56,7 +58,8 @@ class InverseLengthscalePrior(Prior):  # type: ignore[misc]  # gpytorch is untyp
 class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
     """Matern-5/2 on the distance sqrt(sum_i (delta_i / l_i)^2), where delta_i is x_i - x'_i for a numeric
     coordinate and [choice(x_i) != choice(x'_i)] for a categorical one (``choices[i]`` > 0: its number of
-    choices, each a bin of [0, 1]): the gpytorch kernel of make_gp's model, computed by ``mixed_matern52``.
+    choices, each a bin of [0, 1]): the kernel of make_gp's model, as a gpytorch module. Posterior calls the
+    same functions (features, squared_distance, matern52) on fixed hyperparameters, without the module.
     """
 
     has_lengthscale = True
@@ -111,7 +114,7 @@ def matern52(r2: torch.Tensor) -> torch.Tensor:
 class _Matern52(torch.autograd.Function):
     """Matern-5/2 of a squared distance r2 as one autograd node, as Optuna's GPSampler has it: its derivative
     -5/6 (1 + s) exp(-s), s = sqrt(5 r2), is finite at r2 = 0 where autograd through the square root is not,
-    and one node instead of eight is most of the cost of a kernel at the sizes a sweep has."""
+    and one node instead of eight saves most of the kernel's autograd overhead at the sizes a sweep has."""
 
     @staticmethod
     def forward(ctx: Any, r2: torch.Tensor) -> torch.Tensor:
@@ -124,10 +127,6 @@ class _Matern52(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         slope: torch.Tensor = ctx.saved_tensors[0]
         return grad * slope
-
-
-NOISE_PRIOR = (1.1, 30.0)  # Gamma(concentration, rate)
-OUTPUTSCALE_PRIOR = (2.0, 1.0)
 
 
 def make_gp(x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None) -> SingleTaskGP:
@@ -274,16 +273,12 @@ class Posterior:
 
     def _k(self, x01: torch.Tensor) -> torch.Tensor:
         """The kernel between points ``x01`` (b, d) and the data (b, n)."""
-        f = features(x01, self.inv_lengthscale, self.choices) - self.center
-        r2 = (f * f).sum(-1, keepdim=True) + self.f_sq - 2 * f @ self.f_t
-        return self.outputscale * matern52(r2.clamp_min(0.0))
+        f = features(x01, self.inv_lengthscale, self.choices)
+        return self.outputscale * matern52(squared_distance(f, self.features))
 
     def set_data(self, x01: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x01, y
-        f = features(x01, self.inv_lengthscale, self.choices)
-        self.center = f.mean(0)  # centred: less cancellation in |a|^2 + |b|^2 - 2ab
-        f = f - self.center
-        self.f_t, self.f_sq = f.T.contiguous(), (f * f).sum(-1)
+        self.features = features(x01, self.inv_lengthscale, self.choices)
         k = self._k(x01)
         k.diagonal().add_(self.noise + 1e-9)
         self.chol = torch.linalg.cholesky(k)
