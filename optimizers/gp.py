@@ -232,7 +232,9 @@ def fit(
         loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
         return float(loss.detach()), raw.grad.numpy()  # type: ignore[union-attr]
 
-    positive = Positive()  # the raw start as gpytorch sets it: the inverse softplus (the mean's is 0)
+    # The raw start as gpytorch sets it: the inverse softplus of each positive value (the noise's above its
+    # floor); the mean's raw value is the mean itself, 0.
+    positive = Positive()
     start = positive.inverse_transform(
         torch.tensor([START_NOISE - MIN_NOISE, 1.0, START_OUTPUTSCALE] + [START_LENGTHSCALE] * d, dtype=DTYPE)
     )
