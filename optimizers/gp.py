@@ -16,24 +16,27 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from botorch.exceptions import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
-from botorch.optim.utils import get_parameters
-from gpytorch.constraints import GreaterThan
+from gpytorch.constraints import GreaterThan, Positive
 from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, Prior
+from scipy.optimize import minimize
 from torch.distributions import Distribution
 from torch.nn import Module
 
 DTYPE = torch.float64
 MIN_NOISE = 1e-6
+START_LENGTHSCALE, START_OUTPUTSCALE, START_NOISE = 0.5, 1.0, 1e-2  # the deterministic start of every fit
+NOISE_PRIOR = (1.1, 30.0)  # Gamma(concentration, rate)
+OUTPUTSCALE_PRIOR = (2.0, 1.0)
 
 
 class InverseLengthscalePrior(Prior):  # type: ignore[misc]  # gpytorch is untyped
@@ -55,7 +58,8 @@ class InverseLengthscalePrior(Prior):  # type: ignore[misc]  # gpytorch is untyp
 class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
     """Matern-5/2 on the distance sqrt(sum_i (delta_i / l_i)^2), where delta_i is x_i - x'_i for a numeric
     coordinate and [choice(x_i) != choice(x'_i)] for a categorical one (``choices[i]`` > 0: its number of
-    choices, each a bin of [0, 1]). Both parts are matrix products, so a posterior over many points stays cheap.
+    choices, each a bin of [0, 1]): the kernel of make_gp's model, as a gpytorch module. Posterior calls the
+    same functions (features, squared_distance, matern52) on fixed hyperparameters, without the module.
     """
 
     has_lengthscale = True
@@ -63,179 +67,238 @@ class MixedMaternKernel(Kernel):  # type: ignore[misc]  # gpytorch is untyped
     def __init__(self, choices: Sequence[int], **kwargs: Any):
         super().__init__(ard_num_dims=len(choices), **kwargs)
         self.choices = [int(k) for k in choices]
-        self.numeric = [i for i, k in enumerate(self.choices) if k == 0]
-        self.categorical = [i for i, k in enumerate(self.choices) if k > 0]
-        self._counts = torch.tensor([self.choices[i] for i in self.categorical])
-
-    def _choice(self, x: torch.Tensor) -> torch.Tensor:
-        """The choice index of each categorical coordinate of ``x`` (..., n_categorical): the bin it lies in."""
-        index = (x[..., self.categorical].detach() * self._counts).floor().long()
-        return torch.minimum(index, self._counts - 1)
-
-    def _one_hot(self, x: torch.Tensor, inv_ls: torch.Tensor) -> torch.Tensor:
-        """Each categorical coordinate as a one-hot vector of its choice, scaled by its 1 / lengthscale."""
-        index = self._choice(x).clamp_min(0)
-        parts = [
-            torch.nn.functional.one_hot(index[..., j], self.choices[i]).to(x.dtype) * inv_ls[i]
-            for j, i in enumerate(self.categorical)
-        ]
-        return torch.cat(parts, dim=-1)
 
     def squared_distance(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
         inv_ls: torch.Tensor = self.lengthscale.reshape(-1).reciprocal()
-        if diag:
-            delta = x1 - x2
-            if self.categorical:
-                delta = delta.clone()
-                delta[..., self.categorical] = (self._choice(x1) != self._choice(x2)).to(x1.dtype)
-            return ((delta * inv_ls) ** 2).sum(-1)
-        r2 = torch.zeros(x1.shape[:-1] + x2.shape[-2:-1], dtype=x1.dtype)
-        if self.numeric:
-            num = self.numeric
-            mean = x1[..., num].mean(dim=-2, keepdim=True)  # centred: less cancellation in |a|^2 + |b|^2 - 2ab
-            a = (x1[..., num] - mean) * inv_ls[num]
-            b = (x2[..., num] - mean) * inv_ls[num]
-            r2 = r2 + (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
-        if self.categorical:
-            # Hamming part: sum over categoricals of (1 - [same choice]) / l^2.
-            same = self._one_hot(x1, inv_ls) @ self._one_hot(x2, inv_ls).transpose(-1, -2)
-            r2 = r2 + (inv_ls[self.categorical] ** 2).sum() - same
-        return r2.clamp_min(0.0)
+        f1, f2 = features(x1, inv_ls, self.choices), features(x2, inv_ls, self.choices)
+        return ((f1 - f2) ** 2).sum(-1) if diag else squared_distance(f1, f2)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params: Any) -> torch.Tensor:
         return matern52(self.squared_distance(x1, x2, diag))
 
 
+def features(x01: torch.Tensor, inv_lengthscale: torch.Tensor, choices: Sequence[int]) -> torch.Tensor:
+    """Points (..., d) as vectors whose squared Euclidean distance is the kernel's scaled squared distance: a
+    numeric coordinate times its 1 / lengthscale, a categorical one as the one-hot vector of its choice times
+    1 / (lengthscale * sqrt 2). Both parts are matrix products, so a posterior over many points stays cheap."""
+    categorical = [i for i, k in enumerate(choices) if k]
+    if not categorical:
+        return x01 * inv_lengthscale
+    numeric = [i for i, k in enumerate(choices) if not k]
+    parts = [x01[..., numeric] * inv_lengthscale[numeric]]
+    for i in categorical:
+        one_hot = torch.nn.functional.one_hot(choice_index(x01[..., i], choices[i]), choices[i]).to(x01.dtype)
+        parts.append(one_hot * (inv_lengthscale[i] / math.sqrt(2)))
+    return torch.cat(parts, dim=-1)
+
+
+def choice_index(x01: torch.Tensor, k: int) -> torch.Tensor:
+    """The choice a categorical coordinate in [0, 1] names (of ``k``): the bin it lies in. No gradient."""
+    return (x01.detach() * k).floor().long().clamp(0, k - 1)
+
+
+def squared_distance(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (..., n1, n2) between feature vectors (..., n1, F) and (..., n2, F)."""
+    mean = f2.mean(dim=-2, keepdim=True)  # centred: less cancellation in |a|^2 + |b|^2 - 2ab
+    a, b = f1 - mean, f2 - mean
+    r2 = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
+    return r2.clamp_min(0.0)
+
+
 def matern52(r2: torch.Tensor) -> torch.Tensor:
-    """Matern-5/2 of a squared distance; the clamp keeps the gradient finite at distance 0."""
-    s = (5 * r2.clamp_min(1e-30)).sqrt()
-    return (1 + s + s * s / 3) * torch.exp(-s)
+    """Matern-5/2 of a squared distance."""
+    value: torch.Tensor = _Matern52.apply(r2)  # type: ignore[no-untyped-call]  # torch's apply is untyped
+    return value
+
+
+class _Matern52(torch.autograd.Function):
+    """Matern-5/2 of a squared distance r2 as one autograd node, as Optuna's GPSampler has it: its derivative
+    -5/6 (1 + s) exp(-s), s = sqrt(5 r2), is finite at r2 = 0 where autograd through the square root is not,
+    and one node instead of eight saves most of the kernel's autograd overhead at the sizes a sweep has."""
+
+    @staticmethod
+    def forward(ctx: Any, r2: torch.Tensor) -> torch.Tensor:
+        s = (5 * r2).sqrt()
+        e = torch.exp(-s)
+        ctx.save_for_backward((-5 / 6) * (1 + s) * e)
+        return e * (1 + s + (5 / 3) * r2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        slope: torch.Tensor = ctx.saved_tensors[0]
+        return grad * slope
 
 
 def make_gp(x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None) -> SingleTaskGP:
-    """An unfitted SingleTaskGP on inputs in [0, 1]^d and standardized targets ``y`` (shape n).
+    """An unfitted SingleTaskGP on inputs in [0, 1]^d and standardized targets ``y`` (shape n): the model Protein
+    uses, as BoTorch defines it. ``fit`` finds its MAP hyperparameters and ``Posterior`` conditions it on data,
+    without the modules' per-call overhead; ``fit_gp`` fits it through BoTorch, the reference they must agree with.
 
     ``choices[i]``: the number of choices of coordinate i if it is categorical, else 0 (default: all numeric).
     """
     d = x01.shape[-1]
     kernel = ScaleKernel(
         MixedMaternKernel(choices or [0] * d, lengthscale_prior=InverseLengthscalePrior()),
-        outputscale_prior=GammaPrior(2.0, 1.0),
+        outputscale_prior=GammaPrior(*OUTPUTSCALE_PRIOR),
     )
-    likelihood = GaussianLikelihood(noise_prior=GammaPrior(1.1, 30.0), noise_constraint=GreaterThan(MIN_NOISE))
+    likelihood = GaussianLikelihood(noise_prior=GammaPrior(*NOISE_PRIOR), noise_constraint=GreaterThan(MIN_NOISE))
     model = SingleTaskGP(x01, y.unsqueeze(-1), likelihood=likelihood, covar_module=kernel, outcome_transform=None)
     # A deterministic start (no prior sampling): same data, same fit.
-    model.covar_module.base_kernel.lengthscale = 0.5
-    model.covar_module.outputscale = 1.0
-    model.likelihood.noise = 1e-2
+    model.covar_module.base_kernel.lengthscale = START_LENGTHSCALE
+    model.covar_module.outputscale = START_OUTPUTSCALE
+    model.likelihood.noise = START_NOISE
     return model
 
 
 def fit_gp(model: SingleTaskGP, maxiter: int = 100) -> SingleTaskGP:
-    """MAP-fit the hyperparameters with L-BFGS-B, one attempt from the deterministic start.
-
-    Bounded iterations keep the cost of a fit bounded; a fit that stops early is still a usable model.
-    """
-    try:
-        _fit(model, maxiter)
-    except (torch.linalg.LinAlgError, ModelFittingError):
-        # Near-duplicate points can make the kernel matrix singular at the tiny noise floor: retry once with a
-        # floor that keeps it positive definite (deterministic, no random restarts).
-        model.likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(1e-4))
-        model.likelihood.noise = 1e-2
-        model.covar_module.base_kernel.lengthscale = 0.5
-        model.covar_module.outputscale = 1.0
-        model.mean_module.constant = 0.0
-        _fit(model, maxiter)
-    model.eval()
-    for parameter in model.parameters():  # fitted: from here on gradients are only taken with respect to inputs
-        parameter.requires_grad_(False)
-    return model
-
-
-def _fit(model: SingleTaskGP, maxiter: int) -> None:
-    """Maximize the same objective as gpytorch's ExactMarginalLogLikelihood (log marginal likelihood plus log
-    priors, per point) with BoTorch's ``fit_gpytorch_mll``, given a closure that evaluates it on a dense kernel
-    matrix: at the sizes a sweep has (at most FIT_HYPERPARAMETERS_ON points) this is several times faster than
-    going through gpytorch's lazy tensors, and the result is the same MAP estimate."""
-    x, y = model.train_inputs[0], model.train_targets
-    n = len(y)
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    params = list(get_parameters(mll, requires_grad=True).values())  # the order fit_gpytorch_mll optimizes in
-    priors = list(model.named_priors())  # type: ignore[operator]  # gpytorch is untyped
-
-    def closure() -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-        for p in params:
-            p.grad = None
-        k = model.covar_module.outputscale * model.covar_module.base_kernel.forward(x, x)
-        k = k + model.likelihood.noise.reshape(()) * torch.eye(n, dtype=DTYPE)
-        chol = torch.linalg.cholesky(k)
-        r = (y - model.mean_module.constant).unsqueeze(-1)
-        alpha = torch.cholesky_solve(r, chol)
-        value = log_marginal_likelihood(r, alpha, chol)
-        for _, module, prior, prior_closure, _ in priors:
-            value = value + prior.log_prob(prior_closure(module)).sum()
-        loss = -value / n
-        loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
-        return loss.detach(), [p.grad for p in params]
-
+    """MAP-fit a make_gp model with BoTorch's ``fit_gpytorch_mll`` on gpytorch's ExactMarginalLogLikelihood, one
+    attempt from its deterministic start: the definition ``fit`` computes faster."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit_gpytorch_mll(
-            mll,
-            closure=closure,
+            ExactMarginalLogLikelihood(model.likelihood, model),
             optimizer_kwargs={"options": {"maxiter": maxiter}},
             max_attempts=1,
             warning_handler=lambda w: True,
         )
+    model.eval()
+    return model
 
 
-def log_marginal_likelihood(residual: torch.Tensor, alpha: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """log N(residual; 0, K) given K's Cholesky factor and alpha = K^-1 residual (same shape as residual)."""
+@dataclass(frozen=True)
+class Hyperparameters:
+    """A fitted make_gp model: ``lengthscale`` (d,) in [0, 1] units, ``choices`` as make_gp takes them."""
+
+    lengthscale: torch.Tensor
+    outputscale: float
+    noise: float
+    constant: float
+    choices: tuple[int, ...]
+
+    @classmethod
+    def of(cls, model: SingleTaskGP) -> Hyperparameters:
+        kernel = model.covar_module.base_kernel
+        return cls(
+            kernel.lengthscale.detach().reshape(-1).clone(),
+            float(model.covar_module.outputscale.detach()),
+            float(model.likelihood.noise.detach()),
+            float(model.mean_module.constant.detach()),
+            tuple(kernel.choices),
+        )
+
+
+def fit(
+    x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None, maxiter: int = 100
+) -> Hyperparameters:
+    """MAP-fit the hyperparameters of make_gp's model on inputs ``x01`` (n, d) in [0, 1] and standardized targets
+    ``y`` (n) as ``fit_gp`` does, as Optuna's GPSampler fits its GP: the objective of gpytorch's
+    ExactMarginalLogLikelihood (log marginal likelihood plus log priors, per point) written as a plain torch
+    function of the raw parameters BoTorch optimizes (in its order: noise, mean, outputscale, lengthscales; each
+    positive one the softplus of its raw value, plus the floor for the noise, as gpytorch's constraints have it),
+    from the same deterministic start (same data, same fit), its gradient by autograd, and scipy's L-BFGS-B with
+    the options fit_gpytorch_mll passes. Going through the modules costs several times more than the arithmetic
+    at the sizes a sweep has (at most FIT_HYPERPARAMETERS_ON points). A kernel matrix that is not positive
+    definite is a NaN value, as in BoTorch's closure: L-BFGS-B steps back. Bounded iterations keep the cost of a
+    fit bounded; a fit that stops early is still a usable model.
+    """
+    n, d = x01.shape
+    counts = tuple(int(k) for k in choices) if choices else (0,) * d
+    # Per coordinate the squared difference, or [another choice] for a categorical: fixed during the fit.
+    diff = x01.unsqueeze(-2) - x01.unsqueeze(-3)
+    sqd = diff * diff
+    for i, k in enumerate(counts):
+        if k:
+            c = choice_index(x01[:, i], k)
+            sqd[:, :, i] = (c.unsqueeze(-1) != c.unsqueeze(-2)).to(DTYPE)
+    eye = torch.eye(n, dtype=DTYPE)
+    (ca, ra), (cn, rn) = OUTPUTSCALE_PRIOR, NOISE_PRIOR
+    gamma_norm = ca * math.log(ra) - math.lgamma(ca) + cn * math.log(rn) - math.lgamma(cn)  # as GammaPrior has it
+
+    def objective(raw: torch.Tensor) -> torch.Tensor:
+        positive = torch.nn.functional.softplus(raw)
+        noise, constant, scale, inv_ls2 = positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
+        k = scale * matern52(sqd @ inv_ls2) + noise * eye
+        value = log_marginal_likelihood(y - constant, torch.linalg.cholesky(k))
+        value = value - 0.1 * (inv_ls2 + inv_ls2.reciprocal()).sum()  # InverseLengthscalePrior
+        value = value + (ca - 1) * scale.log() - ra * scale + (cn - 1) * noise.log() - rn * noise + gamma_norm
+        return -value / n
+
+    def value_and_grad(raw_np: np.ndarray) -> tuple[float, np.ndarray]:
+        raw = torch.from_numpy(raw_np).requires_grad_(True)
+        try:
+            loss = objective(raw)
+        except torch.linalg.LinAlgError:
+            return math.nan, np.full_like(raw_np, math.nan)
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
+        return float(loss.detach()), raw.grad.numpy()  # type: ignore[union-attr]
+
+    # The raw start as gpytorch sets it: the inverse softplus of each positive value (the noise's above its
+    # floor); the mean's raw value is the mean itself, 0.
+    positive = Positive()
+    start = positive.inverse_transform(
+        torch.tensor([START_NOISE - MIN_NOISE, 1.0, START_OUTPUTSCALE] + [START_LENGTHSCALE] * d, dtype=DTYPE)
+    )
+    start[1] = 0.0
+    raw = minimize(value_and_grad, start.numpy(), jac=True, method="L-BFGS-B", options={"maxiter": maxiter}).x
+    value = positive.transform(torch.from_numpy(raw))
+    return Hyperparameters(value[3:], float(value[2]), float(value[0]) + MIN_NOISE, float(raw[1]), counts)
+
+
+def log_marginal_likelihood(residual: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """log N(residual; 0, K) given K's lower Cholesky factor."""
+    u = torch.linalg.solve_triangular(chol, residual.unsqueeze(-1), upper=False)
     n = chol.shape[-1]
-    return -0.5 * (residual * alpha).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+    value: torch.Tensor = -0.5 * (u * u).sum() - chol.diagonal().log().sum() - 0.5 * n * math.log(2 * math.pi)
+    return value
 
 
 class Posterior:
-    """The exact posterior of a fitted SingleTaskGP on a data set of our choosing, batched over points.
+    """The exact posterior of make_gp's model with fitted hyperparameters, on a data set of our choosing, batched
+    over points, in plain torch (gradients with respect to the points by autograd).
 
-    GPyTorch's batched posterior re-forms the training kernel for every query point, which costs O(b n^2)
-    memory for b candidates; here the Cholesky factor is computed once and each query costs O(n) kernel
-    entries plus a triangular solve. The same fitted hyperparameters serve larger data (the full bounded
-    subset) and pending points (fantasies) without a refit.
+    GPyTorch's batched posterior re-forms the training kernel for every query point, and its modules cost more
+    per call than the arithmetic here; the Cholesky factor is computed once and each query costs O(n) kernel
+    entries plus a triangular solve. The same fitted hyperparameters serve larger data (the full bounded subset)
+    and pending points (fantasies) without a refit.
     """
 
-    def __init__(self, model: SingleTaskGP, x01: torch.Tensor, y: torch.Tensor):
-        self.kernel = model.covar_module
-        self.const = model.mean_module.constant.detach().reshape(())
-        self.noise = model.likelihood.noise.detach().reshape(())
-        self.outputscale = self.kernel.outputscale.detach().reshape(())
+    def __init__(self, hyper: Hyperparameters, x01: torch.Tensor, y: torch.Tensor):
+        self.lengthscale = hyper.lengthscale
+        self.inv_lengthscale = hyper.lengthscale.reciprocal()
+        self.outputscale, self.noise, self.const, self.choices = (
+            hyper.outputscale,
+            hyper.noise,
+            hyper.constant,
+            hyper.choices,
+        )
         self.set_data(x01, y)
 
-    def _k(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # The kernel's forward on dense tensors: gpytorch's lazy evaluation costs more than the arithmetic here.
-        k: torch.Tensor = self.outputscale * self.kernel.base_kernel.forward(a, b)
-        return k
+    def _k(self, x01: torch.Tensor) -> torch.Tensor:
+        """The kernel between points ``x01`` (b, d) and the data (b, n)."""
+        f = features(x01, self.inv_lengthscale, self.choices)
+        return self.outputscale * matern52(squared_distance(f, self.features))
 
     def set_data(self, x01: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x01, y
-        with torch.no_grad():
-            k = self._k(x01, x01)
-            k.diagonal().add_(self.noise)
-            self.chol = torch.linalg.cholesky(k + 1e-9 * torch.eye(len(y), dtype=k.dtype))
-            self.alpha = torch.cholesky_solve((y - self.const).unsqueeze(-1), self.chol).squeeze(-1)
+        self.features = features(x01, self.inv_lengthscale, self.choices)
+        k = self._k(x01)
+        k.diagonal().add_(self.noise + 1e-9)
+        self.chol = torch.linalg.cholesky(k)
+        self.alpha = torch.cholesky_solve((y - self.const).unsqueeze(-1), self.chol).squeeze(-1)
 
     def log_evidence(self) -> float:
         """The log marginal likelihood of the data under the fitted hyperparameters."""
-        return float(log_marginal_likelihood(self.y - self.const, self.alpha, self.chol))
+        return float(log_marginal_likelihood(self.y - self.const, self.chol))
 
     def __call__(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (of the latent function) at points ``x01`` (b, d)."""
-        k = self._k(x01, self.x)  # (b, n)
-        mean = self.const + k @ self.alpha
+        k = self._k(x01)  # (b, n)
         v = torch.linalg.solve_triangular(self.chol, k.T, upper=False)  # (n, b)
-        var = (self.outputscale - (v * v).sum(0)).clamp_min(1e-12)
-        return mean, var
+        return self.const + k @ self.alpha, (self.outputscale - (v * v).sum(0)).clamp_min(1e-12)
+
+    def mean(self, x01: torch.Tensor) -> torch.Tensor:
+        """The mean alone: O(n) per point where the variance costs O(n^2)."""
+        return self.const + self._k(x01) @ self.alpha
 
 
 def select_subset(x: np.ndarray, y: np.ndarray, limit: int) -> np.ndarray:

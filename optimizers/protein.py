@@ -29,7 +29,7 @@ import torch
 from botorch.acquisition.analytic import _log_ei_helper
 from scipy.optimize import minimize
 from scipy.stats import qmc
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from optimizers import gp, warps
 from optimizers.base import Key, Observation, Suggestion, param_key
@@ -215,7 +215,7 @@ class _Model:
 
         # Improvement is measured against the best the model believes in at observed points: robust to noise.
         with torch.no_grad():
-            mu = self.score(_t01(data.x[data.ok]))[0]
+            mu = self.score.mean(_t01(data.x[data.ok]))
         self.mu_ok = mu.numpy()
         self.best_f = self.target_f = float(mu.max())
         self.acq_score = self.score  # the GP the acquisition reads: the escape model during an escape step
@@ -250,8 +250,8 @@ class _Model:
         # Hyperparameters from a bounded subset; the posterior then conditions on the full (bounded) set.
         sub = gp.select_subset(x, ys, FIT_HYPERPARAMETERS_ON)
         choices = self.space.choice_counts()
-        model = gp.fit_gp(gp.make_gp(_t01(x[sub]), torch.as_tensor(ys[sub], dtype=gp.DTYPE), choices))
-        return gp.Posterior(model, _t01(x), torch.as_tensor(ys, dtype=gp.DTYPE))
+        y = torch.as_tensor(ys, dtype=gp.DTYPE)
+        return gp.Posterior(gp.fit(_t01(x[sub]), y[sub], choices), _t01(x), y)
 
     def _pareto(self) -> np.ndarray:
         """Successes no cheaper success beats: the seed's score/cost front (indices into data)."""
@@ -266,9 +266,8 @@ class _Model:
 
     def add_pending(self, x: np.ndarray) -> None:
         """Fantasize a trial in flight at the model's mean, so its neighbourhood loses its appeal."""
-        xt = _t01(x[None])
         with torch.no_grad():
-            mu = self.score(xt)[0]
+            mu = self.score.mean(_t01(x[None]))
         self.x = np.vstack([self.x, x[None]])
         self.ys = np.append(self.ys, float(mu))
         self.pending_x.append(x)
@@ -297,7 +296,7 @@ class _Model:
 
     def _log_cost(self, x01: torch.Tensor) -> torch.Tensor:
         assert self.cost is not None
-        return self.cost(x01)[0] * self.lc_std + self.lc_mean
+        return self.cost.mean(x01) * self.lc_std + self.lc_mean  # the variance is not used
 
     def _pool(self, rng: np.random.Generator) -> np.ndarray:
         """Candidates: a box around each Pareto point (the seed's), finer boxes around the best few, and a
@@ -372,11 +371,13 @@ class _Model:
                 if far is not None:
                     return far
                 basins = None
-        values, _ = self._rank(pool, basins)
+        scored = self._scored(pool, basins)
+        values, _ = self._rank(*scored)
         if not np.isfinite(values).any():  # the basins cover every candidate: nothing to escape to
             basins, self.acq_score, self.target_f = None, self.score, self.best_f
             climb_from = self.data.x[self.best_index][None]
-            values, _ = self._rank(pool)
+            scored = self._scored(pool)
+            values, _ = self._rank(*scored)
         # Starts: the best candidate plus a roulette draw weighted by exp(acquisition) (as Optuna's GPSampler
         # does), so the local searches spread over several basins instead of all climbing the same one.
         top = int(np.argmax(values))
@@ -387,7 +388,8 @@ class _Model:
         starts = np.vstack([pool[[top, *more]], climb_from])
         refined = self._snap(self._refine(starts))
         cands = np.vstack([refined, pool])
-        cvals, clog = self._rank(cands, basins)
+        (v_refined, c_refined), (v_pool, c_pool) = self._scored(refined, basins), scored  # the pool's, once
+        cvals, clog = self._rank(np.concatenate([v_refined, v_pool]), np.concatenate([c_refined, c_pool]))
         for j in np.argsort(-cvals, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken or cvals[j] == -np.inf:
@@ -567,7 +569,7 @@ class _Model:
         ``points`` (a basin long along a coordinate reaches far along it) in the numeric coordinates, with the
         same choice of every categorical (another choice is another basin, however near its code)."""
         cat = self.space.categorical_mask()
-        ls = 2 * self.score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)[~cat]  # in [-1, 1] units
+        ls = 2 * self.score.lengthscale.numpy()[~cat]  # in [-1, 1] units
         out = np.zeros(len(x), dtype=bool)
         for p in points:
             close = np.linalg.norm((x - p)[:, ~cat] / ls, axis=1) < ESCAPE_LENGTHSCALES
@@ -579,14 +581,19 @@ class _Model:
         cat = self.space.categorical_mask()
         return np.asarray(np.all(np.isclose(x[:, cat], point[cat]), axis=1))
 
-    def _rank(self, x: np.ndarray, basins: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Acquisition values for ranking (-inf when predicted over max_suggestion_cost, or inside the basin being
-        escaped) and log costs."""
+    def _scored(self, x: np.ndarray, basins: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Acquisition values (-inf inside the basins being escaped) and log costs at points ``x``, each point on
+        its own: the pool's serve again when the refined points join it."""
         with torch.no_grad():
             values_t, log_cost_t = self._acq(torch.as_tensor(x, dtype=gp.DTYPE))
         values, log_cost = values_t.numpy(), log_cost_t.numpy()
         if basins is not None:
             values = np.where(self._in_basin(x, basins), -np.inf, values)
+        return values, log_cost
+
+    def _rank(self, values: np.ndarray, log_cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values for ranking candidates scored by _scored: -inf when predicted over max_suggestion_cost (the
+        cheapest first when nothing is affordable); and their log costs."""
         too_dear = log_cost > math.log(self.p.settings.max_suggestion_cost)
         if too_dear.all():  # nothing affordable: the cheapest, rather than nothing
             return -log_cost, log_cost
@@ -634,7 +641,7 @@ class _Model:
         about equally curved in every direction, and L-BFGS-B converges in far fewer steps.
         """
         shape = starts.shape
-        ls = 2 * self.acq_score.kernel.base_kernel.lengthscale.detach().numpy().reshape(-1)  # in [-1, 1] units
+        ls = 2 * self.acq_score.lengthscale.numpy()  # in [-1, 1] units
         z0 = (starts / ls).ravel()
         fixed = np.tile(self.space.categorical_mask(), shape[0])
         lo = np.where(fixed, z0, np.tile(-1 / ls, shape[0]))
@@ -669,14 +676,19 @@ class _Model:
         }
 
 
+_threadpools: list[ThreadpoolController] = []
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     # Many small tensor ops: with several intra-op threads they fight each other (and the other jobs on the
     # machine) and a fit gets ~10x slower. One thread is also what makes the arithmetic reproducible.
+    if not _threadpools:  # finding the loaded BLAS libraries costs milliseconds: once per process
+        _threadpools.append(ThreadpoolController())
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(limits=1):  # OpenBLAS under scipy's L-BFGS-B has the same problem
+        with _threadpools[0].limit(limits=1):  # OpenBLAS under scipy's L-BFGS-B has the same problem
             yield
     finally:
         torch.set_num_threads(before)

@@ -20,7 +20,7 @@ import math
 from typing import Protocol
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 from scipy.special import inv_boxcox
 
 TAIL_IQRS = 2.0  # scores further below the median than this many interquartile ranges are log-compressed
@@ -77,7 +77,7 @@ class PowerWarp:
     def __init__(self, y: np.ndarray):
         loss = -np.asarray(y, dtype=float)
         self.s = float(loss.std()) or 1.0
-        power = float(stats.boxcox_normmax(loss / self.s, method="mle"))
+        power = boxcox_power(loss / self.s)
         self.power = float(np.clip(power, -MAX_POWER, MAX_POWER)) if math.isfinite(power) else 1.0
         self.name = f"box-cox loss ^ {self.power:.2f}"
 
@@ -95,6 +95,14 @@ class PowerWarp:
 
     def log_jacobian(self, y: np.ndarray) -> float:
         return float(((self.power - 1) * np.log(self._loss(y))).sum() - len(y) * math.log(self.s))
+
+
+def boxcox_power(x: np.ndarray) -> float:
+    """The maximum-likelihood Box-Cox power of positive data: scipy's ``boxcox_normmax(x, method="mle")``, the
+    maximum of ``stats.boxcox_llf`` by Brent's method from the bracket (-2, 2), to a relative tolerance of 1e-5
+    rather than 1.5e-8 (a dozen evaluations of the likelihood instead of up to thirty: each costs scipy's
+    array-API dispatch, half a millisecond)."""
+    return float(optimize.brent(lambda power: -stats.boxcox_llf(power, x), brack=(-2.0, 2.0), tol=1e-5))
 
 
 def candidates(y: np.ndarray) -> list[Warp]:

@@ -48,3 +48,12 @@ def test_the_evidence_chooses_a_log_like_warp_for_a_multiplicative_loss_and_none
     assert _suggest(bowl, x)["score_warp"] == "tail"
     # A positive score to maximize (here: minimizing its negative) is not a loss: no log-like map is offered.
     assert _suggest(-np.exp(6 * bowl), x)["score_warp"] == "tail"
+
+
+def test_the_box_cox_power_is_scipys_maximum_likelihood_estimate() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for x in [LOSSES, rng.uniform(0.1, 5, 30), rng.gamma(2.0, 1.0, 60) + 1e-3, np.exp(rng.normal(0, 3, 20))]:
+        x = x / x.std()
+        assert warps.boxcox_power(x) == pytest.approx(stats.boxcox_normmax(x, method="mle"), abs=1e-5)
