@@ -519,7 +519,7 @@ class _Model:
         if not fresh:
             return None
         cands = np.array(fresh)
-        values, log_cost = self._rank(cands)
+        values, log_cost = self._rank(*self._scored(cands))
         for j in np.argsort(-values, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken or values[j] == -np.inf:
