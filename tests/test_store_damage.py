@@ -212,8 +212,9 @@ def tmpfs(tmp_path: Path):
 
 def remount_read_only(mnt: Path) -> None:
     """``mount -o remount,ro``, which the kernel refuses while any file on it is still open for writing (a job's
-    launcher that is still exiting after the sweep finished): retried until those writers are gone."""
-    deadline = time.monotonic() + 30
+    launcher that is still exiting after the sweep finished): retried until those writers are gone, which on a
+    machine loaded by other jobs took over 30 s once."""
+    deadline = time.monotonic() + 120
     while True:
         done = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)
         if done.returncode == 0:
