@@ -107,10 +107,9 @@ class ProteinSettings(_Strict):
         d + 1 points to fit a lengthscale per parameter."""
         if self.num_random_samples is not None:
             return self.num_random_samples
-        most = DEFAULT_RANDOM_SAMPLES
         if budget is None:
-            return most
-        return min(most, max(min(dim + 1, most), budget // 3))
+            return DEFAULT_RANDOM_SAMPLES
+        return min(DEFAULT_RANDOM_SAMPLES, max(dim + 1, budget // 3))
 
 
 class ProteinConfig(_Strict):

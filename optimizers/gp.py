@@ -265,12 +265,8 @@ class Posterior:
     def __init__(self, hyper: Hyperparameters, x01: torch.Tensor, y: torch.Tensor):
         self.lengthscale = hyper.lengthscale
         self.inv_lengthscale = hyper.lengthscale.reciprocal()
-        self.outputscale, self.noise, self.const, self.choices = (
-            hyper.outputscale,
-            hyper.noise,
-            hyper.constant,
-            hyper.choices,
-        )
+        self.outputscale, self.noise, self.const = hyper.outputscale, hyper.noise, hyper.constant
+        self.choices = hyper.choices
         self.set_data(x01, y)
 
     def _k(self, x01: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ class Protein:
 
     def __init__(self, config: ProteinConfig, seed: int | None = None, budget: int | None = None):
         """``budget``: the sweep's number of trials, if known (serve passes max_trials). It sizes the initial
-        design (see ProteinSettings.random_samples) and keeps the last trials from escaping (see _escape_from)."""
+        design (see ProteinSettings.random_samples) and keeps the last trials from escaping (see _Model._refining)."""
         if config.method != "bayes":
             raise ValueError(
                 f"Protein is method='bayes'; for method={config.method!r} use optimizers.make_optimizer(config)"
@@ -512,8 +512,6 @@ class _Model:
         optimizer's or activation's best learning rate is its own), and the model, having seen a choice only at
         poor settings, believes it poor everywhere; trying it at the best's settings is the cheapest test of
         that belief. An escape step makes these probes before restarting elsewhere."""
-        if not self.space.categorical_mask().any():
-            return None
         best = self.data.x[self.best_index]
         fresh = [c for c in self._other_choices(best[None]) if not (c == best).all() and not self._tried_at(c)]
         if not fresh:
