@@ -303,12 +303,7 @@ def report(records: list[dict[str, Any]], methods: list[str]) -> str:
                 if m != "bayes":
                     ahead = sum(sign * best["bayes"][s] < sign * best[m][s] for s in seeds)
                     lines.append(f"bayes ahead of {m} on {ahead} of {len(seeds)} seeds")
-            origins = Counter(
-                best_origin(r["trials"], goal)
-                for r in records
-                if r["objective"] == objective and r["method"] == "bayes" and r["seed"] in seeds
-            )
-            lines.append("bayes's best trial came from: " + ", ".join(f"{k} on {v}" for k, v in origins.most_common()))
+            lines.append(best_origins(records, objective, seeds))
     return "\n".join(lines)
 
 
@@ -366,13 +361,19 @@ def report_in_process(records: list[dict[str, Any]], methods: list[str]) -> str:
                     f"bayes / {m}: geometric mean ratio {geo['bayes'] / geo[m]:.3f}; bayes's best is the better "
                     f"on {share:.0%} of {len(pairs)} (data seed, draw, peer draw) pairs"
                 )
-            origins = Counter(
-                best_origin(r["trials"], goal)
-                for r in records
-                if r["objective"] == objective and r["method"] == "bayes" and r["seed"] in seeds
-            )
-            lines.append("bayes's best trial came from: " + ", ".join(f"{k} on {v}" for k, v in origins.most_common()))
+            lines.append(best_origins(records, objective, seeds))
     return "\n".join(lines)
+
+
+def best_origins(records: list[dict[str, Any]], objective: str, seeds: list[int]) -> str:
+    """How many of Protein's runs on ``seeds`` found their best trial by which step."""
+    goal = OBJECTIVES[objective]["goal"]
+    origins = Counter(
+        best_origin(r["trials"], goal)
+        for r in records
+        if r["objective"] == objective and r["method"] == "bayes" and r["seed"] in seeds
+    )
+    return "bayes's best trial came from: " + ", ".join(f"{k} on {v}" for k, v in origins.most_common())
 
 
 def best_origin(trace: list[dict[str, Any]], goal: str) -> str:
