@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-surrogate bench-parallel bench-loop bench-early-stopping bench-scale clean
+.PHONY: install demo lint test bench-optimizer bench-real-jobs bench-real-jobs-in-process bench-surrogate bench-parallel bench-loop bench-early-stopping bench-scale clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ bench-optimizer: $(STAMP)
 
 bench-real-jobs: $(STAMP)
 	nice -n 10 $(PY) benchmarks/real_jobs.py --ppo
+
+bench-real-jobs-in-process: $(STAMP)  # the MLP in-process: 16 data seeds x 3 optimizer draws per method (~20 min)
+	nice -n 10 $(PY) benchmarks/real_jobs.py --in-process
 
 bench-surrogate: $(STAMP)  # the score model's ranking and picks on real MLP runs (~2 min)
 	nice -n 10 $(PY) benchmarks/surrogate.py

@@ -1,0 +1,95 @@
+"""The benchmarks' quick forms, run as a user runs them: a subprocess that writes results and reports them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_JOBS = ROOT / "benchmarks" / "real_jobs.py"
+
+
+def real_jobs(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, str(REAL_JOBS), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_real_jobs_in_process_writes_runs_and_reports_them(tmp_path: Path) -> None:
+    results = tmp_path / "runs.jsonl"
+    run = real_jobs(
+        "--in-process", "--trials", "4", "--seeds", "1", "--repeats", "1", "--results", str(results), cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["method"], r["seed"], r["draw"]) for r in records] == [("bayes", 0, 0), ("random", 0, 0), ("tpe", 0, 0)]
+    for r in records:
+        assert len(r["trials"]) == 4
+        assert all(math.isfinite(t["score"]) and t["cost"] > 0 for t in r["trials"])  # the train seconds
+        assert set(r["trials"][0]["params"]) == {
+            "trainer.lr",
+            "model.width",
+            "trainer.weight_decay",
+            "model.activation",
+        }
+    assert records[0]["trials"][0]["info"]["source"] == "search_center"  # Protein, through the Tuner
+
+    best = {r["method"]: min(t["score"] for t in r["trials"]) for r in records}
+    report = run.stdout[run.stdout.index("mlp in-process") :]
+    for method, b in best.items():
+        assert re.search(rf"^\| {method} \| 1 \| {b:.4g} \| {b:.4g} \| {b:.4g} \|$", report, re.M), report
+    for peer in ("random", "tpe"):
+        share = "100%" if best["bayes"] < best[peer] else "0%"
+        ratio = best["bayes"] / best[peer]
+        assert (
+            f"bayes / {peer}: geometric mean ratio {ratio:.3f}; bayes's best is the better on {share} of 1 " in report
+        )
+
+    again = real_jobs("--in-process", "--report-only", "--results", str(results), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == report.strip()
+
+
+def test_real_jobs_in_process_geometric_mean_over_draws(tmp_path: Path) -> None:
+    """The report reads several draws per data seed: geometric means, per-draw means and pairwise shares."""
+    results = tmp_path / "runs.jsonl"
+    bests = {
+        "bayes": {(0, 0): 0.1, (0, 1): 0.4, (1, 0): 0.2, (1, 1): 0.2},
+        "random": {(0, 0): 0.2, (0, 1): 0.2, (1, 0): 0.1, (1, 1): 0.3},
+    }
+    with results.open("w") as f:
+        for method, runs in bests.items():
+            for (seed, draw), b in runs.items():
+                trials = [{"params": {}, "score": s, "cost": 1.0, "info": {"source": "sobol"}} for s in (b * 3, b)]
+                f.write(
+                    json.dumps({"objective": "mlp", "method": method, "seed": seed, "draw": draw, "trials": trials})
+                    + "\n"
+                )
+    run = real_jobs(
+        "--in-process", "--report-only", "--methods", "bayes,random", "--results", str(results), cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    geo = {m: math.exp(statistics.fmean(math.log(v) for v in runs.values())) for m, runs in bests.items()}
+    assert f"| bayes | 4 | {geo['bayes']:.4g} | 0.2 | 0.1414 / 0.2828 |" in run.stdout
+    assert f"| random | 4 | {geo['random']:.4g} | 0.2 | 0.1414 / 0.2449 |" in run.stdout
+    # seed 0: 0.1 beats both 0.2s, 0.4 loses both; seed 1: 0.2 loses to 0.1, beats 0.3, twice -> 4 of 8
+    assert (
+        f"geometric mean ratio {geo['bayes'] / geo['random']:.3f}; bayes's best is the better on 50% of 8 "
+        in run.stdout
+    )
+    assert "bayes's best trial came from: sobol on 4" in run.stdout
+
+
+def test_real_jobs_in_process_is_the_mlp_only(tmp_path: Path) -> None:
+    run = real_jobs("--in-process", "--ppo", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "--in-process runs the MLP only" in run.stderr
+    assert "Traceback" not in run.stderr
