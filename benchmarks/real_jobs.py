@@ -486,9 +486,10 @@ def run_all_in_process(
                     else run_tuner("mlp", method, trials, seed, rng_seed, workdir)
                 )
                 record = {"objective": "mlp", "method": method, "seed": seed, "draw": draw, "rng_seed": rng_seed}
-                records.append({**record, "trials": trace})
-                append_record(results, records[-1])
-                b = best_of(trace, "minimize")
+                record["trials"] = trace
+                records.append(record)
+                append_record(results, record)
+                b = best_of(trace, OBJECTIVES["mlp"]["goal"])
                 print(
                     f"mlp {method} seed {seed} draw {draw}: best {b:.4g} of {len(trace)} ({time.time() - t0:.0f} s)",
                     flush=True,

@@ -17,6 +17,7 @@ candidates around the score/cost Pareto front and a random cost target), with it
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -279,14 +280,13 @@ class _Model:
         is the posterior mean (see _refining), without the cost target: it converges on the best there is."""
         x01 = (xt + 1) / 2
         mean, var = self.acq_score(x01)
+        log_cost = torch.full_like(mean, self.lc_mean) if self.cost is None else self._log_cost(x01)
         if self.refine:
-            log_cost = mean.new_full(mean.shape, self.lc_mean) if self.cost is None else self._log_cost(x01)
             return mean, log_cost
         sigma = var.sqrt()
         value = _log_ei_helper((mean - self.target_f) / sigma) + sigma.log()
         if self.cost is None:
-            return value, torch.full_like(value, self.lc_mean)
-        log_cost = self._log_cost(x01)
+            return value, log_cost
         c_norm = (log_cost - self.lc_lo) / (self.lc_hi - self.lc_lo)
         weight = (1 - (self.target - c_norm).abs()).clamp_min(MIN_COST_WEIGHT)
         # Over max_suggestion_cost: a soft wall for the gradient steps, and dropped outright in _rank.
@@ -674,19 +674,19 @@ class _Model:
         }
 
 
-_threadpools: list[ThreadpoolController] = []
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()  # finding the loaded BLAS libraries costs milliseconds: once per process
 
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
     # Many small tensor ops: with several intra-op threads they fight each other (and the other jobs on the
     # machine) and a fit gets ~10x slower. One thread is also what makes the arithmetic reproducible.
-    if not _threadpools:  # finding the loaded BLAS libraries costs milliseconds: once per process
-        _threadpools.append(ThreadpoolController())
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with _threadpools[0].limit(limits=1):  # OpenBLAS under scipy's L-BFGS-B has the same problem
+        with _threadpools().limit(limits=1):  # OpenBLAS under scipy's L-BFGS-B has the same problem
             yield
     finally:
         torch.set_num_threads(before)
