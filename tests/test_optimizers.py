@@ -511,3 +511,39 @@ def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
     for seed in range(3):
         s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
         assert s.info["source"] == "bayes" and s.params["act"] == "b"
+
+
+def test_the_first_climb_expects_the_worst_score_where_it_has_seen_nothing():
+    # Until the search first stalls, the score GP's prior mean is the worst score seen, not the average: far from
+    # every observation the model predicts a poor result, so the unexplored corners of a short sweep's space are
+    # not presumed as good as a mean trial. Once stalled, the mean is fit again (the escapes search elsewhere).
+    import torch
+
+    from optimizers.protein import _Model, _t01
+
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "y": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        },
+        goal="minimize",
+    )
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0.0, 0.3, (10, 2))  # all in one corner of the box
+    obs = [Observation({"x": float(a), "y": float(b)}, float((a - 0.2) ** 2 + b), 1.0) for a, b in points]
+    obs.sort(key=lambda o: -float(o.score or 0.0))  # each better than the last: climbing, not stalled
+    p = Protein(cfg, seed=0)
+    model = _Model(p, p._data(obs), [], rng)
+    worst = float(model.ys.min())  # the warped, standardized scores (higher is better)
+    with torch.no_grad():
+        far = float(model.score.mean(_t01(np.array([[1.0, 1.0]]))))  # the opposite corner, in [-1, 1] units
+        near = model.score.mean(_t01(p.space.encode(obs[-1].params)[None]))
+    assert model.score.const == worst
+    assert far <= worst + 0.05 * float(np.ptp(model.ys))  # at most the worst seen (or the trend, extrapolated)
+    assert float(near) > worst  # where it has seen results, it believes them
+
+    more = rng.uniform(0.0, 0.3, (4, 2))
+    worse = [Observation({"x": float(a), "y": float(b)}, float((a - 0.2) ** 2 + b) + 1.0, 1.0) for a, b in more]
+    stalled = obs[-1:] + obs[:-1] + worse  # the best first, then 13 worse: 8 model-guided trials past the design
+    model = _Model(p, p._data(stalled), [], rng)
+    assert model.score.const != float(model.ys.min())
