@@ -129,12 +129,15 @@ class _Matern52(torch.autograd.Function):
         return grad * slope
 
 
-def make_gp(x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None) -> SingleTaskGP:
+def make_gp(
+    x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None, constant: float | None = None
+) -> SingleTaskGP:
     """An unfitted SingleTaskGP on inputs in [0, 1]^d and standardized targets ``y`` (shape n): the model Protein
     uses, as BoTorch defines it. ``fit`` finds its MAP hyperparameters and ``Posterior`` conditions it on data,
     without the modules' per-call overhead; ``fit_gp`` fits it through BoTorch, the reference they must agree with.
 
     ``choices[i]``: the number of choices of coordinate i if it is categorical, else 0 (default: all numeric).
+    ``constant``: the prior mean, held fixed; by default it is a hyperparameter fit with the others.
     """
     d = x01.shape[-1]
     kernel = ScaleKernel(
@@ -147,6 +150,9 @@ def make_gp(x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = 
     model.covar_module.base_kernel.lengthscale = START_LENGTHSCALE
     model.covar_module.outputscale = START_OUTPUTSCALE
     model.likelihood.noise = START_NOISE
+    if constant is not None:
+        model.mean_module.constant = constant
+        model.mean_module.raw_constant.requires_grad_(False)
     return model
 
 
@@ -188,7 +194,11 @@ class Hyperparameters:
 
 
 def fit(
-    x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None, maxiter: int = 100
+    x01: torch.Tensor,
+    y: torch.Tensor,
+    choices: Sequence[int] | None = None,
+    maxiter: int = 100,
+    constant: float | None = None,
 ) -> Hyperparameters:
     """MAP-fit the hyperparameters of make_gp's model on inputs ``x01`` (n, d) in [0, 1] and standardized targets
     ``y`` (n) as ``fit_gp`` does, as Optuna's GPSampler fits its GP: the objective of gpytorch's
@@ -199,7 +209,8 @@ def fit(
     the options fit_gpytorch_mll passes. Going through the modules costs several times more than the arithmetic
     at the sizes a sweep has (at most FIT_HYPERPARAMETERS_ON points). A kernel matrix that is not positive
     definite is a NaN value, as in BoTorch's closure: L-BFGS-B steps back. Bounded iterations keep the cost of a
-    fit bounded; a fit that stops early is still a usable model.
+    fit bounded; a fit that stops early is still a usable model. ``constant``: the prior mean held fixed, as
+    make_gp's.
     """
     n, d = x01.shape
     counts = tuple(int(k) for k in choices) if choices else (0,) * d
@@ -238,8 +249,13 @@ def fit(
     start = positive.inverse_transform(
         torch.tensor([START_NOISE - MIN_NOISE, 1.0, START_OUTPUTSCALE] + [START_LENGTHSCALE] * d, dtype=DTYPE)
     )
-    start[1] = 0.0
-    raw = minimize(value_and_grad, start.numpy(), jac=True, method="L-BFGS-B", options={"maxiter": maxiter}).x
+    start[1] = 0.0 if constant is None else constant
+    bounds: list[tuple[float | None, float | None]] = [(None, None)] * len(start)
+    if constant is not None:  # a fixed mean: L-BFGS-B keeps a coordinate whose bounds meet where it starts
+        bounds[1] = (constant, constant)
+    raw = minimize(
+        value_and_grad, start.numpy(), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter}
+    ).x
     value = positive.transform(torch.from_numpy(raw))
     return Hyperparameters(value[3:], float(value[2]), float(value[0]) + MIN_NOISE, float(raw[1]), counts)
 

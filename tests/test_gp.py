@@ -90,3 +90,22 @@ def test_matern_gradient_is_autograds_of_the_formula_and_finite_at_distance_zero
     (expected,) = torch.autograd.grad(((1 + s + s * s / 3) * torch.exp(-s)).sum(), r2_pos)
     assert torch.allclose(ours[1:], expected)
     assert ours[0] == pytest.approx(-5 / 6)
+
+
+@pytest.mark.parametrize("choices", CHOICES.values(), ids=CHOICES.keys())
+def test_a_fixed_mean_is_botorchs_fit_with_the_constant_frozen(choices: list[int]) -> None:
+    # Protein holds the score GP's prior mean at the worst score (see protein._Model._fit): the fit must be
+    # BoTorch's with the constant excluded from the optimization, and keep it exactly.
+    x, y = _data(choices)
+    worst = float(y.min())
+    ours = gp.fit(x, y, choices, constant=worst)
+    reference = gp.Hyperparameters.of(gp.fit_gp(gp.make_gp(x, y, choices, constant=worst)))
+    assert ours.constant == worst  # exactly: L-BFGS-B never moves a coordinate whose bounds meet
+    assert reference.constant == pytest.approx(worst, abs=1e-6)
+    assert torch.allclose(ours.lengthscale, reference.lengthscale, rtol=1e-4)
+    assert ours.outputscale == pytest.approx(reference.outputscale, rel=1e-4)
+    assert ours.noise == pytest.approx(reference.noise, rel=1e-4, abs=1e-6)
+    # Far from every observation the posterior mean falls back to it: unexplored space is not presumed average.
+    far = torch.full((1, len(choices)), 0.5)
+    far[0, 0] = 40.0  # far outside the box along a numeric coordinate
+    assert float(gp.Posterior(ours, x, y).mean(far)) == pytest.approx(worst, abs=1e-6)

@@ -511,3 +511,44 @@ def test_acquisition_proposes_an_unexplored_choice_between_explored_ones():
     for seed in range(3):
         s = Protein(cfg, seed=seed).suggest(obs, [], 1)[0]
         assert s.info["source"] == "bayes" and s.params["act"] == "b"
+
+
+def test_a_short_sweep_expects_the_worst_score_where_it_has_seen_nothing():
+    # In a sweep whose budget leaves the model at most two patiences of trials (too few to stall and escape), the
+    # score GP's prior mean is the worst score seen, not the average: far from every observation the model
+    # predicts a poor result, so its few steps climb from what it has seen instead of spreading over unexplored
+    # corners. A longer sweep, or one without a budget, fits the mean; so does an escape step's model.
+    import torch
+
+    from optimizers.protein import _Model, _t01
+
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "y": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        },
+        goal="minimize",
+    )
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0.0, 0.3, (10, 2))  # all in one corner of the box
+    obs = [Observation({"x": float(a), "y": float(b)}, float((a - 0.2) ** 2 + b), 1.0) for a, b in points]
+    obs.sort(key=lambda o: -float(o.score or 0.0))  # each better than the last
+
+    short = Protein(cfg, seed=0, budget=16)  # 6 initial points, then 10 model steps: fewer than 2 patiences
+    model = _Model(short, short._data(obs), [], rng)
+    worst = float(model.ys.min())  # the warped, standardized scores (higher is better)
+    with torch.no_grad():
+        far = float(model.score.mean(_t01(np.array([[1.0, 1.0]]))))  # the opposite corner, in [-1, 1] units
+        near = model.score.mean(_t01(short.space.encode(obs[-1].params)[None]))
+    assert model.score.const == worst
+    assert far <= worst + 0.05 * float(np.ptp(model.ys))  # at most the worst seen (or the trend, extrapolated)
+    assert float(near) > worst  # where it has seen results, it believes them
+    for long in (Protein(cfg, seed=0, budget=40), Protein(cfg, seed=0)):
+        model = _Model(long, long._data(obs), [], rng)
+        assert model.score.const != float(model.ys.min())
+
+    # An escape step, even in a short sweep, models the rest of the space with a fitted mean.
+    model = _Model(short, short._data(obs), [], rng)
+    basin = [np.array([[1.0, 1.0]])]  # a basin away from the data: all of it is the rest of the space
+    assert model._restart(basin, rng) is not None
+    assert model.acq_score.const != model.score.const
