@@ -4,6 +4,7 @@
     python benchmarks/optimizer.py --quick             # 3 seeds, budgets up to 40, timing up to 1000
     python benchmarks/optimizer.py --problems Hartmann,Mixed --methods protein --seeds 8 --workers 2
     python benchmarks/optimizer.py --report-only       # the table from what the result file holds
+    python benchmarks/optimizer.py --budget 16 --no-timing   # short sweeps: every problem at 16 trials
 
 Protein runs with ParameterConfig's defaults (no ``scale``, no ``mean``: the search center is the middle of each
 range) and default settings. Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all seeded), given
@@ -327,6 +328,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 seeds, budgets up to 40, timing up to 1000")
     ap.add_argument("--seeds", type=int, default=None, help="default 16 (3 with --quick)")
+    ap.add_argument(
+        "--budget", type=int, default=None, help="every problem's trial budget (a short sweep) instead of its own"
+    )
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel processes")
     ap.add_argument("--problems", default=None, help="comma-separated name prefixes (none: every problem)")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -348,8 +352,10 @@ def main() -> None:
     problems = [p for p in PROBLEMS if not wanted or any(p.name.startswith(w) for w in wanted)]
     if args.quick:
         problems = [Problem(p.name, min(p.budget, 40), p.stuck, p.cost_aware) for p in problems]
+    if args.budget:
+        problems = [Problem(p.name, args.budget, p.stuck, p.cost_aware) for p in problems]
     paths = [p for p in (args.results or [RESULTS]) if p != "-"]
-    quick_tag = "quick" if args.quick else "full"
+    quick_tag = "quick" if args.quick else f"budget {args.budget}" if args.budget else "full"
     found = {k: r for k, r in load_results(paths).items() if r.get("mode") == quick_tag}
 
     jobs = [(p, m, s) for p in problems for m in methods for s in range(seeds)]

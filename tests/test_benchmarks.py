@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -93,3 +94,36 @@ def test_real_jobs_in_process_is_the_mlp_only(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "--in-process runs the MLP only" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
+    # --budget gives every problem the same trial budget (a short sweep); its runs are kept apart from full ones.
+    results = tmp_path / "runs.jsonl"
+    argv = ["--budget", "5", "--seeds", "1", "--problems", "Branin", "--methods", "protein,random"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    script = [sys.executable, str(ROOT / "benchmarks" / "optimizer.py"), *argv, "--results", str(results)]
+    run = subprocess.run([*script, "--no-timing"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted((r["method"], r["mode"], len(r["values"])) for r in records) == [
+        ("protein", "budget 5", 5),
+        ("random", "budget 5", 5),
+    ]
+    spec = importlib.util.spec_from_file_location("bench_optimizer", ROOT / "benchmarks" / "optimizer.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    cells = []
+    for method in ("protein", "random"):
+        (r,) = [r for r in records if r["method"] == method]
+        regret = min(r["values"]) - r["optimum"]
+        cells.append(f"{bench.fmt(regret)} / {int(regret > 0.1)} of 1")
+    assert f"| Branin | 5 trials | 0.1 | {cells[0]} | {cells[1]} |" in run.stdout, run.stdout
+    again = subprocess.run(
+        [*script, "--report-only"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "runs," not in again.stdout  # nothing run again: the results file holds them
+    assert again.stdout[again.stdout.index("| Branin") :].splitlines()[0] in run.stdout
