@@ -47,7 +47,6 @@ STALL_PATIENCE = 6  # model-guided successes without improvement (at least d) be
 ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the best; the others escape its basin
 ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
 ESCAPE_LENGTHSCALES = 1.0  # and within this many lengthscales of the best or the path it climbed
-AXIS_PROBE_POINTS = 17  # values along each parameter's range an axis probe chooses from
 PROBE_RADIUS = 0.1  # another choice counts as tried at the best's settings within this times sqrt(d)
 MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest of the space
 SHORT_SWEEP = 2  # a sweep with at most this many patiences of model trials has pessimistic GP prior means
@@ -392,7 +391,7 @@ class _Model:
         basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
         if basins is not None:
-            probe = self._other_choice_probe(taken) or self._axis_probe(taken)
+            probe = self._other_choice_probe(taken)
             if probe is not None:
                 return probe
             local = self._restart(basins, rng)
@@ -545,35 +544,7 @@ class _Model:
         poor settings, believes it poor everywhere; trying it at the best's settings is the cheapest test of
         that belief. An escape step makes these probes before restarting elsewhere."""
         best = self.data.x[self.best_index]
-        return self._probe(self._other_choices(best[None]), taken, "the best's settings with another choice")
-
-    def _axis_probe(self, taken: set[Key]) -> Suggestion | None:
-        """On the first escape step from a best: the best's settings with one numeric parameter moved along its
-        axis out of the basin (beyond ESCAPE_LENGTHSCALES of its lengthscale), the untried point of highest
-        expected improvement among AXIS_PROBE_POINTS values per parameter, or None.
-
-        Where the parameters act on the score nearly independently (a learning rate and an entropy bonus; Levy,
-        Styblinski-Tang, Schwefel), a local optimum is often the global one with a single parameter in the wrong
-        basin. That neighbour lies within the ball a restart avoids (see _in_basin), so only a move along the axis
-        reaches it."""
-        if self._stalled_for() != 0:
-            return None
-        best = self.data.x[self.best_index]
-        ls = 2 * self.score.lengthscale.numpy()  # in [-1, 1] units
-        grid = np.linspace(-1, 1, AXIS_PROBE_POINTS)
-        moved = [np.empty((0, self.space.dim))]
-        for j in np.flatnonzero(~self.space.categorical_mask()):
-            values = grid[np.abs(grid - best[j]) > ESCAPE_LENGTHSCALES * ls[j]]
-            points = np.repeat(best[None], len(values), axis=0)
-            points[:, j] = values
-            moved.append(points)
-        return self._probe(self._snap(np.vstack(moved)), taken, "the best's settings with one parameter moved")
-
-    def _probe(self, points: np.ndarray, taken: set[Key], what: str) -> Suggestion | None:
-        """Of candidate ``points``, the one of highest expected improvement not tried near (see _tried_at) nor
-        taken, as an escape step's suggestion; None if there is none."""
-        best = self.data.x[self.best_index]
-        fresh = [c for c in points if not (c == best).all() and not self._tried_at(c)]
+        fresh = [c for c in self._other_choices(best[None]) if not (c == best).all() and not self._tried_at(c)]
         if not fresh:
             return None
         cands = np.array(fresh)
@@ -583,7 +554,7 @@ class _Model:
             if param_key(params) in taken or values[j] == -np.inf:
                 continue
             info = self._info(cands[j], float(values[j]), float(log_cost[j]))
-            info["escape"] = f"no improvement in {self.stalled} trials: {what}"
+            info["escape"] = f"no improvement in {self.stalled} trials: the best's settings with another choice"
             return Suggestion(params, info)
         return None
 
