@@ -10,8 +10,9 @@ Protein runs with ParameterConfig's defaults (no ``scale``, no ``mean``: the sea
 range) and default settings. Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all seeded), given
 the same space (log, integer, power-of-two exponents and categorical distributions). Every function is
 minimized. Problems: the classic ones (Branin, Hartmann-6, Levy-4, Ackley-5 on [-5, 10], Rosenbrock-4), optima
-near edges and corners (Styblinski-Tang-4 on [-3, 5], Levy-4 on [-10, 1.2]), multi-modal ones (Schwefel-4 with
-its optimum near the edge, Shekel-4), mixed spaces (Mixed-5: log, power of two, integer and a categorical with
+near edges and corners (Styblinski-Tang-4 on [-3, 5], Levy-4 on [-10, 1.2], Levy-5 on [-2, 9.5]), multi-modal
+ones (Schwefel-4 with its optimum near the edge, Shekel-4, Michalewicz-5's narrow ridges, Rastrigin-4 on
+[-3.3, 5.12] so its optimum is off the center), mixed spaces (Mixed-5: log, power of two, integer and a categorical with
 the optimum in the outer part of the ranges; Mixed-4: each activation has its own best learning rate, the
 global one far from the usual default), and a cost-aware multi-fidelity Hartmann-6 (a seventh parameter
 ``fidelity`` in [0, 1] plays total_timesteps: cost = 0.1 + fidelity; scored at equal total cost too).
@@ -64,6 +65,9 @@ PROBLEMS = [
     Problem("Levy-4 (corner)", 50, 1.0),
     Problem("Schwefel-4 (edge, multi-modal)", 60, 100.0),
     Problem("Shekel-4 (multi-modal)", 60, 3.0),
+    Problem("Michalewicz-5 (multi-modal, ridges)", 50, 0.5),
+    Problem("Rastrigin-4 (off-center)", 50, 0.9),
+    Problem("Levy-5 (edge)", 50, 1.0),
     Problem("Mixed-5 (log, pow2, int, cat; edge)", 40, 0.1),
     Problem("Mixed-4 (cat-dependent optimum)", 40, 0.1),
 ]
@@ -78,6 +82,9 @@ STUCK_WHY = {
     "Levy-4 (corner)": "the nearest local minima",
     "Schwefel-4 (edge, multi-modal)": "one coordinate in a neighbouring basin costs ~119",
     "Shekel-4 (multi-modal)": "the other wells bottom out 5 or more above",
+    "Michalewicz-5 (multi-modal, ridges)": "one coordinate off its narrow ridge costs 0.5 or more",
+    "Rastrigin-4 (off-center)": "one coordinate in a neighbouring well costs ~1",
+    "Levy-5 (edge)": "the nearest local minima",
     "Mixed-5 (log, pow2, int, cat; edge)": "a wrong activation costs at least 0.15",
     "Mixed-4 (cat-dependent optimum)": "the relu basin (regret 0.3) and the others",
 }
@@ -111,7 +118,17 @@ def _mixed4(p: dict) -> float:
 def make_function(name: str):
     """(parameters as ProteinConfig writes them, optimum, evaluate(params) -> (value, cost))."""
     import torch
-    from botorch.test_functions import Ackley, Branin, Hartmann, Levy, Rosenbrock, Shekel, StyblinskiTang
+    from botorch.test_functions import (
+        Ackley,
+        Branin,
+        Hartmann,
+        Levy,
+        Michalewicz,
+        Rastrigin,
+        Rosenbrock,
+        Shekel,
+        StyblinskiTang,
+    )
     from botorch.test_functions.multi_fidelity import AugmentedHartmann
 
     def uniform(bounds):
@@ -150,6 +167,9 @@ def make_function(name: str):
         "Styblinski-Tang-4 (edge)": lambda: StyblinskiTang(dim=4, bounds=[(-3.0, 5.0)] * 4),
         "Levy-4 (corner)": lambda: Levy(dim=4, bounds=[(-10.0, 1.2)] * 4),
         "Shekel-4 (multi-modal)": lambda: Shekel(),
+        "Michalewicz-5 (multi-modal, ridges)": lambda: Michalewicz(dim=5),
+        "Rastrigin-4 (off-center)": lambda: Rastrigin(dim=4, bounds=[(-3.3, 5.12)] * 4),
+        "Levy-5 (edge)": lambda: Levy(dim=5, bounds=[(-2.0, 9.5)] * 5),
     }[name]()
     params = uniform(fn.bounds.numpy().T)
     names = list(params)
