@@ -12,10 +12,10 @@ the same space (log, integer, power-of-two exponents and categorical distributio
 minimized. Problems: the classic ones (Branin, Hartmann-6, Levy-4, Ackley-5 on [-5, 10], Rosenbrock-4), optima
 near edges and corners (Styblinski-Tang-4 on [-3, 5], Levy-4 on [-10, 1.2], Levy-5 on [-2, 9.5]), multi-modal
 ones (Schwefel-4 with its optimum near the edge, Shekel-4, Michalewicz-5's narrow ridges, Rastrigin-4 on
-[-3.3, 5.12] so its optimum is off the center), mixed spaces (Mixed-5: log, power of two, integer and a categorical with
-the optimum in the outer part of the ranges; Mixed-4: each activation has its own best learning rate, the
-global one far from the usual default), and a cost-aware multi-fidelity Hartmann-6 (a seventh parameter
-``fidelity`` in [0, 1] plays total_timesteps: cost = 0.1 + fidelity; scored at equal total cost too).
+[-3.3, 5.12] so its optimum is off the center), mixed spaces (Mixed-5: log, power of two, integer and a
+categorical with the optimum in the outer part of the ranges; Mixed-4: each activation has its own best
+learning rate, the global one far from the usual default), and a cost-aware multi-fidelity Hartmann-6 (a seventh
+parameter ``fidelity`` in [0, 1] plays total_timesteps: cost = 0.1 + fidelity; scored at equal total cost too).
 
 For each problem the table shows the median simple regret at the trial budget and how many seeds are stuck:
 their final regret is above the problem's stated threshold (STUCK_WHY says what that threshold separates).
@@ -375,8 +375,8 @@ def main() -> None:
     if args.budget:
         problems = [Problem(p.name, args.budget, p.stuck, p.cost_aware) for p in problems]
     paths = [p for p in (args.results or [RESULTS]) if p != "-"]
-    quick_tag = "quick" if args.quick else f"budget {args.budget}" if args.budget else "full"
-    found = {k: r for k, r in load_results(paths).items() if r.get("mode") == quick_tag}
+    mode = "quick" if args.quick else f"budget {args.budget}" if args.budget else "full"  # runs of one mode compare
+    found = {k: r for k, r in load_results(paths).items() if r.get("mode") == mode}
 
     jobs = [(p, m, s) for p in problems for m in methods for s in range(seeds)]
     todo = [] if args.report_only else [j for j in jobs if (j[0].name, j[1], j[2]) not in found]
@@ -390,7 +390,7 @@ def main() -> None:
             futures = {pool.submit(run, *j): j for j in todo}
             for fut in as_completed(futures):
                 p, m, s = futures[fut]
-                r = {"problem": p.name, "method": m, "seed": s, "mode": quick_tag, **fut.result()}
+                r = {"problem": p.name, "method": m, "seed": s, "mode": mode, **fut.result()}
                 found[(p.name, m, s)] = r
                 if paths:
                     with open(paths[0], "a") as f:

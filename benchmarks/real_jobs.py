@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -307,10 +306,6 @@ def report(records: list[dict[str, Any]], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-def geometric_mean(values: list[float]) -> float:
-    return math.exp(statistics.fmean(math.log(v) for v in values))
-
-
 def report_in_process(records: list[dict[str, Any]], methods: list[str]) -> str:
     """Per objective, over the data seeds every method ran: each method's geometric mean and median of the
     per-run best, and the geometric mean of each draw (the spread one draw per data set would show); then
@@ -339,9 +334,9 @@ def report_in_process(records: list[dict[str, Any]], methods: list[str]) -> str:
         geo = {}
         for m in methods:
             v = [best[m][s][d] for s in seeds for d in sorted(best[m][s])]
-            geo[m] = geometric_mean(v)
+            geo[m] = statistics.geometric_mean(v)
             per_draw = [
-                f"{geometric_mean([best[m][s][d] for s in seeds]):.4g}"
+                f"{statistics.geometric_mean([best[m][s][d] for s in seeds]):.4g}"
                 for d in draws
                 if all(d in best[m][s] for s in seeds)
             ]
@@ -455,13 +450,7 @@ def main() -> None:
                 if method == "tpe"
                 else run_serve(objective, method, n, seed, workdir)
             )
-            record = {"objective": objective, "method": method, "seed": seed, "trials": trace}
-            records.append(record)
-            append_record(results, record)
-            b = best_of(trace, OBJECTIVES[objective]["goal"])
-            print(
-                f"{objective} {method} seed {seed}: best {b:.4g} of {len(trace)} ({time.time() - t0:.0f} s)", flush=True
-            )
+            keep_run(records, results, {"objective": objective, "method": method, "seed": seed, "trials": trace}, t0)
     print(report(records, methods))
     print(f"\nworkdir {workdir}")
 
@@ -486,20 +475,22 @@ def run_all_in_process(
                     else run_tuner("mlp", method, trials, seed, rng_seed, workdir)
                 )
                 record = {"objective": "mlp", "method": method, "seed": seed, "draw": draw, "rng_seed": rng_seed}
-                record["trials"] = trace
-                records.append(record)
-                append_record(results, record)
-                b = best_of(trace, OBJECTIVES["mlp"]["goal"])
-                print(
-                    f"mlp {method} seed {seed} draw {draw}: best {b:.4g} of {len(trace)} ({time.time() - t0:.0f} s)",
-                    flush=True,
-                )
+                keep_run(records, results, {**record, "trials": trace}, t0)
     return records
 
 
-def append_record(results: str, record: dict[str, Any]) -> None:
+def keep_run(records: list[dict[str, Any]], results: str, record: dict[str, Any], started: float) -> None:
+    """Add a finished run to ``records`` and the results file (a cut-short benchmark keeps it), and say so."""
+    records.append(record)
     with open(results, "a") as f:
         f.write(json.dumps(record) + "\n")
+    draw = f" draw {record['draw']}" if "draw" in record else ""
+    b = best_of(record["trials"], OBJECTIVES[record["objective"]]["goal"])
+    print(
+        f"{record['objective']} {record['method']} seed {record['seed']}{draw}: best {b:.4g} of "
+        f"{len(record['trials'])} ({time.time() - started:.0f} s)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

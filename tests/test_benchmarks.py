@@ -13,14 +13,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_JOBS = ROOT / "benchmarks" / "real_jobs.py"
+
+
+def benchmark(script: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/<script> argv...`` as a user runs it, from ``cwd``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *argv]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def real_jobs(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run(
-        [sys.executable, str(REAL_JOBS), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+    return benchmark("real_jobs.py", *argv, cwd=cwd)
 
 
 def test_real_jobs_in_process_writes_runs_and_reports_them(tmp_path: Path) -> None:
@@ -100,9 +103,8 @@ def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
     # --budget gives every problem the same trial budget (a short sweep); its runs are kept apart from full ones.
     results = tmp_path / "runs.jsonl"
     argv = ["--budget", "5", "--seeds", "1", "--problems", "Branin", "--methods", "protein,random"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    script = [sys.executable, str(ROOT / "benchmarks" / "optimizer.py"), *argv, "--results", str(results)]
-    run = subprocess.run([*script, "--no-timing"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    argv += ["--results", str(results)]
+    run = benchmark("optimizer.py", *argv, "--no-timing", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
 
     records = [json.loads(line) for line in results.read_text().splitlines()]
@@ -121,9 +123,7 @@ def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
         regret = min(r["values"]) - r["optimum"]
         cells.append(f"{bench.fmt(regret)} / {int(regret > 0.1)} of 1")
     assert f"| Branin | 5 trials | 0.1 | {cells[0]} | {cells[1]} |" in run.stdout, run.stdout
-    again = subprocess.run(
-        [*script, "--report-only"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    again = benchmark("optimizer.py", *argv, "--report-only", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "runs," not in again.stdout  # nothing run again: the results file holds them
     assert again.stdout[again.stdout.index("| Branin") :].splitlines()[0] in run.stdout
