@@ -14,8 +14,11 @@ near edges and corners (Styblinski-Tang-4 on [-3, 5], Levy-4 on [-10, 1.2], Levy
 ones (Schwefel-4 with its optimum near the edge, Shekel-4, Michalewicz-5's narrow ridges, Rastrigin-4 on
 [-3.3, 5.12] so its optimum is off the center), mixed spaces (Mixed-5: log, power of two, integer and a
 categorical with the optimum in the outer part of the ranges; Mixed-4: each activation has its own best
-learning rate, the global one far from the usual default), and a cost-aware multi-fidelity Hartmann-6 (a seventh
-parameter ``fidelity`` in [0, 1] plays total_timesteps: cost = 0.1 + fidelity; scored at equal total cost too).
+learning rate, the global one far from the usual default), a cost-aware multi-fidelity Hartmann-6 (a seventh
+parameter ``fidelity`` in [0, 1] plays total_timesteps: cost = 0.1 + fidelity; scored at equal total cost too),
+and sweeps of 8 to 11 parameters (Hartmann-6 with 4 parameters it ignores, Styblinski-Tang-8 on [-3, 5],
+Rosenbrock-8, and PPO-11: a PPO-shaped space of log, power-of-two, integer and categorical parameters where the
+activation sets the best learning rate and several weak parameters have their best near a range end).
 
 For each problem the table shows the median simple regret at the trial budget and how many seeds are stuck:
 their final regret is above the problem's stated threshold (STUCK_WHY says what that threshold separates).
@@ -70,6 +73,10 @@ PROBLEMS = [
     Problem("Levy-5 (edge)", 50, 1.0),
     Problem("Mixed-5 (log, pow2, int, cat; edge)", 40, 0.1),
     Problem("Mixed-4 (cat-dependent optimum)", 40, 0.1),
+    Problem("Hartmann-6 in 10-D (4 inert)", 80, 0.1),
+    Problem("Styblinski-Tang-8 (edge)", 80, 14.0),
+    Problem("Rosenbrock-8", 80, 1000.0),
+    Problem("PPO-11 (mixed, weak parameters)", 80, 0.15),
 ]
 STUCK_WHY = {
     "Branin": "well above the three equal minima",
@@ -87,7 +94,18 @@ STUCK_WHY = {
     "Levy-5 (edge)": "the nearest local minima",
     "Mixed-5 (log, pow2, int, cat; edge)": "a wrong activation costs at least 0.15",
     "Mixed-4 (cat-dependent optimum)": "the relu basin (regret 0.3) and the others",
+    "Hartmann-6 in 10-D (4 inert)": "as Hartmann-6",
+    "Styblinski-Tang-8 (edge)": "as Styblinski-Tang-4",
+    "Rosenbrock-8": "as Rosenbrock-4",
+    "PPO-11 (mixed, weak parameters)": "the elu basin (regret 0.15), or weak parameters left far off",
 }
+
+
+def select(wanted: list[str]) -> list[Problem]:
+    """The problems named in ``wanted``: each a whole name (Hartmann-6 is not Hartmann-6 in 10-D) or, when it
+    names none, a name prefix (Hartmann: both)."""
+    names = {p.name for p in PROBLEMS}
+    return [p for p in PROBLEMS if any(p.name == w or (w not in names and p.name.startswith(w)) for w in wanted)]
 
 
 def _schwefel(x):
@@ -113,6 +131,25 @@ def _mixed4(p: dict) -> float:
     best_lr, floor = {"relu": (-3.0, 0.3), "gelu": (-3.5, 0.4), "tanh": (-0.7, 0.0), "sigmoid": (-1.5, 0.2)}[p["act"]]
     lr, drop = math.log10(p["lr"]), p["dropout"]
     return floor + 0.3 * (lr - best_lr) ** 2 + 0.5 * (drop - 0.05) ** 2 + 0.01 * (math.log2(p["batch"]) - 5) ** 2
+
+
+def _ppo11(p: dict) -> float:
+    # A PPO-shaped space: each activation has its own best learning rate (more epochs want a lower one) and
+    # floor, and the other eight parameters matter less and less, several with their best near a range end.
+    best_lr, floor = {"tanh": (-2.4, 0.0), "elu": (-2.8, 0.15), "relu": (-3.1, 0.3)}[p["act"]]
+    lr = math.log10(p["lr"]) - best_lr + 0.5 * math.log10(p["epochs"] / 10)
+    return (
+        floor
+        + lr**2
+        + 0.3 * (math.log10(p["ent"]) + 2) ** 2
+        + 0.5 * (math.log10(1 - p["gamma"]) + 2) ** 2
+        + 4 * (p["lam"] - 0.95) ** 2
+        + 2 * (p["clip"] - 0.2) ** 2
+        + 0.2 * (p["vf"] - 0.5) ** 2
+        + 0.05 * math.log10(p["grad_norm"]) ** 2
+        + 0.1 * (math.log2(p["n_steps"]) - 11) ** 2
+        + 0.05 * (math.log2(p["minibatch"]) - 6) ** 2
+    )
 
 
 def make_function(name: str):
@@ -157,6 +194,21 @@ def make_function(name: str):
             "batch": {"distribution": "uniform_pow2", "min": 8, "max": 512},
         }
         return params, 0.0, lambda p: (_mixed4(p), 1.0)
+    if name.startswith("PPO-11"):
+        params = {
+            "lr": {"distribution": "log_normal", "min": 1e-5, "max": 1e-2},
+            "ent": {"distribution": "log_normal", "min": 1e-5, "max": 1e-1},
+            "gamma": {"distribution": "uniform", "min": 0.9, "max": 0.9999},
+            "lam": {"distribution": "uniform", "min": 0.8, "max": 1.0},
+            "clip": {"distribution": "uniform", "min": 0.05, "max": 0.5},
+            "vf": {"distribution": "uniform", "min": 0.1, "max": 1.0},
+            "grad_norm": {"distribution": "log_normal", "min": 0.1, "max": 10.0},
+            "n_steps": {"distribution": "uniform_pow2", "min": 64, "max": 4096},
+            "minibatch": {"distribution": "uniform_pow2", "min": 32, "max": 1024},
+            "epochs": {"distribution": "int_uniform", "min": 1, "max": 20},
+            "act": {"distribution": "categorical", "choices": ["relu", "tanh", "elu"]},
+        }
+        return params, 0.0, lambda p: (_ppo11(p), 1.0)
     fn = {
         "Branin": lambda: Branin(),
         "Hartmann-6": lambda: Hartmann(dim=6),
@@ -170,9 +222,13 @@ def make_function(name: str):
         "Michalewicz-5 (multi-modal, ridges)": lambda: Michalewicz(dim=5),
         "Rastrigin-4 (off-center)": lambda: Rastrigin(dim=4, bounds=[(-3.3, 5.12)] * 4),
         "Levy-5 (edge)": lambda: Levy(dim=5, bounds=[(-2.0, 9.5)] * 5),
+        "Hartmann-6 in 10-D (4 inert)": lambda: Hartmann(dim=6),
+        "Styblinski-Tang-8 (edge)": lambda: StyblinskiTang(dim=8, bounds=[(-3.0, 5.0)] * 8),
+        "Rosenbrock-8": lambda: Rosenbrock(dim=8),
     }[name]()
-    params = uniform(fn.bounds.numpy().T)
-    names = list(params)
+    inert = 4 if "inert" in name else 0  # parameters the function ignores, as a sweep often has
+    params = uniform(list(fn.bounds.numpy().T) + [(0.0, 1.0)] * inert)
+    names = list(params)[: fn.dim]
     if name.startswith("MF"):
         params["fidelity"] = params.pop(names[-1])
         names[-1] = "fidelity"
@@ -352,7 +408,7 @@ def main() -> None:
         "--budget", type=int, default=None, help="every problem's trial budget (a short sweep) instead of its own"
     )
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel processes")
-    ap.add_argument("--problems", default=None, help="comma-separated name prefixes (none: every problem)")
+    ap.add_argument("--problems", default=None, help="comma-separated names or name prefixes (none: every problem)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument(
         "--results",
@@ -368,8 +424,7 @@ def main() -> None:
 
     seeds = args.seeds or (3 if args.quick else 16)
     methods = args.methods.split(",")
-    wanted = args.problems.split(",") if args.problems else None
-    problems = [p for p in PROBLEMS if not wanted or any(p.name.startswith(w) for w in wanted)]
+    problems = select(args.problems.split(",")) if args.problems else PROBLEMS
     if args.quick:
         problems = [Problem(p.name, min(p.budget, 40), p.stuck, p.cost_aware) for p in problems]
     if args.budget:

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from optimizer import PROBLEMS, fmt, make_function, make_sampler, optuna_distributions  # noqa: E402
+from optimizer import fmt, make_function, make_sampler, optuna_distributions, select  # noqa: E402
 
 IN_FLIGHT = [1, 4, 8]
 METHODS = ("protein", "tpe")
@@ -81,11 +81,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--problems", default="Branin,Hartmann-6,Mixed-4", help="comma-separated name prefixes")
+    ap.add_argument("--problems", default="Branin,Hartmann-6,Mixed-4", help="comma-separated names or name prefixes")
     args = ap.parse_args()
     seeds = args.seeds or (3 if args.quick else 5)
     wanted = ["Branin"] if args.quick else args.problems.split(",")
-    problems = [p for p in PROBLEMS if any(p.name.startswith(w) for w in wanted) and not p.cost_aware]
+    problems = [p for p in select(wanted) if not p.cost_aware]
     jobs = [(p.name, p.budget, m, q, s) for s in range(seeds) for p in problems for m in METHODS for q in IN_FLIGHT]
     started = time.time()
     regrets = {}

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,25 @@ def test_real_jobs_in_process_is_the_mlp_only(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
+def optimizer_benchmark() -> Any:
+    """benchmarks/optimizer.py as a module."""
+    spec = importlib.util.spec_from_file_location("bench_optimizer", ROOT / "benchmarks" / "optimizer.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_problems_are_chosen_by_whole_name_or_by_prefix() -> None:
+    # The parallel benchmark's default "Hartmann-6" must not also pick Hartmann-6 in 10-D.
+    bench = optimizer_benchmark()
+    names = lambda wanted: [p.name for p in bench.select(wanted)]  # noqa: E731
+    assert names(["Hartmann-6", "Branin"]) == ["Branin", "Hartmann-6"]
+    assert names(["Hartmann"]) == ["Hartmann-6", "Hartmann-6 in 10-D (4 inert)"]
+    assert names(["Mixed-4"]) == ["Mixed-4 (cat-dependent optimum)"]
+
+
 def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
     # --budget gives every problem the same trial budget (a short sweep); its runs are kept apart from full ones.
     results = tmp_path / "runs.jsonl"
@@ -112,11 +132,7 @@ def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
         ("protein", "budget 5", 5),
         ("random", "budget 5", 5),
     ]
-    spec = importlib.util.spec_from_file_location("bench_optimizer", ROOT / "benchmarks" / "optimizer.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = optimizer_benchmark()
     cells = []
     for method in ("protein", "random"):
         (r,) = [r for r in records if r["method"] == method]

@@ -552,3 +552,23 @@ def test_a_short_sweep_expects_the_worst_score_where_it_has_seen_nothing():
     basin = [np.array([[1.0, 1.0]])]  # a basin away from the data: all of it is the rest of the space
     assert model._restart(basin, rng) is not None
     assert model.acq_score.const != model.score.const
+
+
+@pytest.mark.parametrize("dim, pessimistic", [(7, False), (8, True)])
+def test_from_eight_parameters_the_score_model_expects_the_worst_where_it_has_seen_nothing(dim, pessimistic):
+    # With 8 or more parameters even a long sweep sees little of the space: the score GP's prior mean is the
+    # worst score seen whatever the budget, while the cost GP keeps a fitted mean (it is held only in a short
+    # sweep). Below 8 parameters both are fitted.
+    from optimizers.protein import _Model
+
+    cfg = config({f"x{i}": {"distribution": "uniform", "min": 0.0, "max": 1.0} for i in range(dim)}, goal="minimize")
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0.0, 1.0, (30, dim))
+    obs = [
+        Observation({f"x{i}": float(v) for i, v in enumerate(p)}, float(((p - 0.3) ** 2).sum()), float(1 + 3 * p[0]))
+        for p in points
+    ]
+    for protein in (Protein(cfg, seed=0), Protein(cfg, seed=0, budget=200)):  # no budget, and a long one
+        model = _Model(protein, protein._data(obs), [], rng)
+        assert (model.score.const == float(model.ys.min())) is pessimistic
+        assert model.cost is not None and model.cost.const != float(model.cost.y.min())
