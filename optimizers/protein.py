@@ -273,7 +273,7 @@ class _Model:
         In 8 or more dimensions even 80 trials leave most of the space unseen, and the optimism of a fitted mean
         costs more than a nearby basin does: there the score GP's worst-seen mean holds for the whole sweep
         (80 trials, 16 seeds, median regret / seeds stuck, against the fitted mean: PPO-11, a PPO-shaped space of
-        11 parameters, 0.025 / 3 against 0.12 / 8; Rosenbrock-8 284 against 418; Hartmann-6 with 4 inert
+        11 parameters, 0.025 / 4 against 0.12 / 8; Rosenbrock-8 284 against 418; Hartmann-6 with 4 inert
         parameters 3 stuck against 5; Styblinski-Tang-8 the same). Below 8 parameters the fitted mean stays:
         with the worst-seen mean 4-parameter problems with edge and corner optima settle in the nearest basin.
         An escape step's model fits the mean in any case: it searches the rest of the space. The cost GP's is
