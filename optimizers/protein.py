@@ -194,8 +194,9 @@ class _Model:
         st = protein.settings
         self.stalled = _stalled(data.y[data.ok])
         self.patience = max(STALL_PATIENCE, self.space.dim)
-        self.pessimistic = self._short_sweep()  # see _prior_mean
-        self.pessimistic_score = self.pessimistic or self.space.dim >= HIGH_DIMENSIONS
+        short = self._short_sweep()  # see _prior_mean
+        self.pessimistic_score = short or self.space.dim >= HIGH_DIMENSIONS
+        self.pessimistic_cost = short
         idx = gp.select_subset(data.x, data.y, st.max_fit_observations)
         self.x = data.x[idx]
         y = data.y[idx]
@@ -209,7 +210,7 @@ class _Model:
             lcs = data.log_cost[sub]
             self.lc_mean, self.lc_std = float(lcs.mean()), float(lcs.std()) or 1.0
             cost_ys = (lcs - self.lc_mean) / self.lc_std
-            self.cost = self._fit(data.x[sub], cost_ys, constant=self._prior_mean(cost_ys, self.pessimistic))
+            self.cost = self._fit(data.x[sub], cost_ys, constant=self._prior_mean(cost_ys, self.pessimistic_cost))
             self.lc_lo, self.lc_hi = float(lc.min()), float(lc.max())
         elif len(lc):
             self.lc_mean, self.lc_std, self.lc_lo, self.lc_hi = (
