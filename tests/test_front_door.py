@@ -284,7 +284,11 @@ def test_a_doomed_sweep_stops_with_its_reason_and_resumes_once_fixed(tmp_path: P
     ]
     done = orchestrator(tmp_path, *base, "--overrides", "train_overrides.toy.fail_mode=crash")
     assert done.returncode == 5, done.stdout[-2000:] + done.stderr
-    assert "stopped: 3 trials in a row failed for the same reason (max_consecutive_failures=3)" in done.stderr
+    # two jobs run at once, so the failure that lands beside the third can make the streak 4 when it stops
+    stopped = re.search(
+        r"stopped: (\d+) trials in a row failed for the same reason \(max_consecutive_failures=3\)", done.stderr
+    )
+    assert stopped and 3 <= int(stopped.group(1)) <= 4, done.stderr  # at most one more than the limit
     assert "RuntimeError: toy train crashed on purpose" in done.stderr  # the line that explains it
     assert "serve --sweep quick_test --args sweep_name=doomed" in done.stderr  # how to resume
     log = events(tmp_path, "doomed")
