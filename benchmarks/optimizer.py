@@ -5,6 +5,7 @@
     python benchmarks/optimizer.py --problems Hartmann,Mixed --methods protein --seeds 8 --workers 2
     python benchmarks/optimizer.py --report-only       # the table from what the result file holds
     python benchmarks/optimizer.py --budget 16 --no-timing   # short sweeps: every problem at 16 trials
+    python benchmarks/optimizer.py --noise 0.5 --no-timing   # noisy scores, as an RL return is
 
 Protein runs with ParameterConfig's defaults (no ``scale``, no ``mean``: the search center is the middle of each
 range) and default settings. Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all seeded), given
@@ -24,6 +25,10 @@ For each problem the table shows the median simple regret at the trial budget an
 their final regret is above the problem's stated threshold (STUCK_WHY says what that threshold separates).
 Runs go to parallel processes (``--workers``), and each finished run is appended to a result file, so a long
 run can be stopped, resumed, or reported while it goes. Then the time of one suggestion after n observations.
+
+``--noise F`` adds Gaussian noise of sd F times the problem's stuck threshold to every value a method sees (the
+same draws for every method at a seed), and scores a run by the true value of the trial it observed best: the
+trial a user would pick, so a lucky draw is not a find.
 """
 
 from __future__ import annotations
