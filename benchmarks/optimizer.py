@@ -5,6 +5,7 @@
     python benchmarks/optimizer.py --problems Hartmann,Mixed --methods protein --seeds 8 --workers 2
     python benchmarks/optimizer.py --report-only       # the table from what the result file holds
     python benchmarks/optimizer.py --budget 16 --no-timing   # short sweeps: every problem at 16 trials
+    python benchmarks/optimizer.py --noise 0.5 --no-timing   # noisy scores, as an RL return is
 
 Protein runs with ParameterConfig's defaults (no ``scale``, no ``mean``: the search center is the middle of each
 range) and default settings. Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all seeded), given
@@ -24,6 +25,10 @@ For each problem the table shows the median simple regret at the trial budget an
 their final regret is above the problem's stated threshold (STUCK_WHY says what that threshold separates).
 Runs go to parallel processes (``--workers``), and each finished run is appended to a result file, so a long
 run can be stopped, resumed, or reported while it goes. Then the time of one suggestion after n observations.
+
+``--noise F`` adds Gaussian noise of sd F times the problem's stuck threshold to every value a method sees (the
+same draws for every method at a seed), and scores a run by the true value of the trial it observed best: the
+trial a user would pick, so a lucky draw is not a find.
 """
 
 from __future__ import annotations
@@ -260,12 +265,22 @@ def optuna_distributions(params: dict) -> tuple[dict, object]:
     return dists, lambda values: {n: 2**v if n in pow2 else v for n, v in values.items()}
 
 
-def run(problem: Problem, method: str, seed: int) -> dict:
-    """One optimization run; returns the trace of (value, cost) and the wall time spent suggesting."""
+def run(problem: Problem, method: str, seed: int, noise: float = 0.0) -> dict:
+    """One optimization run; returns the trace of (value, cost) and the wall time spent suggesting. With
+    ``noise``, each method sees its values plus Gaussian noise of sd ``noise`` times the problem's stuck threshold
+    (an RL score is noisy), the same draws for every method at a seed, and the trace keeps the true values too."""
     import torch
 
     torch.set_num_threads(1)
-    params_spec, optimum, evaluate = make_function(problem.name)
+    params_spec, optimum, noiseless = make_function(problem.name)
+    draws = np.random.default_rng(10_000 + seed).normal(0.0, noise * problem.stuck, MAX_COST_TRIALS)
+    true_values: list[float] = []
+
+    def evaluate(params: dict) -> tuple[float, float]:
+        value, cost = noiseless(params)
+        true_values.append(value)
+        return value + float(draws[len(true_values) - 1]), cost
+
     values: list[float] = []
     costs: list[float] = []
     suggest_time = 0.0
@@ -308,7 +323,8 @@ def run(problem: Problem, method: str, seed: int) -> dict:
             study.tell(trial, value)
             values.append(value)
             costs.append(cost)
-    return {"values": values, "costs": costs, "optimum": optimum, "suggest_time": suggest_time}
+    trace = {"values": values, "costs": costs, "optimum": optimum, "suggest_time": suggest_time}
+    return {**trace, "true_values": true_values} if noise else trace
 
 
 def make_sampler(method: str, seed: int, **tpe_kwargs):
@@ -322,17 +338,21 @@ def make_sampler(method: str, seed: int, **tpe_kwargs):
 
 
 def regret_at_trials(trace: dict, budget: int) -> float:
-    return min(trace["values"][:budget]) - trace["optimum"]
+    return _regret(trace, budget)
 
 
 def regret_at_cost(trace: dict, budget: float) -> float:
-    spent, best = 0.0, math.inf
-    for v, c in zip(trace["values"], trace["costs"]):
-        spent += c
-        if spent > budget + 1e-9:
-            break
-        best = min(best, v)
-    return best - trace["optimum"]
+    spent = np.cumsum(trace["costs"])
+    return _regret(trace, int(np.searchsorted(spent, budget + 1e-9, side="right")))
+
+
+def _regret(trace: dict, n: int) -> float:
+    """The true value of the best observed of the first ``n`` trials (the trial a user would pick), less the
+    optimum: with noise, a lucky draw is not a find."""
+    if n == 0:
+        return math.inf
+    pick = int(np.argmin(trace["values"][:n]))
+    return trace.get("true_values", trace["values"])[pick] - trace["optimum"]
 
 
 # ---------------------------------------------------------------------- timing of one suggestion
@@ -419,6 +439,9 @@ def main() -> None:
     )
     ap.add_argument("--report-only", action="store_true", help="print the table from the result files, run nothing")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument(
+        "--noise", type=float, default=0.0, help="Gaussian noise on every value, sd this times the stuck threshold"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -431,6 +454,7 @@ def main() -> None:
         problems = [Problem(p.name, args.budget, p.stuck, p.cost_aware) for p in problems]
     paths = [p for p in (args.results or [RESULTS]) if p != "-"]
     mode = "quick" if args.quick else f"budget {args.budget}" if args.budget else "full"  # runs of one mode compare
+    mode += f", noise {args.noise:g}" if args.noise else ""
     found = {k: r for k, r in load_results(paths).items() if r.get("mode") == mode}
 
     jobs = [(p, m, s) for p in problems for m in methods for s in range(seeds)]
@@ -442,7 +466,7 @@ def main() -> None:
         if paths:
             os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(run, *j): j for j in todo}
+            futures = {pool.submit(run, *j, noise=args.noise): j for j in todo}
             for fut in as_completed(futures):
                 p, m, s = futures[fut]
                 r = {"problem": p.name, "method": m, "seed": s, "mode": mode, **fut.result()}

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -143,3 +145,18 @@ def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "runs," not in again.stdout  # nothing run again: the results file holds them
     assert again.stdout[again.stdout.index("| Branin") :].splitlines()[0] in run.stdout
+
+
+def test_optimizer_benchmark_with_noise_scores_the_true_value_of_the_pick() -> None:
+    # --noise: each method sees noisy values (the same draws at a seed), and a run is scored by the true value of
+    # the trial it observed best, so a lucky draw is no find.
+    bench = optimizer_benchmark()
+    branin = bench.Problem("Branin", 6, 0.1)
+    runs = {m: bench.run(branin, m, seed=3, noise=2.0) for m in ("random", "tpe")}
+    draws = [[v - t for v, t in zip(r["values"], r["true_values"])] for r in runs.values()]
+    assert draws[0] == pytest.approx(draws[1]) and all(abs(d) > 0 for d in draws[0])  # the same draws, not zero
+    assert max(map(abs, draws[0])) < 2.0  # sd 0.2: 2.0 is ten of them
+    r = runs["random"]
+    pick = min(range(6), key=lambda i: r["values"][i])
+    assert bench.regret_at_trials(r, 6) == pytest.approx(r["true_values"][pick] - r["optimum"])
+    assert "true_values" not in bench.run(branin, "random", seed=3)  # without noise, nothing changes
