@@ -403,6 +403,10 @@ class _Model:
         self.refine = self._refining()
         basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
+        if basins is None and not self.refine and self._probing():
+            probe = self._other_choice_probe(taken)
+            if probe is not None:
+                return probe
         if basins is not None:
             probe = self._other_choice_probe(taken)
             if probe is not None:
@@ -478,6 +482,10 @@ class _Model:
         has not stalled: max(STALL_PATIENCE, d) model-guided trials (the initial design is no climb)."""
         stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
         return stalled - self.patience if stalled >= self.patience else None
+
+    def _probing(self) -> bool:
+        stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
+        return stalled >= STALL_PATIENCE
 
     def _refining(self) -> bool:
         """Whether this suggestion refines the best (its acquisition the posterior mean) rather than searching:
