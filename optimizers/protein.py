@@ -403,6 +403,10 @@ class _Model:
         self.refine = self._refining()
         basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
+        if basins is None and not self.refine and self._probing():  # a wide space's probes come before its escapes
+            probe = self._other_choice_probe(taken)
+            if probe is not None:
+                return probe
         if basins is not None:
             probe = self._other_choice_probe(taken)
             if probe is not None:
@@ -478,6 +482,16 @@ class _Model:
         has not stalled: max(STALL_PATIENCE, d) model-guided trials (the initial design is no climb)."""
         stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
         return stalled - self.patience if stalled >= self.patience else None
+
+    def _probing(self) -> bool:
+        """Whether the other-choice probes are due: after STALL_PATIENCE model-guided trials without improvement,
+        however many parameters there are. The escape's patience grows with d, so a climb in many dimensions is
+        not abandoned while it still makes progress; a probe abandons nothing (one trial at the best's settings).
+        In PPO-11 (11 parameters) waiting for 11 left the best activation untried until the endgame on 4 of 16
+        seeds (regret 0.15, the second-best activation's floor); probing after 6 left none (median regret 0.0061
+        against 0.025). Below 7 parameters the two patiences are the same."""
+        stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
+        return stalled >= STALL_PATIENCE
 
     def _refining(self) -> bool:
         """Whether this suggestion refines the best (its acquisition the posterior mean) rather than searching:
@@ -555,7 +569,8 @@ class _Model:
         the one of highest expected improvement, or None. Each choice of a categorical is a basin of its own (an
         optimizer's or activation's best learning rate is its own), and the model, having seen a choice only at
         poor settings, believes it poor everywhere; trying it at the best's settings is the cheapest test of
-        that belief. An escape step makes these probes before restarting elsewhere."""
+        that belief. An escape step makes these probes before restarting elsewhere, and in a space of more than
+        STALL_PATIENCE parameters they come earlier (see _probing)."""
         best = self.data.x[self.best_index]
         fresh = [c for c in self._other_choices(best[None]) if not (c == best).all() and not self._tried_at(c)]
         if not fresh:

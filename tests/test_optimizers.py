@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from optimizers import Observation, ProteinConfig, make_optimizer
+from optimizers import Observation, ProteinConfig, Suggestion, make_optimizer
 from optimizers import gp as gp_module
 from optimizers.genetic import GeneticSearch
 from optimizers.protein import Protein, param_key
@@ -349,6 +349,43 @@ def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
         obs.append(Observation(s.params, f(s.params) - 1.0, 1.0))  # told worse than the best: still stalled
     assert [p["x"] for p in probes] == [0.3, 0.3]  # the best's settings, each time
     assert sorted(p["act"] for p in probes) == ["b", "c"]  # each other choice once
+
+
+def test_in_a_wide_space_other_choices_are_probed_before_the_escape_patience():
+    # 9 parameters: escapes wait 9 trials without improvement, but a probe of the best's settings with another
+    # choice is one trial and abandons no climb, so it comes after STALL_PATIENCE (6) of them.
+    weak = [f"w{i}" for i in range(7)]
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            **{w: {"distribution": "uniform", "min": 0.0, "max": 1.0} for w in weak},
+            "act": {"distribution": "categorical", "choices": ["a", "b", "c"]},
+        }
+    )
+    best_x = {"a": (0.3, 0.2), "b": (0.6, 0.0), "c": (0.9, 0.1)}
+
+    def f(p: dict) -> float:
+        bx, floor = best_x[p["act"]]
+        return -(floor + 4 * (p["x"] - bx) ** 2 + 0.1 * sum((p[w] - 0.5) ** 2 for w in weak))
+
+    rng = np.random.default_rng(0)
+    design = [
+        {"x": float(rng.uniform()), **{w: float(rng.uniform()) for w in weak}, "act": "abc"[i % 3]} for i in range(10)
+    ]
+    best = {"x": 0.3, **{w: 0.5 for w in weak}, "act": "a"}
+    near = [{k: (v if k == "act" else float(v + rng.uniform(-0.1, 0.1))) for k, v in best.items()} for _ in range(6)]
+    obs = [Observation(p, f(p) - 1.0, 1.0) for p in design]  # poor settings elsewhere
+    obs += [Observation(p, f(p), 1.0) for p in [best, *near]]
+
+    def suggest(observations: list[Observation]) -> Suggestion:
+        return Protein(cfg, seed=0).suggest(observations, [], 1)[0]
+
+    assert "escape" not in suggest(obs[:-1]).info  # 5 trials without improvement: still climbing
+    probe = suggest(obs)  # 6: the probe
+    assert "another choice" in probe.info.get("escape", ""), probe.info
+    assert probe.params["act"] != "a" and {k: v for k, v in probe.params.items() if k != "act"} == {
+        k: v for k, v in best.items() if k != "act"
+    }
 
 
 def test_an_escape_leaves_the_whole_ridge_of_a_basin_and_restarts_on_the_rest_of_the_space():
