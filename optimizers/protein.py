@@ -403,14 +403,11 @@ class _Model:
         self.refine = self._refining()
         basins = self._escape_from()
         climb_from = self.data.x[self.best_index][None]  # also climb from the incumbent
-        if basins is None and not self.refine and self._probing():  # a wide space's probes come before its escapes
+        if not self.refine and self._probing():  # every escape step, and before it in a space of over 6 parameters
             probe = self._other_choice_probe(taken)
             if probe is not None:
                 return probe
         if basins is not None:
-            probe = self._other_choice_probe(taken)
-            if probe is not None:
-                return probe
             local = self._restart(basins, rng)
             if local is not None:  # climb from the best outside the basins: climbing the incumbent is what it escapes
                 pool, climb_from = np.vstack([pool, local]), local[:1]
@@ -480,8 +477,12 @@ class _Model:
     def _stalled_for(self) -> int | None:
         """How many trials past the patience the search has gone without improving its best, or None while it
         has not stalled: max(STALL_PATIENCE, d) model-guided trials (the initial design is no climb)."""
-        stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
+        stalled = self._model_steps_stalled()
         return stalled - self.patience if stalled >= self.patience else None
+
+    def _model_steps_stalled(self) -> int:
+        """How many trials the search has gone without improving its best, not counting the initial design."""
+        return min(self.stalled, len(self.data.y) - self.p.initial_design_size())
 
     def _probing(self) -> bool:
         """Whether the other-choice probes are due: after STALL_PATIENCE model-guided trials without improvement,
@@ -489,9 +490,8 @@ class _Model:
         not abandoned while it still makes progress; a probe abandons nothing (one trial at the best's settings).
         In PPO-11 (11 parameters) waiting for 11 left the best activation untried until the endgame on 4 of 16
         seeds (regret 0.15, the second-best activation's floor); probing after 6 left none (median regret 0.0061
-        against 0.025). Below 7 parameters the two patiences are the same."""
-        stalled = min(self.stalled, len(self.data.y) - self.p.initial_design_size())
-        return stalled >= STALL_PATIENCE
+        against 0.025). Below 7 parameters the two patiences are the same. Every escape step is past both."""
+        return self._model_steps_stalled() >= STALL_PATIENCE
 
     def _refining(self) -> bool:
         """Whether this suggestion refines the best (its acquisition the posterior mean) rather than searching:
