@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -321,13 +322,13 @@ def test_the_endgame_lets_an_escape_that_is_climbing_another_basin_go_on():
     assert "refine" in s.info
 
 
-def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
-    # Each choice has its own best x (an optimizer's own learning rate). The search converged on "a"; "b" and "c"
-    # were seen only at poor settings, so the model believes them poor everywhere. Escape steps try the best's
-    # settings with another choice, one choice at a time, before restarting elsewhere.
+def choice_dependent_problem(weak: list[str]) -> tuple[ProteinConfig, Any]:
+    """x and an activation ("a", "b", "c"), each choice with its own best x (an optimizer's own learning rate)
+    and floor, "a" the worst: plus ``weak`` parameters in [0, 1], each best at 0.5."""
     cfg = config(
         {
             "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            **{w: {"distribution": "uniform", "min": 0.0, "max": 1.0} for w in weak},
             "act": {"distribution": "categorical", "choices": ["a", "b", "c"]},
         }
     )
@@ -335,8 +336,16 @@ def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
 
     def f(p: dict) -> float:
         bx, floor = best_x[p["act"]]
-        return -(floor + 4 * (p["x"] - bx) ** 2)
+        return -(floor + 4 * (p["x"] - bx) ** 2 + 0.1 * sum((p[w] - 0.5) ** 2 for w in weak))
 
+    return cfg, f
+
+
+def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
+    # The search converged on "a"; "b" and "c" were seen only at poor settings, so the model believes them poor
+    # everywhere. Escape steps try the best's settings with another choice, one choice at a time, before
+    # restarting elsewhere.
+    cfg, f = choice_dependent_problem([])
     rng = np.random.default_rng(0)
     points = [{"x": 0.3, "act": "a"}, {"x": 0.0, "act": "b"}, {"x": 0.05, "act": "c"}, {"x": 0.02, "act": "b"}]
     points += [{"x": float(0.3 + rng.uniform(-0.15, 0.15)), "act": "a"} for _ in range(12)]
@@ -355,19 +364,7 @@ def test_in_a_wide_space_other_choices_are_probed_before_the_escape_patience():
     # 9 parameters: escapes wait 9 trials without improvement, but a probe of the best's settings with another
     # choice is one trial and abandons no climb, so it comes after STALL_PATIENCE (6) of them.
     weak = [f"w{i}" for i in range(7)]
-    cfg = config(
-        {
-            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
-            **{w: {"distribution": "uniform", "min": 0.0, "max": 1.0} for w in weak},
-            "act": {"distribution": "categorical", "choices": ["a", "b", "c"]},
-        }
-    )
-    best_x = {"a": (0.3, 0.2), "b": (0.6, 0.0), "c": (0.9, 0.1)}
-
-    def f(p: dict) -> float:
-        bx, floor = best_x[p["act"]]
-        return -(floor + 4 * (p["x"] - bx) ** 2 + 0.1 * sum((p[w] - 0.5) ** 2 for w in weak))
-
+    cfg, f = choice_dependent_problem(weak)
     rng = np.random.default_rng(0)
     design = [
         {"x": float(rng.uniform()), **{w: float(rng.uniform()) for w in weak}, "act": "abc"[i % 3]} for i in range(10)
