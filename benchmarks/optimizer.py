@@ -273,7 +273,8 @@ def run(problem: Problem, method: str, seed: int, noise: float = 0.0) -> dict:
 
     torch.set_num_threads(1)
     params_spec, optimum, noiseless = make_function(problem.name)
-    draws = np.random.default_rng(10_000 + seed).normal(0.0, noise * problem.stuck, MAX_COST_TRIALS)
+    trials = max(problem.budget, MAX_COST_TRIALS)  # as many as a run can take (--budget may raise it)
+    draws = np.random.default_rng(10_000 + seed).normal(0.0, noise * problem.stuck, trials)
     true_values: list[float] = []
 
     def evaluate(params: dict) -> tuple[float, float]:

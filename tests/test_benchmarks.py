@@ -160,3 +160,10 @@ def test_optimizer_benchmark_with_noise_scores_the_true_value_of_the_pick() -> N
     pick = min(range(6), key=lambda i: r["values"][i])
     assert bench.regret_at_trials(r, 6) == pytest.approx(r["true_values"][pick] - r["optimum"])
     assert "true_values" not in bench.run(branin, "random", seed=3)  # without noise, nothing changes
+
+
+def test_optimizer_benchmark_runs_past_the_cost_problem_s_trial_cap() -> None:
+    # --budget may ask for more trials than the noise draws a cost-aware run needs; the run is not cut short.
+    bench = optimizer_benchmark()
+    run = bench.run(bench.Problem("Branin", bench.MAX_COST_TRIALS + 10, 0.1), "random", seed=0)
+    assert len(run["values"]) == bench.MAX_COST_TRIALS + 10
