@@ -43,6 +43,7 @@ MAX_PARETO_CENTERS = 16
 FIT_HYPERPARAMETERS_ON = 128  # observations the hyperparameters are fit on; the posterior uses more
 LOCAL_STARTS = 10  # multi-start L-BFGS-B from the best pool candidates
 MIN_COST_WEIGHT = 0.02
+COST_WEIGHT_ROUNDING = 0.1  # the cost weight's peak is rounded over this much of the log-cost range
 STALL_PATIENCE = 6  # model-guided successes without improvement (at least d) before escape steps begin
 ESCAPE_CYCLE = 4  # once stalled, every ESCAPE_CYCLE-th suggestion refines the best; the others escape its basin
 ESCAPE_RADIUS = 0.5  # the basin an escape step avoids: a ball of this times sqrt(d) in [-1, 1] units,
@@ -332,7 +333,7 @@ class _Model:
         if self.cost is None:
             return value, log_cost
         c_norm = (log_cost - self.lc_lo) / (self.lc_hi - self.lc_lo)
-        weight = (1 - (self.target - c_norm).abs()).clamp_min(MIN_COST_WEIGHT)
+        weight = _cost_weight(c_norm, self.target)
         # Over max_suggestion_cost: a soft wall for the gradient steps, and dropped outright in _rank.
         excess = (log_cost - math.log(self.p.settings.max_suggestion_cost)).clamp_min(0.0)
         value = value + weight.log() - 100.0 * excess
@@ -762,6 +763,15 @@ def _stalled(y: np.ndarray, span: float | None = None) -> int:
             last = i
         best = max(best, v)
     return len(y) - 1 - last
+
+
+def _cost_weight(c_norm: torch.Tensor, target: float) -> torch.Tensor:
+    """The seed's preference for a trial near the random cost target (log costs normalized to the observed
+    range): 1 minus the distance to the target, at least MIN_COST_WEIGHT. The distance is rounded off within
+    COST_WEIGHT_ROUNDING of the target: with the kink of a plain absolute value the acquisition's gradient
+    steps zigzagged across it, and a cost-aware climb took twice the L-BFGS evaluations of a plain one."""
+    distance = ((target - c_norm) ** 2 + COST_WEIGHT_ROUNDING**2).sqrt()
+    return (1 - distance).clamp_min(MIN_COST_WEIGHT)
 
 
 def _in_boxes(centers: np.ndarray, half_widths: np.ndarray, per: int, rng: np.random.Generator) -> np.ndarray:

@@ -165,6 +165,22 @@ def test_max_suggestion_cost_drops_dear_candidates():
     assert all(o.params["x"] < 0.5 for o in later), [o.params for o in later]
 
 
+def test_the_cost_weight_peaks_at_the_cost_target_without_a_kink():
+    # The acquisition's gradient steps cross the cost target: a kink there made them zigzag.
+    import torch
+
+    from optimizers.protein import MIN_COST_WEIGHT, _cost_weight
+
+    target = 0.4
+    c = torch.tensor([target - 1e-6, target + 1e-6, target - 0.3, target + 0.3, target + 2.0], dtype=torch.float64)
+    c.requires_grad_(True)
+    _cost_weight(c, target).sum().backward()
+    w = _cost_weight(c.detach(), target)
+    assert c.grad is not None and abs(float(c.grad[0] - c.grad[1])) < 1e-3  # the slope is continuous at the target
+    assert float(w[0]) > float(w[2]) and math.isclose(float(w[2]), float(w[3]))  # highest there, symmetric
+    assert float(w[4]) == MIN_COST_WEIGHT  # and never below the floor
+
+
 def test_random_fallback_when_the_model_fails(monkeypatch, caplog):
     cfg = config()
     obs = run(Protein(cfg, seed=0), lambda p: p["x"], 6)
