@@ -401,6 +401,54 @@ def test_in_a_wide_space_other_choices_are_probed_before_the_escape_patience():
     }
 
 
+def test_a_stalled_search_moves_one_parameter_at_a_time_out_of_its_basin():
+    # Each parameter has a good basin near 0.1 and a poorer one near 0.7, and the search converged with x0 in the
+    # poorer one: no small step leaves it, and a restart elsewhere moves every parameter. The escape first tries
+    # the best's settings with a single parameter moved out of its basin, each parameter once.
+    names = ["x0", "x1", "x2", "x3"]
+    cfg = config({n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in names})
+
+    def f(p: dict[str, float]) -> float:
+        return -sum(min(4 * (p[n] - 0.1) ** 2, 0.3 + 4 * (p[n] - 0.7) ** 2) for n in names)
+
+    rng = np.random.default_rng(0)
+    best = {"x0": 0.7, "x1": 0.1, "x2": 0.1, "x3": 0.1}
+    points = [{n: float(rng.uniform()) for n in names} for _ in range(8)] + [best]
+    points += [{n: float(v + rng.uniform(-0.05, 0.05)) for n, v in best.items()} for _ in range(6)]
+    stalled = [Observation(p, f(p), 1.0) for p in points]
+
+    def suggest(observations: list[Observation]) -> Suggestion:
+        return Protein(cfg, seed=0).suggest(observations, [], 1)[0]
+
+    def moved(s: Suggestion) -> list[str]:
+        return [n for n in names if not math.isclose(s.params[n], best[n], abs_tol=1e-9)]
+
+    # Told the truth, the probes find x0's good basin.
+    obs, found = list(stalled), False
+    for _ in range(6):
+        s = suggest(obs)
+        obs.append(Observation(s.params, f(s.params), 1.0))
+        if "refine" not in s.info:
+            assert "one parameter moved" in s.info.get("escape", ""), s.info
+            assert len(moved(s)) == 1 and abs(s.params[moved(s)[0]] - best[moved(s)[0]]) >= 0.25, s.params
+            found = s.params["x0"] < 0.4 and f(s.params) > f(best)
+            if found:
+                break
+    assert found, [o.params for o in obs[len(stalled) :]]
+
+    # Told that no probe improves, each parameter is moved once at most, and then the escape goes elsewhere.
+    obs, tried = list(stalled), []
+    for _ in range(12):
+        s = suggest(obs)
+        obs.append(Observation(s.params, f(s.params) if "refine" in s.info else min(f(s.params), f(best) - 0.5), 1.0))
+        if "one parameter moved" in s.info.get("escape", ""):
+            assert moved(s)[0] not in tried
+            tried += moved(s)
+        elif "refine" not in s.info:
+            break
+    assert "escape" in s.info and "one parameter moved" not in s.info["escape"]
+
+
 def test_an_escape_leaves_the_whole_ridge_of_a_basin_and_restarts_on_the_rest_of_the_space():
     # The best's basin is a ridge along y (the score ignores y): a fixed ball around the best leaves most of the
     # ridge outside it, where the full model predicts scores as good as the best. The escape excludes the basin
