@@ -265,7 +265,10 @@ def test_trials_route_answers_pages_changes_and_bad_input(live: LiveSweep) -> No
     live.open_gate(1)
     wait_for(lambda: httpx.get(f"{url}/trials", timeout=10).json()["summary"]["completed"] == 1, "trial 1 done")
     seq = httpx.get(f"{url}/trials?offset=0&limit=1", timeout=10).json()["summary"]["last_seq"]
-    assert httpx.get(f"{url}/trials?changed_since={seq}", timeout=10).json()["trials"] == []
+    # Only what changed after seq: trial 1 ended before it; trial 2's job may report progress meanwhile.
+    changed = httpx.get(f"{url}/trials?changed_since={seq}", timeout=10).json()["trials"]
+    assert all(t["trial"] == 2 and t["seq"] > seq for t in changed), changed
+    assert {t["trial"] for t in httpx.get(f"{url}/trials?changed_since=0", timeout=10).json()["trials"]} == {1, 2}
     for query in ("limit=abc", "offset=1.5", "changed_since=x", "offset=99999999999999999999999", "offset=-1"):
         bad = httpx.get(f"{url}/trials?{query}", timeout=10)
         name = query.partition("=")[0]
