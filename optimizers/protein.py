@@ -594,17 +594,17 @@ class _Model:
         best = self.data.x[self.best_index]
         grid = (np.arange(LINE_POINTS) + rng.uniform(0, 1, LINE_POINTS)) / LINE_POINTS * 2 - 1
         reach = np.maximum(LINE_MIN, 2 * self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES)  # [-1, 1] units
-        cands = []
+        cands = [np.empty((0, self.space.dim))]
         for j in np.flatnonzero(~self.space.categorical_mask()).tolist():
-            if self._tried_along(best, j, reach[j]):
-                continue
-            for g in grid[np.abs(grid - best[j]) >= reach[j]]:
-                c = best.copy()
-                c[j] = g
-                cands.append(c)
-        if not cands:
+            if not self._tried_along(best, j, reach[j]):
+                far = grid[np.abs(grid - best[j]) >= reach[j]]
+                moved = np.repeat(best[None], len(far), axis=0)
+                moved[:, j] = far
+                cands.append(moved)
+        x = np.vstack(cands)
+        if not len(x):
             return None
-        return self._probe(self._snap(np.array(cands)), taken, "the best's settings with one parameter moved")
+        return self._probe(self._snap(x), taken, "the best's settings with one parameter moved")
 
     def _probe(self, cands: np.ndarray, taken: set[Key], what: str) -> Suggestion | None:
         """The untaken candidate of highest acquisition, as an escape step saying ``what`` it tries, or None."""
