@@ -6,6 +6,8 @@
     python benchmarks/optimizer.py --report-only       # the table from what the result file holds
     python benchmarks/optimizer.py --budget 16 --no-timing   # short sweeps: every problem at 16 trials
     python benchmarks/optimizer.py --noise 0.5 --no-timing   # noisy scores, as an RL return is
+    python benchmarks/optimizer.py --inert 4 --problems Mixed   # each problem with 4 parameters it ignores
+    python benchmarks/optimizer.py --problems PPO-12           # problems outside the table (EXTRA_PROBLEMS)
 
 Protein runs with ParameterConfig's defaults (no ``scale``, no ``mean``: the search center is the middle of each
 range) and default settings. Peers: random search, Optuna's TPESampler and Optuna's GPSampler (all seeded), given
@@ -83,6 +85,8 @@ PROBLEMS = [
     Problem("Rosenbrock-8", 80, 1000.0),
     Problem("PPO-11 (mixed, weak parameters)", 80, 0.1),
 ]
+# Problems outside the table, for checks on problems no change was tuned on (``--problems PPO-12``).
+EXTRA_PROBLEMS = [Problem("PPO-12 (two categoricals)", 80, 0.1)]
 STUCK_WHY = {
     "Branin": "well above the three equal minima",
     "Hartmann-6": "the local optimum at -3.2032 (regret 0.119) is stuck",
@@ -103,14 +107,21 @@ STUCK_WHY = {
     "Styblinski-Tang-8 (edge)": "as Styblinski-Tang-4",
     "Rosenbrock-8": "as Rosenbrock-4",
     "PPO-11 (mixed, weak parameters)": "a wrong activation costs at least 0.15",
+    "PPO-12 (two categoricals)": "a wrong activation or optimizer costs at least 0.15",
 }
 
 
 def select(wanted: list[str]) -> list[Problem]:
     """The problems named in ``wanted``: each a whole name (Hartmann-6 is not Hartmann-6 in 10-D) or, when it
     names none, a name prefix (Hartmann: both)."""
-    names = {p.name for p in PROBLEMS}
-    return [p for p in PROBLEMS if any(p.name == w or (w not in names and p.name.startswith(w)) for w in wanted)]
+    every = PROBLEMS + EXTRA_PROBLEMS
+    names = {p.name for p in every}
+    return [p for p in every if any(p.name == w or (w not in names and p.name.startswith(w)) for w in wanted)]
+
+
+def with_inert(problem: Problem, k: int) -> Problem:
+    """``problem`` with ``k`` more parameters its function ignores, as a sweep often has (see make_function)."""
+    return Problem(f"{problem.name} + {k} inert", problem.budget, problem.stuck, problem.cost_aware)
 
 
 def _schwefel(x):
@@ -157,9 +168,23 @@ def _ppo11(p: dict) -> float:
     )
 
 
+def _ppo12(p: dict) -> float:
+    # PPO-11 with the optimizer as a second categorical: each has its own best learning rate and floor.
+    shift, floor = {"adam": (0.0, 0.0), "rmsprop": (-0.4, 0.15), "sgd": (0.4, 0.3)}[p["optimizer"]]
+    return floor + _ppo11({**p, "lr": p["lr"] / 10**shift})
+
+
 def make_function(name: str):
-    """(parameters as ProteinConfig writes them, optimum, evaluate(params) -> (value, cost))."""
+    """(parameters as ProteinConfig writes them, optimum, evaluate(params) -> (value, cost)). A name ending in
+    ``+ K inert`` is that problem with K parameters in [0, 1] its function ignores."""
     import torch
+
+    base, _, inert_suffix = name.partition(" + ")
+    if inert_suffix:
+        params, optimum, evaluate = make_function(base)
+        k = int(inert_suffix.split()[0])
+        params = {**params, **{f"inert{i}": {"distribution": "uniform", "min": 0.0, "max": 1.0} for i in range(k)}}
+        return params, optimum, evaluate
     from botorch.test_functions import (
         Ackley,
         Branin,
@@ -214,6 +239,10 @@ def make_function(name: str):
             "act": {"distribution": "categorical", "choices": ["relu", "tanh", "elu"]},
         }
         return params, 0.0, lambda p: (_ppo11(p), 1.0)
+    if name.startswith("PPO-12"):
+        params, _, _ = make_function("PPO-11 (mixed, weak parameters)")
+        params["optimizer"] = {"distribution": "categorical", "choices": ["sgd", "rmsprop", "adam"]}
+        return params, 0.0, lambda p: (_ppo12(p), 1.0)
     fn = {
         "Branin": lambda: Branin(),
         "Hartmann-6": lambda: Hartmann(dim=6),
@@ -430,6 +459,9 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel processes")
     ap.add_argument("--problems", default=None, help="comma-separated names or name prefixes (none: every problem)")
+    ap.add_argument(
+        "--inert", type=int, default=0, help="add this many parameters every function ignores to each problem"
+    )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument(
         "--results",
@@ -453,6 +485,8 @@ def main() -> None:
         problems = [Problem(p.name, min(p.budget, 40), p.stuck, p.cost_aware) for p in problems]
     if args.budget:
         problems = [Problem(p.name, args.budget, p.stuck, p.cost_aware) for p in problems]
+    if args.inert:
+        problems = [with_inert(p, args.inert) for p in problems]
     paths = [p for p in (args.results or [RESULTS]) if p != "-"]
     mode = "quick" if args.quick else f"budget {args.budget}" if args.budget else "full"  # runs of one mode compare
     mode += f", noise {args.noise:g}" if args.noise else ""

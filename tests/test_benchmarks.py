@@ -167,3 +167,28 @@ def test_optimizer_benchmark_runs_past_the_cost_problem_s_trial_cap() -> None:
     bench = optimizer_benchmark()
     run = bench.run(bench.Problem("Branin", bench.MAX_COST_TRIALS + 10, 0.1), "random", seed=0)
     assert len(run["values"]) == bench.MAX_COST_TRIALS + 10
+
+
+def test_problems_with_inert_parameters_and_the_extra_problem() -> None:
+    # --inert K: the same function with K more parameters it ignores; PPO-12 (outside the table): PPO-11 whose
+    # optimizer choice moves the best learning rate and adds a floor.
+    bench = optimizer_benchmark()
+    mixed = bench.select(["Mixed-5"])[0]
+    wider = bench.with_inert(mixed, 4)
+    assert wider.name == "Mixed-5 (log, pow2, int, cat; edge) + 4 inert" and wider.budget == mixed.budget
+    params, optimum, evaluate = bench.make_function(mixed.name)
+    wide_params, wide_optimum, wide_evaluate = bench.make_function(wider.name)
+    assert list(wide_params) == [*params, "inert0", "inert1", "inert2", "inert3"] and wide_optimum == optimum
+    point = {"lr": 0.1, "width": 512, "layers": 7, "wd": 1e-5, "act": "sigmoid"}
+    assert evaluate(point)[0] == pytest.approx(0.0, abs=0.02)
+    assert wide_evaluate({**point, "inert0": 0.3, "inert1": 0.9, "inert2": 0.0, "inert3": 1.0}) == evaluate(point)
+
+    (ppo12,) = bench.select(["PPO-12"])
+    assert ppo12 not in bench.PROBLEMS  # not a row of the table
+    params, optimum, evaluate = bench.make_function(ppo12.name)
+    assert params["optimizer"]["choices"] == ["sgd", "rmsprop", "adam"] and optimum == 0.0
+    best = {"ent": 1e-2, "gamma": 0.99, "lam": 0.95, "clip": 0.2, "vf": 0.5, "grad_norm": 1.0, "n_steps": 2048}
+    best |= {"minibatch": 64, "epochs": 10, "act": "tanh", "lr": 10**-2.4, "optimizer": "adam"}
+    assert evaluate(best)[0] == pytest.approx(0.0)
+    sgd = evaluate({**best, "optimizer": "sgd"})[0]
+    assert sgd > 0.3 and evaluate({**best, "optimizer": "sgd", "lr": 10**-2.0})[0] == pytest.approx(0.3)
