@@ -219,8 +219,22 @@ def remount_read_only(mnt: Path) -> None:
         done = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)
         if done.returncode == 0:
             return
-        assert time.monotonic() < deadline, f"cannot remount {mnt} read-only: {done.stderr}"
+        assert time.monotonic() < deadline, f"cannot remount {mnt} read-only: {done.stderr}; {writers_on(mnt)}"
         time.sleep(0.2)
+
+
+def writers_on(mnt: Path) -> str:
+    """The processes holding a file under ``mnt`` open, with their command lines: who stops a remount."""
+    held = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            files = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+            if any(f.startswith(str(mnt)) for f in files):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                held.append(f"{proc.name}: {command[:200]}")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return "held open by " + ("; ".join(held) or "no process")
 
 
 def test_a_read_only_sweep_is_refused_with_the_reason_and_status_still_reads_it(tmpfs: Path, monkeypatch) -> None:
