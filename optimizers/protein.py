@@ -53,6 +53,7 @@ MIN_ESCAPE_POINTS = 3  # observations outside the basin needed to model the rest
 SHORT_SWEEP = 2  # a sweep with at most this many patiences of model trials has pessimistic GP prior means
 HIGH_DIMENSIONS = 8  # a space of at least this many parameters has a pessimistic score GP prior mean in any sweep
 LINE_POINTS = 16  # values tried along a parameter's range by a coordinate probe
+REACH_SHARE = 0.75  # a coordinate probe's move need not exceed this share of the way to the far end
 LINE_MIN = 0.5  # a coordinate probe moves its parameter at least this far (in [-1, 1] units)
 ENDGAME_SHARE = 0.1  # the last tenth of a known trial budget (at least 2 trials) refines and never escapes
 
@@ -587,16 +588,23 @@ class _Model:
         score-GP lengthscale away, see _near), if no such point was tried: the parameter and value of highest
         expected improvement, or None. Hyperparameters often act apart from one another, and one left in the
         wrong basin of its range is a local optimum no small step leaves and a restart elsewhere (every
-        parameter moved) rarely repairs. A parameter whose lengthscale spans its range has no second basin the
-        model can see: it is not probed. Styblinski-Tang-8 (80 trials, 16 seeds) left 10 seeds with one parameter
-        in its poorer basin (regret 15); with these probes 2 (median regret 1.0, GPSampler 1.33 / 2). They cost
-        trials elsewhere: PPO-11's median regret 0.0074 became 0.014 (1 seed stuck against 0)."""
+        parameter moved) rarely repairs. A parameter whose lengthscale is longer than its range has no second
+        basin the model can see: it is not probed. One whose lengthscale is shorter may: its move is capped at
+        REACH_SHARE of the way to the far end of its range, so a lengthscale of more than half the range still
+        leaves it somewhere to go. A parameter is probed again when its first move fell short of a lengthscale
+        that grew since, never more than twice. Styblinski-Tang-8 (80 trials, 16 seeds) left 10 seeds with one
+        parameter in its poorer basin (regret 15); with the uncapped probes 2 on one machine, 5 on another; capped,
+        1 there."""
         best = self.data.x[self.best_index]
         grid = (np.arange(LINE_POINTS) + rng.uniform(0, 1, LINE_POINTS)) / LINE_POINTS * 2 - 1
         reach = np.maximum(LINE_MIN, 2 * self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES)  # [-1, 1] units
+        # A lengthscale longer than half the range leaves no room for a move beyond it; one up to the whole range
+        # may still hide a second basin on the far side, which a shorter move reaches. Longer: no second basin.
+        reach = np.where(reach <= 2.0, np.minimum(reach, REACH_SHARE * (1 + np.abs(best))), reach)
         cands = [np.empty((0, self.space.dim))]
         for j in np.flatnonzero(~self.space.categorical_mask()).tolist():
-            if not self._tried_along(best, j, reach[j]):
+            # Tried: moved out of its basin, or moved twice (lengthscales drift: the basin's reach with them).
+            if not self._moved_along(best, j, reach[j]) and self._moved_along(best, j, LINE_MIN) < 2:
                 far = grid[np.abs(grid - best[j]) >= reach[j]]
                 moved = np.repeat(best[None], len(far), axis=0)
                 moved[:, j] = far
@@ -618,14 +626,14 @@ class _Model:
             return Suggestion(params, info)
         return None
 
-    def _tried_along(self, point: np.ndarray, j: int, reach: float) -> bool:
-        """Whether a point observed or in flight has ``point``'s settings (within PROBE_RADIUS * sqrt(d)) but for
+    def _moved_along(self, point: np.ndarray, j: int, reach: float) -> int:
+        """How many points observed or in flight have ``point``'s settings (within PROBE_RADIUS * sqrt(d)) but for
         coordinate ``j``, moved at least ``reach``."""
         rest = np.ones(self.space.dim, dtype=bool)
         rest[j] = False
         radius = PROBE_RADIUS * math.sqrt(max(1, int(rest.sum())))
         close = np.linalg.norm((self.x - point)[:, rest], axis=1) < radius
-        return bool((close & (np.abs(self.x[:, j] - point[j]) >= reach)).any())
+        return int((close & (np.abs(self.x[:, j] - point[j]) >= reach)).sum())
 
     def _tried_at(self, point: np.ndarray) -> bool:
         """Whether a point observed or in flight has ``point``'s choices and numeric settings within PROBE_RADIUS

@@ -436,13 +436,14 @@ def test_a_stalled_search_moves_one_parameter_at_a_time_out_of_its_basin():
                 break
     assert found, [o.params for o in obs[len(stalled) :]]
 
-    # Told that no probe improves, each parameter is moved once at most, and then the escape goes elsewhere.
+    # Told that no probe improves, each parameter is moved twice at most (once more when the model's lengthscale
+    # grew past its first move), and then the escape goes elsewhere.
     obs, tried = list(stalled), []
-    for _ in range(12):
+    for _ in range(16):
         s = suggest(obs)
         obs.append(Observation(s.params, f(s.params) if "refine" in s.info else min(f(s.params), f(best) - 0.5), 1.0))
         if "one parameter moved" in s.info.get("escape", ""):
-            assert moved(s)[0] not in tried
+            assert tried.count(moved(s)[0]) < 2
             tried += moved(s)
         elif "refine" not in s.info:
             break
