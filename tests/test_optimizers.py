@@ -300,11 +300,15 @@ def test_a_stalled_search_escapes_the_basin_of_its_best():
     assert min(math.dist((e["x"], e["y"]), (o.params["x"], o.params["y"])) for o in obs) > 0.2
     # Nothing stalled yet: no escape.
     assert "escape" not in opt.suggest(obs[:5], [], 1)[0].info
-    # The same stalled search at the end of a known trial budget refines instead: an escape has no trials left.
-    for budget in (16, 17):  # 15 observed: this is the last trial of 16, the second to last of 17
-        last = Protein(cfg, seed=0, budget=budget).suggest(obs, [], 1)[0]
-        assert "escape" not in last.info and "refine" in last.info
-        assert math.dist((last.params["x"], last.params["y"]), (0.4, 0.4)) < 0.05  # the model's best, not a probe
+    # The same stalled search at the end of a known trial budget does not restart elsewhere: an escape has no
+    # trials left to climb what it finds. The last trial refines the best; the one before probes it (the best's
+    # settings with one parameter moved: a single trial that may end in a better basin).
+    last = Protein(cfg, seed=0, budget=16).suggest(obs, [], 1)[0]  # 15 observed: the last trial of 16
+    assert "escape" not in last.info and "refine" in last.info
+    assert math.dist((last.params["x"], last.params["y"]), (0.4, 0.4)) < 0.05  # the model's best
+    probe = Protein(cfg, seed=0, budget=17).suggest(obs, [], 1)[0]  # the second to last of 17
+    assert "one parameter moved" in probe.info.get("escape", ""), probe.info
+    assert [probe.params[k] == 0.4 for k in ("x", "y")].count(True) == 1
     assert "escape" in Protein(cfg, seed=0, budget=25).suggest(obs, [], 1)[0].info  # 10 trials left: escape
 
 
