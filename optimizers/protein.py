@@ -513,21 +513,23 @@ class _Model:
         stalled = self._stalled_for()
         if stalled is not None and stalled % ESCAPE_CYCLE == ESCAPE_CYCLE - 1:
             return True
-        budget = self.p.budget
-        if budget is None:
-            return False
-        left = budget - len(self.data.y) - len(self.pending_x)  # this suggestion included
-        return left <= max(2, int(ENDGAME_SHARE * budget)) and not self._escape_climbing()
+        return self._endgame_left() is not None and not self._escape_climbing()
 
     def _endgame_probe(self) -> bool:
         """Whether this endgame step probes the best (see the two probes) rather than refining it: every other
         step of the endgame, the last one never, when the last trial did not improve on the best. A converged
         refine repeats the best to within noise; a probe may still move a parameter out of its poorer basin."""
+        left = self._endgame_left()
+        return self.refine and left is not None and left % 2 == 0 and self.stalled >= 1
+
+    def _endgame_left(self) -> int | None:
+        """Trials left in a known budget, this suggestion included, when they are its last ENDGAME_SHARE (at
+        least 2); otherwise None."""
         budget = self.p.budget
-        if budget is None or not self.refine:
-            return False
-        left = budget - len(self.data.y) - len(self.pending_x)  # this suggestion included
-        return left <= max(2, int(ENDGAME_SHARE * budget)) and left % 2 == 0 and self.stalled >= 1
+        if budget is None:
+            return None
+        left = budget - len(self.data.y) - len(self.pending_x)
+        return left if left <= max(2, int(ENDGAME_SHARE * budget)) else None
 
     def _escape_climbing(self) -> bool:
         """Whether escape steps are climbing a new basin: the best observation outside the best's basin is among
