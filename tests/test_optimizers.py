@@ -675,3 +675,35 @@ def test_from_eight_parameters_the_score_model_expects_the_worst_where_it_has_se
         model = _Model(protein, protein._data(obs), [], rng)
         assert (model.score.const == float(model.ys.min())) is pessimistic
         assert model.cost is not None and model.cost.const != float(model.cost.y.min())
+
+
+def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_parameter_at_most_twice():
+    # The probe's move along a parameter is at least its reach (two score-GP lengthscales, in [-1, 1] units) but
+    # never needs to exceed three quarters of the way to the far end: a lengthscale of 0.8 of the range still
+    # leaves the best at the centre somewhere to go, one longer than the range does not. The lengthscale is set
+    # by hand: only the reach reads it.
+    import torch
+
+    from optimizers.protein import _Model
+
+    cfg = config({n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in ("x", "y")})
+    rng = np.random.default_rng(0)
+    best = {"x": 0.5, "y": 0.5}
+    points = [best] + [{n: float(0.5 + rng.uniform(-0.05, 0.05)) for n in best} for _ in range(8)]
+
+    def probe(extra: list[dict[str, float]], lengthscale: float) -> Suggestion | None:
+        obs = [Observation(p, -((p["x"] - 0.5) ** 2) - (p["y"] - 0.5) ** 2, 1.0) for p in points + extra]
+        protein = Protein(cfg, seed=0)
+        model = _Model(protein, protein._data(obs), [], np.random.default_rng(0))
+        model.score.lengthscale = torch.full((2,), lengthscale, dtype=torch.float64)
+        return model._coordinate_probe(set(), np.random.default_rng(0))
+
+    s = probe([], 0.8)  # reach 1.6 from the centre, past both ends: capped at 0.75
+    assert s is not None and "one parameter moved" in s.info["escape"]
+    moved = [n for n in best if abs(s.params[n] - 0.5) > 1e-9]
+    assert len(moved) == 1 and abs(s.params[moved[0]] - 0.5) >= 0.375 - 1e-9, s.params
+    assert probe([], 1.2) is None  # longer than the range: no second basin the model can see
+    # x moved twice by 0.3 of the range (past LINE_MIN, short of the reach): tried; y is still probed. Both: none.
+    s = probe([{"x": 0.2, "y": 0.5}, {"x": 0.8, "y": 0.5}], 0.8)
+    assert s is not None and s.params["x"] == 0.5 and abs(s.params["y"] - 0.5) >= 0.375 - 1e-9, s.params
+    assert probe([{"x": 0.2, "y": 0.5}, {"x": 0.8, "y": 0.5}, {"x": 0.5, "y": 0.2}, {"x": 0.5, "y": 0.8}], 0.8) is None
