@@ -55,6 +55,9 @@ HIGH_DIMENSIONS = 8  # a space of at least this many parameters has a pessimisti
 LINE_POINTS = 16  # values tried along a parameter's range by a coordinate probe
 REACH_SHARE = 0.75  # a coordinate probe's move need not exceed this share of the way to the far end
 LINE_MIN = 0.5  # a coordinate probe moves its parameter at least this far (in [-1, 1] units)
+CLOSE_SHARE = 0.15  # another choice's probe is close to the best within this share of the best's lead on the median
+CHOICE_LINE_STEPS = 3  # trials along one parameter at a close choice (see _choice_line_probe)
+CHOICE_LINE_REACH = 0.5  # how far (in [-1, 1] units) such a trial moves its parameter
 ENDGAME_SHARE = 0.1  # the last tenth of a known trial budget (at least 2 trials) refines or probes, never escapes
 
 
@@ -413,7 +416,11 @@ class _Model:
             # whose refining no longer improves. Cheap tests of the converged best first: one trial each, near
             # it (see the two probes), ranked by expected improvement.
             self.refine = False
-            probe = self._other_choice_probe(taken) or self._coordinate_probe(taken, rng)
+            probe = (
+                self._other_choice_probe(taken)
+                or self._choice_line_probe(taken, rng)
+                or self._coordinate_probe(taken, rng)
+            )
             if probe is not None:
                 return probe
             self.refine = endgame_probe
@@ -598,7 +605,74 @@ class _Model:
         fresh = [c for c in self._other_choices(best[None]) if not (c == best).all() and not self._tried_at(c)]
         if not fresh:
             return None
-        return self._probe(np.array(fresh), taken, "the best's settings with another choice")
+        return self._probe([np.array(fresh)], taken, "the best's settings with another choice")
+
+    def _choice_line_probe(self, taken: set[Key], rng: np.random.Generator) -> Suggestion | None:
+        """Another choice whose probe at the best's settings came close to the best, with the parameter the score is
+        most sensitive to moved a little (at most CHOICE_LINE_REACH): the value of highest expected improvement,
+        or None. A choice often moves the best value of a parameter it is coupled to (an optimizer's or
+        activation's best learning rate is its own), so its probe at the best's settings scores a little worse than
+        the best even where its own optimum is better, and one trial is too few to write it off. The closest other
+        choice of each categorical gets up to CHOICE_LINE_STEPS trials along that parameter from its probe. Close:
+        the model's mean at the probe is behind the best's by at most what moving the best's parameter by
+        CHOICE_LINE_REACH costs it, a gap a shift of the parameter's best value could explain. PPO-12 (an
+        activation and an optimizer, each with its own best learning rate; 80 trials, 16 seeds) left 10 seeds
+        stuck on a poorer choice without these trials; with them, 4."""
+        best = self.data.x[self.best_index]
+        cat = self.space.categorical_mask()
+        numeric = np.flatnonzero(~cat).tolist()
+        if not numeric or not cat.any():
+            return None
+        ok = np.flatnonzero(self.data.ok)
+        mu = dict(zip(ok.tolist(), self.mu_ok.tolist()))
+        drops = self._line_drops(best)
+        coupled = max(drops, key=lambda k: drops[k])  # the parameter the score is most sensitive to
+        radius = PROBE_RADIUS * math.sqrt(len(numeric))
+        grid = _line_grid(rng)
+        cands = []
+        for j in np.flatnonzero(cat).tolist():
+            others = self._other_choices(best[None])
+            others = others[others[:, j] != best[j]]  # this categorical's other choices
+            probes = [
+                i
+                for c in others
+                for i in ok[self._same_choices(self.data.x[ok], c)].tolist()
+                if np.linalg.norm((self.data.x[i] - c)[~cat]) < radius
+            ]
+            if not probes:
+                continue
+            closest = max(probes, key=lambda i: mu[i])
+            p = self.data.x[closest]
+            if drops[coupled] < mu[self.best_index] - mu[closest] or self._on_lines(p) >= CHOICE_LINE_STEPS:
+                continue
+            moves = np.abs(grid - p[coupled])
+            cands.append(_along(p, coupled, grid[(moves <= CHOICE_LINE_REACH) & (moves >= PROBE_RADIUS)]))
+        return self._probe(cands, taken, "another choice close to the best, one parameter moved")
+
+    def _line_drops(self, best: np.ndarray) -> dict[int, float]:
+        """For each numeric parameter, what moving ``best``'s by CHOICE_LINE_REACH (either way, on average) costs
+        it in the score model's mean."""
+        moves = []
+        for k in np.flatnonzero(~self.space.categorical_mask()).tolist():
+            for step in (-CHOICE_LINE_REACH, CHOICE_LINE_REACH):
+                if -1 <= best[k] + step <= 1:
+                    moved = best.copy()
+                    moved[k] += step
+                    moves.append((k, moved))
+        with torch.no_grad():
+            mean = self.score.mean(_t01(np.array([best] + [m for _, m in moves]))).numpy()
+        drops: dict[int, list[float]] = {}
+        for (k, _), m in zip(moves, mean[1:]):
+            drops.setdefault(k, []).append(float(mean[0] - m))
+        return {k: float(np.mean(d)) for k, d in drops.items()}
+
+    def _on_lines(self, point: np.ndarray) -> int:
+        """How many points observed or in flight have ``point``'s choices and settings but for one numeric
+        parameter, moved at least PROBE_RADIUS."""
+        return sum(
+            self._moved_along(point, j, PROBE_RADIUS, same_choices=True)
+            for j in np.flatnonzero(~self.space.categorical_mask()).tolist()
+        )
 
     def _coordinate_probe(self, taken: set[Key], rng: np.random.Generator) -> Suggestion | None:
         """The best's settings with one numeric parameter moved out of the best's basin along it (at least a
@@ -613,26 +687,24 @@ class _Model:
         parameter in its poorer basin (regret 15); with the uncapped probes 2 on one machine, 5 on another; capped,
         and with the endgame's probes (see _endgame_probe), 0 there (3 of 32 against 12)."""
         best = self.data.x[self.best_index]
-        grid = (np.arange(LINE_POINTS) + rng.uniform(0, 1, LINE_POINTS)) / LINE_POINTS * 2 - 1
+        grid = _line_grid(rng)
         reach = np.maximum(LINE_MIN, 2 * self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES)  # [-1, 1] units
         # A lengthscale longer than half the range leaves no room for a move beyond it; one up to the whole range
         # may still hide a second basin on the far side, which a shorter move reaches. Longer: no second basin.
         reach = np.where(reach <= 2.0, np.minimum(reach, REACH_SHARE * (1 + np.abs(best))), reach)
-        cands = [np.empty((0, self.space.dim))]
+        cands = []
         for j in np.flatnonzero(~self.space.categorical_mask()).tolist():
             # Tried: moved out of its basin, or moved twice (lengthscales drift: the basin's reach with them).
             if not self._moved_along(best, j, reach[j]) and self._moved_along(best, j, LINE_MIN) < 2:
-                far = grid[np.abs(grid - best[j]) >= reach[j]]
-                moved = np.repeat(best[None], len(far), axis=0)
-                moved[:, j] = far
-                cands.append(moved)
-        x = np.vstack(cands)
-        if not len(x):
-            return None
-        return self._probe(self._snap(x), taken, "the best's settings with one parameter moved")
+                cands.append(_along(best, j, grid[np.abs(grid - best[j]) >= reach[j]]))
+        return self._probe(cands, taken, "the best's settings with one parameter moved")
 
-    def _probe(self, cands: np.ndarray, taken: set[Key], what: str) -> Suggestion | None:
-        """The untaken candidate of highest acquisition, as an escape step saying ``what`` it tries, or None."""
+    def _probe(self, parts: list[np.ndarray], taken: set[Key], what: str) -> Suggestion | None:
+        """The untaken candidate (of any of the ``parts``) of highest acquisition, as an escape step saying ``what`` it
+        tries, or None."""
+        if not parts:
+            return None
+        cands = self._snap(np.vstack(parts))
         values, log_cost = self._rank(*self._scored(cands))
         for j in np.argsort(-values, kind="stable"):
             params = self.space.decode(cands[j])
@@ -643,13 +715,15 @@ class _Model:
             return Suggestion(params, info)
         return None
 
-    def _moved_along(self, point: np.ndarray, j: int, reach: float) -> int:
+    def _moved_along(self, point: np.ndarray, j: int, reach: float, same_choices: bool = False) -> int:
         """How many points observed or in flight have ``point``'s settings (within PROBE_RADIUS * sqrt(d)) but for
         coordinate ``j``, moved at least ``reach``."""
         rest = np.ones(self.space.dim, dtype=bool)
         rest[j] = False
         radius = PROBE_RADIUS * math.sqrt(max(1, int(rest.sum())))
         close = np.linalg.norm((self.x - point)[:, rest], axis=1) < radius
+        if same_choices:
+            close &= self._same_choices(self.x, point)
         return int((close & (np.abs(self.x[:, j] - point[j]) >= reach)).sum())
 
     def _tried_at(self, point: np.ndarray) -> bool:
@@ -828,6 +902,18 @@ def _stalled(y: np.ndarray, span: float | None = None) -> int:
             last = i
         best = max(best, v)
     return len(y) - 1 - last
+
+
+def _line_grid(rng: np.random.Generator) -> np.ndarray:
+    """LINE_POINTS values spread over [-1, 1], one at random in each of as many equal parts."""
+    return (np.arange(LINE_POINTS) + rng.uniform(0, 1, LINE_POINTS)) / LINE_POINTS * 2 - 1
+
+
+def _along(point: np.ndarray, j: int, values: np.ndarray) -> np.ndarray:
+    """``point`` with coordinate ``j`` set to each of ``values`` in turn."""
+    moved = np.repeat(point[None], len(values), axis=0)
+    moved[:, j] = values
+    return moved
 
 
 def _cost_weight(c_norm: torch.Tensor, target: float) -> torch.Tensor:

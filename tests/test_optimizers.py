@@ -380,6 +380,50 @@ def test_an_escape_first_tries_the_best_settings_with_each_other_choice():
     assert sorted(p["act"] for p in probes) == ["b", "c"]  # each other choice once
 
 
+def test_a_choice_whose_probe_came_close_is_tried_along_its_parameters_a_few_times():
+    # "b" has the best floor but its own best x (0.55, an optimizer's own learning rate): its probe at the
+    # converged best's settings (x = 0.3 with "a") scores a little worse than the best, as a coupled choice does.
+    # It gets a few trials at "b" with one parameter moved; a choice whose probe came nowhere near gets none.
+    cfg = config(
+        {
+            "x": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "w": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+            "act": {"distribution": "categorical", "choices": ["a", "b", "c"]},
+        }
+    )
+    best_x = {"a": (0.3, 0.2), "b": (0.55, 0.0), "c": (0.9, 1.5)}
+
+    def f(p: dict) -> float:
+        bx, floor = best_x[p["act"]]
+        return -(floor + 4 * (p["x"] - bx) ** 2 + 0.2 * (p["w"] - 0.5) ** 2)
+
+    rng = np.random.default_rng(0)
+    points = [{"x": 0.3, "w": 0.5, "act": "a"}, {"x": 0.0, "w": 0.1, "act": "b"}, {"x": 0.05, "w": 0.9, "act": "c"}]
+    points += [{"x": 0.95, "w": 0.2, "act": "a"}]
+    points += [
+        {"x": float(0.3 + rng.uniform(-0.15, 0.15)), "w": float(rng.uniform(0.4, 0.6)), "act": "a"} for _ in range(12)
+    ]
+    points += [{"x": 0.3, "w": 0.5, "act": "c"}, {"x": 0.3, "w": 0.5, "act": "b"}]  # probes: "c" far, "b" close
+    obs = [Observation(p, f(p), 1.0) for p in points]
+    assert f(points[-1]) < f(points[0])  # the probe is behind the best
+
+    def next_steps(observations: list[Observation], n: int) -> list[Suggestion]:
+        out = []
+        for _ in range(n):  # each told behind the best: the search stays stalled
+            out.append(Protein(cfg, seed=0).suggest(observations, [], 1)[0])
+            told = min(f(out[-1].params), f(points[0])) - 0.01
+            observations = observations + [Observation(out[-1].params, told, 1.0)]
+        return out
+
+    line = [s.params for s in next_steps(obs, 8) if "close to the best" in s.info.get("escape", "")]
+    assert len(line) == 3, line  # CHOICE_LINE_STEPS (a refine of the best among them), then the search moves on
+    for p in line:  # "b" at the probe's settings but one
+        assert p["act"] == "b" and [p["x"] == 0.3, p["w"] == 0.5].count(True) == 1, line
+    # With the probe of "b" far behind too, no trials along its line.
+    far = [Observation(o.params, o.score - (2.0 if o.params == points[-1] else 0.0), 1.0) for o in obs]
+    assert not [s for s in next_steps(far, 3) if "close to the best" in s.info.get("escape", "")]
+
+
 def test_in_a_wide_space_other_choices_are_probed_before_the_escape_patience():
     # 9 parameters: escapes wait 9 trials without improvement, but a probe of the best's settings with another
     # choice is one trial and abandons no climb, so it comes after STALL_PATIENCE (6) of them.
