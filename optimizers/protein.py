@@ -702,9 +702,10 @@ class _Model:
     def _probe(self, parts: list[np.ndarray], taken: set[Key], what: str) -> Suggestion | None:
         """The untaken candidate (of any of the ``parts``) of highest acquisition, as an escape step saying ``what`` it
         tries, or None."""
-        if not parts:
+        cands = np.vstack([np.empty((0, self.space.dim)), *parts])
+        if not len(cands):
             return None
-        cands = self._snap(np.vstack(parts))
+        cands = self._snap(cands)
         values, log_cost = self._rank(*self._scored(cands))
         for j in np.argsort(-values, kind="stable"):
             params = self.space.decode(cands[j])

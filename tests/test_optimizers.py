@@ -721,6 +721,23 @@ def test_from_eight_parameters_the_score_model_expects_the_worst_where_it_has_se
         assert model.cost is not None and model.cost.const != float(model.cost.y.min())
 
 
+def test_a_probe_with_no_candidate_left_gives_none_in_a_space_of_integers():
+    # A lengthscale longer than the range leaves the coordinate probe no value to try; with integer parameters
+    # (whose values are snapped) that is still None, so the search goes on to its next step, not to a fallback.
+    import torch
+
+    from optimizers.protein import _Model
+
+    cfg = config({n: {"distribution": "int_uniform", "min": 0, "max": 100} for n in ("x", "y")})
+    rng = np.random.default_rng(0)
+    points = [{n: int(50 + rng.integers(-5, 6)) for n in ("x", "y")} for _ in range(9)]
+    obs = [Observation(p, -((p["x"] - 50) ** 2) - (p["y"] - 50) ** 2, 1.0) for p in points]
+    protein = Protein(cfg, seed=0)
+    model = _Model(protein, protein._data(obs), [], np.random.default_rng(0))
+    model.score.lengthscale = torch.full((2,), 1.2, dtype=torch.float64)
+    assert model._coordinate_probe(set(), np.random.default_rng(0)) is None
+
+
 def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_parameter_at_most_twice():
     # The probe's move along a parameter is at least its reach (two score-GP lengthscales, in [-1, 1] units) but
     # never needs to exceed three quarters of the way to the far end: a lengthscale of 0.8 of the range still
