@@ -314,6 +314,7 @@ def run(problem: Problem, method: str, seed: int, noise: float = 0.0) -> dict:
     values: list[float] = []
     costs: list[float] = []
     suggest_time = 0.0
+    fallbacks = 0  # Protein's suggestions that fell back to random search: each a model failure to look into
 
     def done() -> bool:
         if problem.cost_aware:  # enough for both scores: the cost budget and the trial budget
@@ -332,8 +333,10 @@ def run(problem: Problem, method: str, seed: int, noise: float = 0.0) -> dict:
         obs: list = []
         while not done():
             t = time.perf_counter()
-            params = opt.suggest(obs, [], 1)[0].params
+            suggestion = opt.suggest(obs, [], 1)[0]
             suggest_time += time.perf_counter() - t
+            params = suggestion.params
+            fallbacks += "fallback" in suggestion.info
             value, cost = evaluate(params)
             obs.append(Observation(params, value, cost))
             values.append(value)
@@ -353,7 +356,7 @@ def run(problem: Problem, method: str, seed: int, noise: float = 0.0) -> dict:
             study.tell(trial, value)
             values.append(value)
             costs.append(cost)
-    trace = {"values": values, "costs": costs, "optimum": optimum, "suggest_time": suggest_time}
+    trace = {"values": values, "costs": costs, "optimum": optimum, "suggest_time": suggest_time, "fallbacks": fallbacks}
     return {**trace, "true_values": true_values} if noise else trace
 
 
@@ -567,6 +570,13 @@ def report(problems, methods, seeds, traces) -> None:
         if any(j[1] == m for j in traces)
     }
     print("\nMean time per suggestion during the runs: " + ", ".join(f"{m} {v:.3f} s" for m, v in tsug.items()))
+    fell_back = {j: t["fallbacks"] for j, t in traces.items() if t.get("fallbacks")}
+    if fell_back:
+        print(
+            f"\nWARNING: Protein fell back to a random suggestion {sum(fell_back.values())} times (a model failure"
+            f" each; its warning says why) in {len(fell_back)} runs: "
+            + ", ".join(f"{p.name} seed {s}" for p, _, s in sorted(fell_back, key=lambda j: (j[0].name, j[2])))
+        )
     if "protein" in tsug and "gpsampler" in tsug:
         # Inside a run (warm imports, observations as the sweep makes them), per problem: what a user waits.
         print("\n| problem | protein s/suggestion | gpsampler s/suggestion | protein/gpsampler |")

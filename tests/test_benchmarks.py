@@ -134,6 +134,7 @@ def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
         ("protein", "budget 5", 5),
         ("random", "budget 5", 5),
     ]
+    assert [r["fallbacks"] for r in records] == [0, 0] and "fell back" not in run.stdout
     bench = optimizer_benchmark()
     cells = []
     for method in ("protein", "random"):
@@ -145,6 +146,18 @@ def test_optimizer_benchmark_at_a_short_budget(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "runs," not in again.stdout  # nothing run again: the results file holds them
     assert again.stdout[again.stdout.index("| Branin") :].splitlines()[0] in run.stdout
+
+
+def test_the_report_warns_of_runs_where_protein_fell_back_to_random_search(capsys) -> None:
+    # A model failure gives a random suggestion and a log line only: the table would hide it among the results.
+    bench = optimizer_benchmark()
+    branin = bench.Problem("Branin", 2, 0.1)
+    trace = {"values": [1.0, 0.5], "costs": [1.0, 1.0], "optimum": 0.0, "suggest_time": 0.1}
+    traces = {(branin, "protein", 0): {**trace, "fallbacks": 0}, (branin, "protein", 1): {**trace, "fallbacks": 2}}
+    bench.report([branin], ["protein"], 2, traces)
+    out = capsys.readouterr().out
+    assert "WARNING: Protein fell back to a random suggestion 2 times" in out and "Branin seed 1" in out, out
+    assert "seed 0" not in out
 
 
 def test_optimizer_benchmark_with_noise_scores_the_true_value_of_the_pick() -> None:
