@@ -626,18 +626,12 @@ class _Model:
         mu = dict(zip(ok.tolist(), self.mu_ok.tolist()))
         drops = self._line_drops(best)
         coupled = max(drops, key=lambda k: drops[k])  # the parameter the score is most sensitive to
-        radius = PROBE_RADIUS * math.sqrt(len(numeric))
         grid = _line_grid(rng)
         cands = []
         switched = self._other_choices(best[None])
         for j in np.flatnonzero(cat).tolist():
             others = switched[switched[:, j] != best[j]]  # this categorical's other choices
-            probes = [
-                i
-                for c in others
-                for i in ok[self._same_choices(self.data.x[ok], c)].tolist()
-                if np.linalg.norm((self.data.x[i] - c)[~cat]) < radius
-            ]
+            probes = [int(i) for c in others for i in ok[self._at_settings(self.data.x[ok], c)]]
             if not probes:
                 continue
             closest = max(probes, key=lambda i: mu[i])
@@ -727,12 +721,16 @@ class _Model:
         return int((close & (np.abs(self.x[:, j] - point[j]) >= reach)).sum())
 
     def _tried_at(self, point: np.ndarray) -> bool:
-        """Whether a point observed or in flight has ``point``'s choices and numeric settings within PROBE_RADIUS
-        * sqrt(d) of it (in [-1, 1] units)."""
+        """Whether a point observed or in flight was tried at ``point`` (see _at_settings)."""
+        return bool(self._at_settings(self.x, point).any())
+
+    def _at_settings(self, x: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """Which points of ``x`` have ``point``'s choices and numeric settings within PROBE_RADIUS * sqrt(d) of it
+        (in [-1, 1] units)."""
         cat = self.space.categorical_mask()
         radius = PROBE_RADIUS * math.sqrt(max(1, int((~cat).sum())))
-        close = np.linalg.norm((self.x - point)[:, ~cat], axis=1) < radius
-        return bool((close & self._same_choices(self.x, point)).any())
+        close = np.linalg.norm((x - point)[:, ~cat], axis=1) < radius
+        return np.asarray(close & self._same_choices(x, point))
 
     def _far_from_data(self, pool: np.ndarray, basins: list[np.ndarray], taken: set[Key]) -> Suggestion | None:
         """The candidate outside the basin farthest from every point observed or in flight (TuRBO's fresh design
