@@ -69,6 +69,20 @@ def test_custom_sweep_in_python_like_the_seed() -> None:
     assert config.timeout == 1200
 
 
+def test_a_toml_syntax_error_quotes_its_line_and_a_null_gets_a_hint(tmp_path: Path) -> None:
+    from orchestrator.config import ConfigError
+
+    path = write(tmp_path, "max_trials = 4\nmax_consecutive_failures = null\n" + GOOD_PARAMS)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "at line 2" in str(err.value) and "max_consecutive_failures = null" in str(err.value)
+    assert "TOML has no null" in str(err.value)
+    assert load_config(write(tmp_path, "max_consecutive_failures = 0\n" + GOOD_PARAMS)).max_consecutive_failures == 0
+    with pytest.raises(ConfigError, match="cannot read .*at line 1") as err:
+        load_config(write(tmp_path, "max_trials = = 4\n" + GOOD_PARAMS))
+    assert "max_trials = = 4" in str(err.value) and "null" not in str(err.value)
+
+
 def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "max_trials = 3\nmax_parallel_jobs = 2\n" + GOOD_PARAMS)
     monkeypatch.setenv("SWEEP_MAX_TRIALS", "7")

@@ -68,3 +68,10 @@ def test_a_doomed_sweep_is_stopped_from_the_log_alone_and_a_resume_starts_the_co
     # Different reasons do not add up.
     mixed = fold([*created, *_failing(2, reason), *_failing(3, "eval failed: exited with code 4")[4:]])
     assert mixed.failure_streak == 1
+    # 0 (how a TOML file says never) and null never stop a sweep, however long the streak.
+    for never in (0, None):
+        patient = OptimizingScheduler(config.model_copy(update={"max_consecutive_failures": never}))
+        five = fold([*created, *_failing(5, reason)])
+        assert not [
+            e for e in patient.decide(five, 0.0, {"train": "local", "eval": "local"}).events if e.type == "SweepStopped"
+        ]

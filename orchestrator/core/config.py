@@ -91,7 +91,10 @@ class SweepConfig(BaseSettings):
         description="the optimizer's seed; a new sweep draws one at random and records it in its definition",
     )
     max_consecutive_failures: int | None = Field(
-        3, ge=1, description="stop the sweep after this many trials in a row fail with the same reason (null: never)"
+        3,
+        ge=0,
+        description="stop the sweep after this many trials in a row fail with the same reason (0 or null: never; "
+        "TOML has no null, so 0 is how a config file says never)",
     )
     early_stopping: EarlyStoppingSettings = EarlyStoppingSettings()
     store: Literal["sqlite", "wandb"] = "sqlite"
@@ -239,7 +242,23 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, file)) from None
     except ValueError as exc:  # e.g. a TOML syntax error
-        raise ConfigError(f"cannot read {file}: {exc}") from None
+        raise ConfigError(f"cannot read {file}: {exc}{_quote_line(file, str(exc))}") from None
+
+
+def _quote_line(file: Path | None, error: str) -> str:
+    """The line a TOML syntax error points at, quoted after the error (with a hint when it writes ``null``, which
+    TOML lacks), or ""."""
+    where = re.search(r"at line (\d+)", error)
+    if file is None or where is None:
+        return ""
+    try:
+        line = Path(file).read_text(errors="replace").splitlines()[int(where.group(1)) - 1].strip()
+    except (OSError, IndexError):
+        return ""
+    hint = ""
+    if re.search(r"=\s*(null|None|nil)\b", line):
+        hint = " (TOML has no null: leave the field out for its default, or give a value)"
+    return f"\n  {line[:200]}{hint}"
 
 
 def format_validation_error(exc: ValidationError, file: Path | None = None) -> str:

@@ -84,7 +84,7 @@ class OptimizingScheduler:
             return d
         limit = self.config.max_consecutive_failures
         # Stop early only while there are trials left to spend: a sweep that used its budget just finishes.
-        if limit is not None and state.failure_streak >= limit and state.numbered < self.config.max_trials:
+        if limit and state.failure_streak >= limit and state.numbered < self.config.max_trials:
             d.events.append(
                 ev.SweepStopped(
                     reason=f"{state.failure_streak} trials in a row failed for the same reason "
