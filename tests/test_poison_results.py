@@ -23,10 +23,16 @@ from tests.fakes.sweeps import stored
 
 ECHO_JOB = ROOT / "tests" / "jobs" / "echo_job.py"
 
-# One trial, no retries: a job that breaks the contract fails its trial at once.
-SWEEP = "max_retries = 0\n" + SWEEP_TOML.format(
-    max_trials=1, parallel=1, method="random", python=sys.executable, job=ECHO_JOB
-)
+
+# No retries, and no stop after failures in a row: a job that breaks the contract fails its trial at once, and the
+# sweep goes on to the next trial's output.
+def sweep_toml(trials: int) -> str:
+    return "max_retries = 0\nmax_consecutive_failures = 0\n" + SWEEP_TOML.format(
+        max_trials=trials, parallel=2, method="random", python=sys.executable, job=ECHO_JOB
+    )
+
+
+SWEEP = sweep_toml(1)
 
 # Any JSON value, with the numbers that broke the planner before: 400-digit integers, bools, NaN, infinities.
 _SCALARS = (
@@ -52,41 +58,47 @@ def _line(value: Any) -> str:
 SERVE_ARGS = ("serve", "--sweep", "poison", "--config", "sweep.toml", "--log-format")
 
 
-def run_sweep(tmp: Path, stdout: bytes) -> subprocess.CompletedProcess[str]:
-    """One trial (train and eval both print ``stdout``) under a real serve; the finished process."""
-    (tmp / "sweep.toml").write_text(SWEEP)
-    (tmp / "stdout.bin").write_bytes(stdout)
-    return run_orchestrator(tmp, *SERVE_ARGS, "json", timeout=120, ECHO_STDOUT=str(tmp / "stdout.bin"))
+def run_sweep(tmp: Path, outputs: list[bytes]) -> subprocess.CompletedProcess[str]:
+    """A sweep of one trial per output (its train and eval both print it) under a real serve; the finished process.
+    One serve for many outputs: each serve costs seconds to start."""
+    (tmp / "sweep.toml").write_text(sweep_toml(len(outputs)))
+    folder = tmp / "stdout"
+    folder.mkdir(exist_ok=True)
+    for i, out in enumerate(outputs, 1):
+        (folder / f"poison_trial_{i:04d}.bin").write_bytes(out)
+    return run_orchestrator(tmp, *SERVE_ARGS, "json", timeout=300, ECHO_STDOUT=str(folder))
 
 
-def assert_finished(tmp: Path, proc: subprocess.CompletedProcess[str]) -> Any:
+def assert_finished(tmp: Path, proc: subprocess.CompletedProcess[str], trials: int = 1) -> list[Any]:
+    """The sweep finished, not crashed, with every trial completed or failed; its trials, by number."""
     state, _ = stored(tmp, "poison")
-    # 0 when the trial completed, 1 (EXIT_NO_TRIAL) when it failed: either way the sweep finished, not crashed
+    # 0 when a trial completed, 1 (EXIT_NO_TRIAL) when every one failed: either way the sweep finished
     assert proc.returncode == (0 if state.best_trial is not None else 1), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert state.finished
-    (trial,) = state.shown_trials()
-    assert trial.status in ("completed", "failed")
-    return trial
+    shown = state.shown_trials()
+    assert [t.trial for t in shown] == list(range(1, trials + 1))
+    assert all(t.status in ("completed", "failed") for t in shown)
+    return shown
 
 
-@pytest.mark.parametrize(
-    "result, reason",
-    [
-        ({"score": 1.0, "metrics": "x"}, "'metrics' must be a JSON object"),
-        ({"score": 1.0, "metrics": [1, 2]}, "'metrics' must be a JSON object"),
-        ({"score": 10**400}, "too large for a number"),
-        ({"score": 1.0, "cost": 10**400}, "too large for a number"),
-        ({"score": True}, "the reported score True is not a number"),
-        ({"score": "0.5"}, "the reported score '0.5' is not a number"),
-        ({"score": 1.0, "cost": "cheap"}, "the reported cost 'cheap' is not a number"),
-        ({"score": 1.0, "metrics": {str(i): i for i in range(1001)}}, "'metrics' has 1001 entries"),
-    ],
-)
-def test_a_poison_result_fails_its_trial_with_the_reason(tmp_path: Path, result: Any, reason: str) -> None:
-    proc = run_sweep(tmp_path, (_line(result) + "\n").encode())
-    trial = assert_finished(tmp_path, proc)
-    assert trial.status == "failed" and reason in trial.reason, trial.reason
+POISON = [
+    ({"score": 1.0, "metrics": "x"}, "'metrics' must be a JSON object"),
+    ({"score": 1.0, "metrics": [1, 2]}, "'metrics' must be a JSON object"),
+    ({"score": 10**400}, "too large for a number"),
+    ({"score": 1.0, "cost": 10**400}, "too large for a number"),
+    ({"score": True}, "the reported score True is not a number"),
+    ({"score": "0.5"}, "the reported score '0.5' is not a number"),
+    ({"score": 1.0, "cost": "cheap"}, "the reported cost 'cheap' is not a number"),
+    ({"score": 1.0, "metrics": {str(i): i for i in range(1001)}}, "'metrics' has 1001 entries"),
+]
+
+
+def test_a_poison_result_fails_its_trial_with_the_reason(tmp_path: Path) -> None:
+    outputs = [(_line(result) + "\n").encode() for result, _ in POISON]
+    trials = assert_finished(tmp_path, run_sweep(tmp_path, outputs), len(POISON))
+    for trial, (result, reason) in zip(trials, POISON):
+        assert trial.status == "failed" and reason in trial.reason, (str(result)[:80], trial.reason)
 
 
 def test_a_poison_result_already_in_an_old_log_fails_its_trial_on_restart(tmp_path: Path) -> None:
@@ -111,15 +123,18 @@ def test_a_poison_result_already_in_an_old_log_fails_its_trial_on_restart(tmp_pa
     )
     store.close()
     for _ in range(2):  # and the restart after that one is as quiet
-        trial = assert_finished(tmp_path, run_sweep(tmp_path, b""))
+        (trial,) = assert_finished(tmp_path, run_sweep(tmp_path, [b""]))
         assert trial.status == "failed" and "too large for a number" in trial.reason, trial.reason
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
-@given(stdout=st.one_of(RESULTS.map(lambda r: (_line(r) + "\n").encode()), st.binary(max_size=300)))
-def test_serve_finishes_whatever_the_jobs_print(tmp_path_factory: pytest.TempPathFactory, stdout: bytes) -> None:
+ANY_OUTPUT = st.one_of(RESULTS.map(lambda r: (_line(r) + "\n").encode()), st.binary(max_size=300))
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(outputs=st.lists(ANY_OUTPUT, min_size=6, max_size=8))
+def test_serve_finishes_whatever_the_jobs_print(tmp_path_factory: pytest.TempPathFactory, outputs: list[bytes]) -> None:
     tmp = tmp_path_factory.mktemp("any")
-    assert_finished(tmp, run_sweep(tmp, stdout))
+    assert_finished(tmp, run_sweep(tmp, outputs), len(outputs))
 
 
 @settings(max_examples=600, deadline=None)
