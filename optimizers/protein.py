@@ -137,10 +137,14 @@ class Protein:
         offset = 1 if st.seed_with_search_center else 0
         if k == 0 and st.seed_with_search_center:
             s = Suggestion(self.space.decode(self.space.center()), {"source": "search_center"})
-            return s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
-        if k < self.initial_design_size() or n_ok < 1:
-            return self._sobol(k - offset, taken, rng)
-        return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
+            s = s if param_key(s.params) not in taken else self._random(taken, rng, {"source": "random"})
+        elif k < self.initial_design_size() or n_ok < 1:
+            s = self._sobol(k - offset, taken, rng)
+        else:
+            return None  # the model's turn (it also handles resample_frequency: it knows the Pareto front)
+        if param_key(s.params) in taken and n_ok >= 1:
+            return None  # a small space, every point tried before the design ended: the model repeats the best
+        return s
 
     def _sobol(self, index: int, taken: set[Key], rng: np.random.Generator) -> Suggestion:
         """Point ``index`` of the initial design: scrambled Sobol over the whole space (``scale`` does not narrow
@@ -398,11 +402,11 @@ class _Model:
                 return Suggestion(params, {"source": "resample", "observation": int(i)})
 
         try:
-            return self._optimize(taken, rng)
+            return self._optimize(taken, rng) or self._repeat(in_flight)
         finally:
             self.acq_score, self.target_f, self.refine = self.score, self.best_f, False
 
-    def _optimize(self, taken: set[Key], rng: np.random.Generator) -> Suggestion:
+    def _optimize(self, taken: set[Key], rng: np.random.Generator) -> Suggestion | None:
         """The untaken point of highest acquisition: ranked over a candidate pool, then refined by local search.
         An escape step ranks with the escape model, outside the basin of the best (see _escape_from)."""
         pool = self._pool(rng)
@@ -461,7 +465,17 @@ class _Model:
             if self.refine:
                 info["refine"] = "the model's best point (its posterior mean's maximum), to converge on the best"
             return Suggestion(params, info)
-        return self.p._random(taken, rng, {"source": "random", "fallback": "every candidate was taken"})
+        return None  # every candidate was taken: a small discrete space, tried point by point
+
+    def _repeat(self, in_flight: set[Key]) -> Suggestion:
+        """Once every point of a (small, discrete) space was tried: the observed point the model rates best, not
+        in flight if another is free. Running it again is what a noisy score (an RL return) gains most from; a
+        random repeat would spend the trial on a point known to be poor."""
+        ok = np.flatnonzero(self.data.ok)
+        ranked = [self.space.decode(self.data.x[i]) for i in ok[np.argsort(-self.mu_ok, kind="stable")]]
+        params = next((p for p in ranked if param_key(p) not in in_flight), ranked[0])
+        info = {"source": "repeat", "repeat": "every point of the space was tried: the one the model rates best, again"}
+        return Suggestion(params, info)
 
     def _escape_from(self) -> list[np.ndarray] | None:
         """The basins to search outside of, when this suggestion should escape; else None.

@@ -196,6 +196,26 @@ def test_random_fallback_when_the_model_fails(monkeypatch, caplog):
     assert "falling back" in caplog.text and "Cholesky failed" in caplog.text
 
 
+def test_a_space_tried_point_by_point_repeats_the_point_the_model_rates_best():
+    """Six points in all: once each was tried, a trial re-runs the best-rated one (a noisy score gains most from
+    that), the next best while it is in flight; never a random point, and no fallback."""
+    from optimizers import Tuner
+
+    score = {("a", 1): 0.1, ("a", 2): 0.2, ("b", 1): 0.9, ("b", 2): 0.5, ("c", 1): 0.3, ("c", 2): 0.4}
+    space = {
+        "opt": {"distribution": "categorical", "choices": ["a", "b", "c"]},
+        "n": {"distribution": "int_uniform", "min": 1, "max": 2},
+    }
+    tuner = Tuner(space, seed=0)
+    for params in ({"opt": o, "n": n} for o, n in score):
+        tuner.tell(params, score[params["opt"], params["n"]])
+    first = tuner.ask()
+    assert (first["opt"], first["n"]) == ("b", 1)
+    assert tuner.last_suggestion is not None and tuner.last_suggestion.info["source"] == "repeat"
+    second = tuner.ask()  # ("b", 1) is in flight
+    assert (second["opt"], second["n"]) == ("b", 2) and "fallback" not in tuner.last_suggestion.info
+
+
 def test_all_failures_keep_exploring():
     cfg = config(MIXED)
     obs = run(Protein(cfg, seed=0), lambda p: None, 8)
