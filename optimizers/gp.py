@@ -202,47 +202,16 @@ def fit(
 ) -> Hyperparameters:
     """MAP-fit the hyperparameters of make_gp's model on inputs ``x01`` (n, d) in [0, 1] and standardized targets
     ``y`` (n) as ``fit_gp`` does, as Optuna's GPSampler fits its GP: the objective of gpytorch's
-    ExactMarginalLogLikelihood (log marginal likelihood plus log priors, per point) written as a plain torch
-    function of the raw parameters BoTorch optimizes (in its order: noise, mean, outputscale, lengthscales; each
-    positive one the softplus of its raw value, plus the floor for the noise, as gpytorch's constraints have it),
-    from the same deterministic start (same data, same fit), its gradient by autograd, and scipy's L-BFGS-B with
-    the options fit_gpytorch_mll passes. Going through the modules costs several times more than the arithmetic
-    at the sizes a sweep has (at most FIT_HYPERPARAMETERS_ON points). A kernel matrix that is not positive
-    definite is a NaN value, as in BoTorch's closure: L-BFGS-B steps back. Bounded iterations keep the cost of a
-    fit bounded; a fit that stops early is still a usable model. ``constant``: the prior mean held fixed, as
-    make_gp's.
+    ExactMarginalLogLikelihood (log marginal likelihood plus log priors, per point; see FitObjective) as a function
+    of the raw parameters BoTorch optimizes, from the same deterministic start (same data, same fit), and scipy's
+    L-BFGS-B with the options fit_gpytorch_mll passes. Going through the modules costs several times more than the
+    arithmetic at the sizes a sweep has (at most FIT_HYPERPARAMETERS_ON points). A kernel matrix that is not
+    positive definite is a NaN value, as in BoTorch's closure: L-BFGS-B steps back. Bounded iterations keep the
+    cost of a fit bounded; a fit that stops early is still a usable model. ``constant``: the prior mean held
+    fixed, as make_gp's.
     """
-    n, d = x01.shape
-    counts = tuple(int(k) for k in choices) if choices else (0,) * d
-    # Per coordinate the squared difference, or [another choice] for a categorical: fixed during the fit.
-    diff = x01.unsqueeze(-2) - x01.unsqueeze(-3)
-    sqd = diff * diff
-    for i, k in enumerate(counts):
-        if k:
-            c = choice_index(x01[:, i], k)
-            sqd[:, :, i] = (c.unsqueeze(-1) != c.unsqueeze(-2)).to(DTYPE)
-    eye = torch.eye(n, dtype=DTYPE)
-    (ca, ra), (cn, rn) = OUTPUTSCALE_PRIOR, NOISE_PRIOR
-    gamma_norm = ca * math.log(ra) - math.lgamma(ca) + cn * math.log(rn) - math.lgamma(cn)  # as GammaPrior has it
-
-    def objective(raw: torch.Tensor) -> torch.Tensor:
-        positive = torch.nn.functional.softplus(raw)
-        noise, constant, scale, inv_ls2 = positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
-        k = scale * matern52(sqd @ inv_ls2) + noise * eye
-        value = log_marginal_likelihood(y - constant, torch.linalg.cholesky(k))
-        value = value - 0.1 * (inv_ls2 + inv_ls2.reciprocal()).sum()  # InverseLengthscalePrior
-        value = value + (ca - 1) * scale.log() - ra * scale + (cn - 1) * noise.log() - rn * noise + gamma_norm
-        return -value / n
-
-    def value_and_grad(raw_np: np.ndarray) -> tuple[float, np.ndarray]:
-        raw = torch.from_numpy(raw_np).requires_grad_(True)
-        try:
-            loss = objective(raw)
-        except torch.linalg.LinAlgError:
-            return math.nan, np.full_like(raw_np, math.nan)
-        loss.backward()  # type: ignore[no-untyped-call]  # torch's backward is untyped
-        return float(loss.detach()), raw.grad.numpy()  # type: ignore[union-attr]
-
+    objective = FitObjective(x01, y, choices)
+    d = x01.shape[1]
     # The raw start as gpytorch sets it: the inverse softplus of each positive value (the noise's above its
     # floor); the mean's raw value is the mean itself, 0.
     positive = Positive()
@@ -254,10 +223,84 @@ def fit(
     if constant is not None:  # a fixed mean: L-BFGS-B keeps a coordinate whose bounds meet where it starts
         bounds[1] = (constant, constant)
     raw = minimize(
-        value_and_grad, start.numpy(), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter}
+        objective.value_and_grad,
+        start.numpy(),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": maxiter},
     ).x
     value = positive.transform(torch.from_numpy(raw))
-    return Hyperparameters(value[3:], float(value[2]), float(value[0]) + MIN_NOISE, float(raw[1]), counts)
+    return Hyperparameters(value[3:], float(value[2]), float(value[0]) + MIN_NOISE, float(raw[1]), objective.counts)
+
+
+class FitObjective:
+    """The negative of gpytorch's ExactMarginalLogLikelihood objective for make_gp's model (log marginal likelihood
+    plus the log priors, per point) as a function of the raw parameters BoTorch optimizes, in its order: noise,
+    mean, outputscale, lengthscales, each positive one the softplus of its raw value (plus the floor for the
+    noise), as gpytorch's constraints have it.
+
+    ``__call__`` is the definition, in torch (differentiable by autograd); ``value_and_grad`` is what the fit calls:
+    the same value and its gradient in closed form, dL/dK = (alpha alpha^T - K^-1) / 2 pushed through the kernel by
+    the chain rule. Autograd's backward pass over the same graph cost as much as the forward one, and the fits are
+    most of a suggestion's time; tests hold the two gradients together.
+    """
+
+    def __init__(self, x01: torch.Tensor, y: torch.Tensor, choices: Sequence[int] | None = None):
+        n, d = x01.shape
+        self.n, self.y = n, y
+        self.counts = tuple(int(k) for k in choices) if choices else (0,) * d
+        # Per coordinate the squared difference, or [another choice] for a categorical: fixed during the fit.
+        diff = x01.unsqueeze(-2) - x01.unsqueeze(-3)
+        self.sqd = diff * diff
+        for i, k in enumerate(self.counts):
+            if k:
+                c = choice_index(x01[:, i], k)
+                self.sqd[:, :, i] = (c.unsqueeze(-1) != c.unsqueeze(-2)).to(DTYPE)
+        self.sqd_flat = self.sqd.reshape(n * n, d)
+        self.eye = torch.eye(n, dtype=DTYPE)
+        (ca, ra), (cn, rn) = OUTPUTSCALE_PRIOR, NOISE_PRIOR
+        self.gamma_norm = ca * math.log(ra) - math.lgamma(ca) + cn * math.log(rn) - math.lgamma(cn)  # GammaPrior's
+
+    def _priors(self, scale: torch.Tensor, noise: torch.Tensor, inv_ls2: torch.Tensor) -> torch.Tensor:
+        """The log priors: InverseLengthscalePrior's and the two Gamma priors."""
+        (ca, ra), (cn, rn) = OUTPUTSCALE_PRIOR, NOISE_PRIOR
+        value = -0.1 * (inv_ls2 + inv_ls2.reciprocal()).sum()
+        return value + (ca - 1) * scale.log() - ra * scale + (cn - 1) * noise.log() - rn * noise + self.gamma_norm
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        positive = torch.nn.functional.softplus(raw)
+        noise, constant, scale, inv_ls2 = positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
+        k = scale * matern52(self.sqd @ inv_ls2) + noise * self.eye
+        value = log_marginal_likelihood(self.y - constant, torch.linalg.cholesky(k))
+        return -(value + self._priors(scale, noise, inv_ls2)) / self.n
+
+    def value_and_grad(self, raw_np: np.ndarray) -> tuple[float, np.ndarray]:
+        raw = torch.from_numpy(raw_np)
+        positive, dpositive = torch.nn.functional.softplus(raw), torch.sigmoid(raw)
+        noise, constant, scale, inv_ls2 = positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
+        r2 = self.sqd @ inv_ls2
+        sq = (5 * r2).sqrt()
+        e = torch.exp(-sq)
+        m = e * (1 + sq + (5 / 3) * r2)  # matern52, and its slope dm/dr2 (see _Matern52)
+        slope = (-5 / 6) * (1 + sq) * e
+        chol, info = torch.linalg.cholesky_ex(scale * m + noise * self.eye)
+        if info.item() or not torch.isfinite(chol).all():
+            return math.nan, np.full_like(raw_np, math.nan)
+        residual = self.y - constant
+        value = log_marginal_likelihood(residual, chol) + self._priors(scale, noise, inv_ls2)
+        alpha = torch.cholesky_solve(residual.unsqueeze(-1), chol).squeeze(-1)
+        w = 0.5 * (torch.outer(alpha, alpha) - torch.cholesky_inverse(chol))  # d log-likelihood / dK
+        (ca, ra), (cn, rn) = OUTPUTSCALE_PRIOR, NOISE_PRIOR
+        d_noise = w.diagonal().sum() + (cn - 1) / noise - rn
+        d_scale = (w * m).sum() + (ca - 1) / scale - ra
+        d_inv_ls2 = self.sqd_flat.T @ (scale * w * slope).reshape(-1) - 0.1 * (1 - inv_ls2.pow(-2))
+        grad = torch.empty_like(raw)
+        grad[0] = d_noise * dpositive[0]
+        grad[1] = alpha.sum()
+        grad[2] = d_scale * dpositive[2]
+        grad[3:] = d_inv_ls2 * (-2 * positive[3:].pow(-3)) * dpositive[3:]
+        return -float(value) / self.n, (-grad / self.n).numpy()
 
 
 def log_marginal_likelihood(residual: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:

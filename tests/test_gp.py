@@ -37,6 +37,23 @@ def test_fit_lands_on_botorchs_map_estimate_with_categoricals_too(choices: list[
 
 
 @pytest.mark.parametrize("choices", CHOICES.values(), ids=CHOICES.keys())
+def test_the_fits_closed_form_gradient_is_autograds_of_the_objective(choices: list[int]) -> None:
+    # The fit steps on value_and_grad (closed form); the objective's definition is the torch function. Far from the
+    # start too: short and long lengthscales, noise at its floor, a mean away from the data.
+    x, y = _data(choices)
+    objective = gp.FitObjective(x, y, choices)
+    rng = np.random.default_rng(0)
+    for scale in (0.5, 3.0):
+        raw = torch.as_tensor(rng.normal(0, scale, 3 + len(choices)))
+        raw[0] = -8.0 if scale > 1 else raw[0]
+        leaf = raw.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(objective(leaf), leaf)
+        value, grad = objective.value_and_grad(raw.numpy())
+        assert value == pytest.approx(float(objective(raw)), rel=1e-12)
+        assert np.allclose(grad, expected.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("choices", CHOICES.values(), ids=CHOICES.keys())
 def test_posterior_and_its_gradient_are_gpytorchs(choices: list[int]) -> None:
     x, y = _data(choices)
     model = gp.fit_gp(gp.make_gp(x, y, choices))
