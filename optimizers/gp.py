@@ -118,15 +118,21 @@ class _Matern52(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, r2: torch.Tensor) -> torch.Tensor:
-        s = (5 * r2).sqrt()
-        e = torch.exp(-s)
-        ctx.save_for_backward((-5 / 6) * (1 + s) * e)
-        return e * (1 + s + (5 / 3) * r2)
+        value, slope = matern52_and_slope(r2)
+        ctx.save_for_backward(slope)
+        return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         slope: torch.Tensor = ctx.saved_tensors[0]
         return grad * slope
+
+
+def matern52_and_slope(r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matern-5/2 of a squared distance and its derivative with respect to it, without autograd."""
+    s = (5 * r2).sqrt()
+    e = torch.exp(-s)
+    return e * (1 + s + (5 / 3) * r2), (-5 / 6) * (1 + s) * e
 
 
 def make_gp(
@@ -268,9 +274,13 @@ class FitObjective:
         value = -0.1 * (inv_ls2 + inv_ls2.reciprocal()).sum()
         return value + (ca - 1) * scale.log() - ra * scale + (cn - 1) * noise.log() - rn * noise + self.gamma_norm
 
+    @staticmethod
+    def _hyperparameters(raw: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(noise, mean, outputscale, 1 / lengthscale^2) from the raw parameters and their softplus."""
+        return positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
+
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
-        positive = torch.nn.functional.softplus(raw)
-        noise, constant, scale, inv_ls2 = positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
+        noise, constant, scale, inv_ls2 = self._hyperparameters(raw, torch.nn.functional.softplus(raw))
         k = scale * matern52(self.sqd @ inv_ls2) + noise * self.eye
         value = log_marginal_likelihood(self.y - constant, torch.linalg.cholesky(k))
         return -(value + self._priors(scale, noise, inv_ls2)) / self.n
@@ -278,12 +288,8 @@ class FitObjective:
     def value_and_grad(self, raw_np: np.ndarray) -> tuple[float, np.ndarray]:
         raw = torch.from_numpy(raw_np)
         positive, dpositive = torch.nn.functional.softplus(raw), torch.sigmoid(raw)
-        noise, constant, scale, inv_ls2 = positive[0] + MIN_NOISE, raw[1], positive[2], positive[3:].pow(-2)
-        r2 = self.sqd @ inv_ls2
-        sq = (5 * r2).sqrt()
-        e = torch.exp(-sq)
-        m = e * (1 + sq + (5 / 3) * r2)  # matern52, and its slope dm/dr2 (see _Matern52)
-        slope = (-5 / 6) * (1 + sq) * e
+        noise, constant, scale, inv_ls2 = self._hyperparameters(raw, positive)
+        m, slope = matern52_and_slope(self.sqd @ inv_ls2)
         chol, info = torch.linalg.cholesky_ex(scale * m + noise * self.eye)
         if info.item() or not torch.isfinite(chol).all():
             return math.nan, np.full_like(raw_np, math.nan)
