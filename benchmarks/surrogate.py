@@ -69,7 +69,8 @@ def quality(runs: list[list[dict]], n: int, draws: int, warp_choice: bool) -> di
     from optimizers import warps
     from optimizers.base import Observation
     from optimizers.config import ProteinConfig
-    from optimizers.protein import Protein, _Model, _t01
+    from optimizers.protein import Protein
+    from optimizers.protein_model import Model, _t01
 
     cfg = ProteinConfig.model_validate({"parameters": OBJECTIVES["mlp"]["parameters"], "goal": "minimize"})
     candidates = warps.candidates
@@ -84,7 +85,7 @@ def quality(runs: list[list[dict]], n: int, draws: int, warp_choice: bool) -> di
                 order = rng.permutation(len(data))
                 train, test = order[:n], order[n:]
                 protein = Protein(cfg, seed=draw)
-                model = _Model(
+                model = Model(
                     protein, protein._data([Observation(data[i]["params"], scores[i]) for i in train]), [], rng
                 )
                 x = np.array([protein.space.encode(data[i]["params"]) for i in test])

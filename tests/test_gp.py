@@ -111,7 +111,7 @@ def test_matern_gradient_is_autograds_of_the_formula_and_finite_at_distance_zero
 
 @pytest.mark.parametrize("choices", CHOICES.values(), ids=CHOICES.keys())
 def test_a_fixed_mean_is_botorchs_fit_with_the_constant_frozen(choices: list[int]) -> None:
-    # Protein holds the score GP's prior mean at the worst score (see protein._Model._fit): the fit must be
+    # Protein holds the score GP's prior mean at the worst score (see protein_model.Model._fit): the fit must be
     # BoTorch's with the constant excluded from the optimization, and keep it exactly.
     x, y = _data(choices)
     worst = float(y.min())

@@ -169,7 +169,7 @@ def test_the_cost_weight_peaks_at_the_cost_target_without_a_kink():
     # The acquisition's gradient steps cross the cost target: a kink there made them zigzag.
     import torch
 
-    from optimizers.protein import MIN_COST_WEIGHT, _cost_weight
+    from optimizers.protein_model import MIN_COST_WEIGHT, _cost_weight
 
     target = 0.4
     c = torch.tensor([target - 1e-6, target + 1e-6, target - 0.3, target + 0.3, target + 2.0], dtype=torch.float64)
@@ -687,7 +687,7 @@ def test_a_short_sweep_expects_the_worst_score_where_it_has_seen_nothing():
     # corners. A longer sweep, or one without a budget, fits the mean; so does an escape step's model.
     import torch
 
-    from optimizers.protein import _Model, _t01
+    from optimizers.protein_model import Model, _t01
 
     cfg = config(
         {
@@ -702,7 +702,7 @@ def test_a_short_sweep_expects_the_worst_score_where_it_has_seen_nothing():
     obs.sort(key=lambda o: -float(o.score or 0.0))  # each better than the last
 
     short = Protein(cfg, seed=0, budget=16)  # 6 initial points, then 10 model steps: fewer than 2 patiences
-    model = _Model(short, short._data(obs), [], rng)
+    model = Model(short, short._data(obs), [], rng)
     worst = float(model.ys.min())  # the warped, standardized scores (higher is better)
     with torch.no_grad():
         far = float(model.score.mean(_t01(np.array([[1.0, 1.0]]))))  # the opposite corner, in [-1, 1] units
@@ -711,11 +711,11 @@ def test_a_short_sweep_expects_the_worst_score_where_it_has_seen_nothing():
     assert far <= worst + 0.05 * float(np.ptp(model.ys))  # at most the worst seen (or the trend, extrapolated)
     assert float(near) > worst  # where it has seen results, it believes them
     for long in (Protein(cfg, seed=0, budget=40), Protein(cfg, seed=0)):
-        model = _Model(long, long._data(obs), [], rng)
+        model = Model(long, long._data(obs), [], rng)
         assert model.score.const != float(model.ys.min())
 
     # An escape step, even in a short sweep, models the rest of the space with a fitted mean.
-    model = _Model(short, short._data(obs), [], rng)
+    model = Model(short, short._data(obs), [], rng)
     basin = [np.array([[1.0, 1.0]])]  # a basin away from the data: all of it is the rest of the space
     assert model._restart(basin, rng) is not None
     assert model.acq_score.const != model.score.const
@@ -726,7 +726,7 @@ def test_from_eight_parameters_the_score_model_expects_the_worst_where_it_has_se
     # With 8 or more parameters even a long sweep sees little of the space: the score GP's prior mean is the
     # worst score seen whatever the budget, while the cost GP keeps a fitted mean (it is held only in a short
     # sweep). Below 8 parameters both are fitted.
-    from optimizers.protein import _Model
+    from optimizers.protein_model import Model
 
     cfg = config({f"x{i}": {"distribution": "uniform", "min": 0.0, "max": 1.0} for i in range(dim)}, goal="minimize")
     rng = np.random.default_rng(0)
@@ -736,7 +736,7 @@ def test_from_eight_parameters_the_score_model_expects_the_worst_where_it_has_se
         for p in points
     ]
     for protein in (Protein(cfg, seed=0), Protein(cfg, seed=0, budget=200)):  # no budget, and a long one
-        model = _Model(protein, protein._data(obs), [], rng)
+        model = Model(protein, protein._data(obs), [], rng)
         assert (model.score.const == float(model.ys.min())) is pessimistic
         assert model.cost is not None and model.cost.const != float(model.cost.y.min())
 
@@ -746,14 +746,14 @@ def test_a_probe_with_no_candidate_left_gives_none_in_a_space_of_integers():
     # (whose values are snapped) that is still None, so the search goes on to its next step, not to a fallback.
     import torch
 
-    from optimizers.protein import _Model
+    from optimizers.protein_model import Model
 
     cfg = config({n: {"distribution": "int_uniform", "min": 0, "max": 100} for n in ("x", "y")})
     rng = np.random.default_rng(0)
     points = [{n: int(50 + rng.integers(-5, 6)) for n in ("x", "y")} for _ in range(9)]
     obs = [Observation(p, -((p["x"] - 50) ** 2) - (p["y"] - 50) ** 2, 1.0) for p in points]
     protein = Protein(cfg, seed=0)
-    model = _Model(protein, protein._data(obs), [], np.random.default_rng(0))
+    model = Model(protein, protein._data(obs), [], np.random.default_rng(0))
     model.score.lengthscale = torch.full((2,), 1.2, dtype=torch.float64)
     assert model._coordinate_probe(set(), np.random.default_rng(0)) is None
 
@@ -765,7 +765,7 @@ def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_paramete
     # by hand: only the reach reads it.
     import torch
 
-    from optimizers.protein import _Model
+    from optimizers.protein_model import Model
 
     cfg = config({n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in ("x", "y")})
     rng = np.random.default_rng(0)
@@ -775,7 +775,7 @@ def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_paramete
     def probe(extra: list[dict[str, float]], lengthscale: float) -> Suggestion | None:
         obs = [Observation(p, -((p["x"] - 0.5) ** 2) - (p["y"] - 0.5) ** 2, 1.0) for p in points + extra]
         protein = Protein(cfg, seed=0)
-        model = _Model(protein, protein._data(obs), [], np.random.default_rng(0))
+        model = Model(protein, protein._data(obs), [], np.random.default_rng(0))
         model.score.lengthscale = torch.full((2,), lengthscale, dtype=torch.float64)
         return model._coordinate_probe(set(), np.random.default_rng(0))
 
