@@ -12,11 +12,14 @@ export PYTHONDONTWRITEBYTECODE :=
 install: $(STAMP)
 
 # torch first, pinned: pip takes the CPU build from the machine's disk instead of a multi-GB CUDA build.
+# Bytecode is compiled afterwards on every core at once (pip compiles one file at a time, most of the install's
+# time). A few files that packages ship for newer Pythons do not compile, as under pip: not an install failure.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-compile torch==2.13.0
+	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 demo: $(STAMP)
