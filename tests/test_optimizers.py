@@ -788,3 +788,24 @@ def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_paramete
     s = probe([{"x": 0.2, "y": 0.5}, {"x": 0.8, "y": 0.5}], 0.8)
     assert s is not None and s.params["x"] == 0.5 and abs(s.params["y"] - 0.5) >= 0.375 - 1e-9, s.params
     assert probe([{"x": 0.2, "y": 0.5}, {"x": 0.8, "y": 0.5}, {"x": 0.5, "y": 0.2}, {"x": 0.5, "y": 0.8}], 0.8) is None
+
+
+def test_the_initial_design_runs_without_torch_and_the_model_imports_it() -> None:
+    # A fresh process: this one has torch loaded already. serve starts a sweep's initial design without it.
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from optimizers import Observation, ProteinConfig, make_optimizer
+cfg = ProteinConfig(parameters={"x": {"distribution": "uniform", "min": 0.0, "max": 1.0, "mean": 0.5}})
+opt = make_optimizer(cfg, seed=0, budget=10)
+obs = []
+while "torch" not in sys.modules:
+    s = opt.suggest(obs, [], 1)[0]
+    print(s.info["source"])
+    obs.append(Observation(s.params, -(s.params["x"] - 0.3) ** 2))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    sources = done.stdout.split()
+    assert sources and sources[0] == "search_center" and "bayes" not in sources[:-1] and sources[-1] == "bayes", sources
