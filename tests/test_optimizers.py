@@ -790,6 +790,46 @@ def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_paramete
     assert probe([{"x": 0.2, "y": 0.5}, {"x": 0.8, "y": 0.5}, {"x": 0.5, "y": 0.2}, {"x": 0.5, "y": 0.8}], 0.8) is None
 
 
+def test_in_the_endgame_once_every_parameter_left_its_basin_the_coordinate_probe_moves_each_a_little():
+    # Far moves first (at least the reach: a lengthscale, 0.6 in [-1, 1] units here). In the endgame, once every
+    # parameter had one, a nearer move each, between half a lengthscale (at least NEAR_MIN) and the reach: a
+    # ripple's next well. Not before the endgame, and never for a parameter whose lengthscale is longer than its
+    # range. The lengthscale is set by hand: only the probe's distances read it.
+    import torch
+
+    from optimizers.protein_model import Model
+
+    cfg = config({n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in ("x", "y")})
+    rng = np.random.default_rng(0)
+    best = {"x": 0.5, "y": 0.5}
+    points = [best] + [{n: float(0.5 + rng.uniform(-0.02, 0.02)) for n in best} for _ in range(8)]
+
+    def probe(extra: list[dict[str, float]], lengthscale: float, endgame: bool = True) -> Suggestion | None:
+        obs = [Observation(p, -((p["x"] - 0.5) ** 2) - (p["y"] - 0.5) ** 2, 1.0) for p in points + extra]
+        protein = Protein(cfg, seed=0, budget=len(obs) + 2 if endgame else len(obs) + 40)
+        model = Model(protein, protein._data(obs), [], np.random.default_rng(0))
+        model.score.lengthscale = torch.full((2,), lengthscale, dtype=torch.float64)
+        return model._coordinate_probe(set(), np.random.default_rng(0))
+
+    def move(s: Suggestion | None) -> tuple[str, float]:
+        assert s is not None and "one parameter moved" in s.info["escape"]
+        (name,) = [n for n in best if abs(s.params[n] - 0.5) > 1e-9]
+        return name, abs(s.params[name] - 0.5) * 2  # in [-1, 1] units
+
+    far = [{"x": 0.15, "y": 0.5}, {"x": 0.5, "y": 0.85}]  # each moved 0.7, past the reach of 0.6
+    assert move(probe([], 0.3))[1] >= 0.6 - 1e-9
+    assert move(probe(far[:1], 0.3))[0] == "y"
+    assert probe(far, 0.3, endgame=False) is None  # before the endgame: the escape's turn
+    first = probe(far, 0.3)
+    name, dist = move(first)
+    assert "a little" in first.info["escape"] and 0.3 - 1e-9 <= dist < 0.6, dist  # type: ignore[union-attr]
+    other = "y" if name == "x" else "x"
+    name2, dist2 = move(probe(far + [dict(first.params)], 0.3))  # type: ignore[union-attr]
+    assert name2 == other and 0.3 - 1e-9 <= dist2 < 0.6, dist2
+    assert probe(far + [dict(first.params), {**best, other: 0.3}], 0.3) is None  # both moved a little: done
+    assert probe(far, 1.2) is None  # longer than the range: no basin to leave, near or far
+
+
 def test_the_initial_design_runs_without_torch_and_the_model_imports_it() -> None:
     # A fresh process: this one has torch loaded already. serve starts a sweep's initial design without it.
     import subprocess
