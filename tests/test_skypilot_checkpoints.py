@@ -87,7 +87,7 @@ def test_a_sync_that_fails_names_the_bucket_and_the_cause(tmp_path: Path, sky_st
     async def main() -> None:
         options = {"state_dir": str(sky_state), "bucket_root": str(tmp_path / "cloud"), "poll_s": 0.02}
         d = make(sky_state, python=sys.executable, checkpoint_bucket=BUCKET, sdk_options=options, api_retries=0)
-        spec = spec_for(tmp_path)
+        spec = dataclasses.replace(spec_for(tmp_path), cwd=tmp_path / "here")  # not the checkout's train_dir
         handle = await d.submit(spec)
         # the bucket vanishes before the job ends (a lifecycle rule, a typo in another sweep...)
         fake = FakeSky(sky_state, bucket_root=str(tmp_path / "cloud"))
