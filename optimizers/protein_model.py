@@ -554,18 +554,20 @@ class Model:
         there these probes delayed the escape, and Hartmann-6 left 6 of 16 seeds in its local basin against 4."""
         best = self.data.x[self.best_index]
         grid = _line_grid(rng)
-        reach = np.maximum(LINE_MIN, 2 * self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES)  # [-1, 1] units
+        lengthscale = self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES  # in the GP's [0, 1] units
+        numeric = np.flatnonzero(~self.space.categorical_mask()).tolist()
+        reach = np.maximum(LINE_MIN, 2 * lengthscale)  # [-1, 1] units
         # A lengthscale longer than half the range leaves no room for a move beyond it; one up to the whole range
         # may still hide a second basin on the far side, which a shorter move reaches. Longer: no second basin.
         reach = np.where(reach <= 2.0, np.minimum(reach, REACH_SHARE * (1 + np.abs(best))), reach)
         cands = []
-        for j in np.flatnonzero(~self.space.categorical_mask()).tolist():
+        for j in numeric:
             # Tried: moved out of its basin, or moved twice (lengthscales drift: the basin's reach with them).
             if not self._moved_along(best, j, reach[j]) and self._moved_along(best, j, LINE_MIN) < 2:
                 cands.append(_along(best, j, grid[np.abs(grid - best[j]) >= reach[j]]))
         if sum(len(c) for c in cands) == 0 and self._endgame_left() is not None:  # one nearer move each, at last
-            near = np.maximum(NEAR_MIN, self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES)
-            for j in np.flatnonzero(~self.space.categorical_mask()).tolist():
+            near = np.maximum(NEAR_MIN, lengthscale)  # half a lengthscale in [-1, 1] units
+            for j in numeric:
                 in_band = self._moved_along(best, j, near[j]) - self._moved_along(best, j, reach[j])
                 if near[j] < reach[j] <= 2.0 and not in_band:
                     dist = np.abs(grid - best[j])
