@@ -42,6 +42,7 @@ SHORT_SWEEP = 2  # a sweep with at most this many patiences of model trials has 
 HIGH_DIMENSIONS = 8  # a space of at least this many parameters has a pessimistic score GP prior mean in any sweep
 LINE_POINTS = 16  # values tried along a parameter's range by a coordinate probe
 REACH_SHARE = 0.75  # a coordinate probe's move need not exceed this share of the way to the far end
+EDGE_REACH = 1.0  # an edge probe moves a parameter at an end of its range at most this far inward
 NEAR_MIN = 0.25  # the endgame's nearer probe moves a parameter at least this far (see _coordinate_probe)
 LINE_MIN = 0.5  # a coordinate probe moves its parameter at least this far (in [-1, 1] units)
 CHOICE_LINE_STEPS = 3  # trials along one parameter for another choice whose probe came close (see _choice_line_probe)
@@ -285,6 +286,9 @@ class Model:
         if basins is not None:
             local = self._restart(basins, rng)
             if local is not None:  # climb from the best outside the basins: climbing the incumbent is what it escapes
+                edge = self._edge_probe(local[0], basins, taken, rng)
+                if edge is not None:
+                    return edge
                 pool, climb_from = np.vstack([pool, local]), local[:1]
             else:  # too little observed outside the basins to model it
                 far = self._far_from_data(pool, basins, taken)
@@ -548,10 +552,12 @@ class Model:
         that grew since, never more than twice. Styblinski-Tang-8 (80 trials, 16 seeds) left 10 seeds with one
         parameter in its poorer basin (regret 15); with the uncapped probes 2 on one machine, 5 on another; capped,
         and with the endgame's probes (see _endgame_probe), 0 there (3 of 32 against 12).
-        In the endgame, once every parameter was tried so, each is moved once more, less far: between half a
-        lengthscale (at least NEAR_MIN) and the reach, where a ripple's next well may lie (Levy-5's stuck seeds had
-        parameters one well, about 0.6 of the fitted lengthscale, from the optimum's). Not before the endgame:
-        there these probes delayed the escape, and Hartmann-6 left 6 of 16 seeds in its local basin against 4."""
+        In the endgame, once every parameter was tried so and unless an escape is climbing another basin (on
+        Hartmann-6 such a climb, 0.29 from the optimum, lost its last trials to these probes), each is moved once
+        more, less far: between half a lengthscale (at least NEAR_MIN) and the reach, where a ripple's next well
+        may lie (Levy-5's stuck seeds had parameters one well, about 0.6 of the fitted lengthscale, from the
+        optimum's). Not before the endgame: there these probes delayed the escape, and Hartmann-6 left 6 of 16
+        seeds in its local basin against 4."""
         best = self.data.x[self.best_index]
         grid = _line_grid(rng)
         lengthscale = self.score.lengthscale.numpy() * ESCAPE_LENGTHSCALES  # in the GP's [0, 1] units
@@ -565,7 +571,8 @@ class Model:
             # Tried: moved out of its basin, or moved twice (lengthscales drift: the basin's reach with them).
             if not self._moved_along(best, j, reach[j]) and self._moved_along(best, j, LINE_MIN) < 2:
                 cands.append(_along(best, j, grid[np.abs(grid - best[j]) >= reach[j]]))
-        if sum(len(c) for c in cands) == 0 and self._endgame_left() is not None:  # one nearer move each, at last
+        endgame = self._endgame_left() is not None and not self._escape_climbing()  # an escape's climb goes first
+        if sum(len(c) for c in cands) == 0 and endgame:  # one nearer move each, at last
             near = np.maximum(NEAR_MIN, lengthscale)  # half a lengthscale in [-1, 1] units
             for j in numeric:
                 in_band = self._moved_along(best, j, near[j]) - self._moved_along(best, j, reach[j])
@@ -575,14 +582,39 @@ class Model:
             return self._probe(cands, taken, "the best's settings with one parameter moved a little")
         return self._probe(cands, taken, "the best's settings with one parameter moved")
 
-    def _probe(self, parts: list[np.ndarray], taken: set[Key], what: str) -> Suggestion | None:
-        """The untaken candidate (of any of the ``parts``) of highest acquisition, as an escape step saying ``what`` it
-        tries, or None."""
+    def _edge_probe(
+        self, point: np.ndarray, basins: list[np.ndarray], taken: set[Key], rng: np.random.Generator
+    ) -> Suggestion | None:
+        """The escape's best ``point`` with one numeric parameter that sits at an end of its range moved inward
+        (between NEAR_MIN and EDGE_REACH), if no such point was tried: the value of highest expected improvement
+        under the escape model, or None. An escape model fit on a few scattered points pushes its first steps into
+        the corners of the space, and a parameter that reached an end there stays: the points the climb then
+        observes all have it there, so the model never learns that moving it inward pays. Hartmann-6's stuck seeds
+        climbed towards the global basin for 20 trials or more with one or two parameters at 0, where its optimum
+        has them at 0.15 and 0.28. A parameter the converged best has at the same end is not moved: two climbs
+        ending there say the optimum is at that edge (Styblinski-Tang-4's, near its lower ends, lost 2 of 16
+        seeds to such probes)."""
+        grid = _line_grid(rng)
+        best = self.data.x[self.best_index]
+        cands = []
+        for j in np.flatnonzero(~self.space.categorical_mask()).tolist():
+            at_end = abs(point[j]) >= 1 - 1e-9
+            if at_end and best[j] != point[j] and not self._moved_along(point, j, NEAR_MIN):
+                dist = np.abs(grid - point[j])
+                cands.append(_along(point, j, grid[(dist >= NEAR_MIN) & (dist <= EDGE_REACH)]))
+        what = "the escape's best with a parameter at an end of its range moved inward"
+        return self._probe(cands, taken, what, basins)
+
+    def _probe(
+        self, parts: list[np.ndarray], taken: set[Key], what: str, basins: list[np.ndarray] | None = None
+    ) -> Suggestion | None:
+        """The untaken candidate (of any of the ``parts``, outside the ``basins`` if given) of highest acquisition,
+        as an escape step saying ``what`` it tries, or None."""
         cands = np.vstack([np.empty((0, self.space.dim)), *parts])
         if not len(cands):
             return None
         cands = self._snap(cands)
-        values, log_cost = self._rank(*self._scored(cands))
+        values, log_cost = self._rank(*self._scored(cands, basins))
         for j in np.argsort(-values, kind="stable"):
             params = self.space.decode(cands[j])
             if param_key(params) in taken or values[j] == -np.inf:

@@ -793,8 +793,8 @@ def test_a_coordinate_probe_reaches_past_a_long_lengthscale_and_moves_a_paramete
 def test_in_the_endgame_once_every_parameter_left_its_basin_the_coordinate_probe_moves_each_a_little():
     # Far moves first (at least the reach: a lengthscale, 0.6 in [-1, 1] units here). In the endgame, once every
     # parameter had one, a nearer move each, between half a lengthscale (at least NEAR_MIN) and the reach: a
-    # ripple's next well. Not before the endgame, and never for a parameter whose lengthscale is longer than its
-    # range. The lengthscale is set by hand: only the probe's distances read it.
+    # ripple's next well. Not before the endgame nor while an escape climbs, and never for a parameter whose
+    # lengthscale is longer than its range. The lengthscale is set by hand: only the probe's distances read it.
     import torch
 
     from optimizers.protein_model import Model
@@ -804,11 +804,14 @@ def test_in_the_endgame_once_every_parameter_left_its_basin_the_coordinate_probe
     best = {"x": 0.5, "y": 0.5}
     points = [best] + [{n: float(0.5 + rng.uniform(-0.02, 0.02)) for n in best} for _ in range(8)]
 
-    def probe(extra: list[dict[str, float]], lengthscale: float, endgame: bool = True) -> Suggestion | None:
+    def probe(
+        extra: list[dict[str, float]], lengthscale: float, endgame: bool = True, climbing: bool = False
+    ) -> Suggestion | None:
         obs = [Observation(p, -((p["x"] - 0.5) ** 2) - (p["y"] - 0.5) ** 2, 1.0) for p in points + extra]
         protein = Protein(cfg, seed=0, budget=len(obs) + 2 if endgame else len(obs) + 40)
         model = Model(protein, protein._data(obs), [], np.random.default_rng(0))
         model.score.lengthscale = torch.full((2,), lengthscale, dtype=torch.float64)
+        model._escape_climbing = lambda: climbing  # type: ignore[method-assign]  # an escape's climb, or none
         return model._coordinate_probe(set(), np.random.default_rng(0))
 
     def move(s: Suggestion | None) -> tuple[str, float]:
@@ -820,6 +823,7 @@ def test_in_the_endgame_once_every_parameter_left_its_basin_the_coordinate_probe
     assert move(probe([], 0.3))[1] >= 0.6 - 1e-9
     assert move(probe(far[:1], 0.3))[0] == "y"
     assert probe(far, 0.3, endgame=False) is None  # before the endgame: the escape's turn
+    assert probe(far, 0.3, climbing=True) is None  # an escape climbing another basin: its turn, endgame or not
     first = probe(far, 0.3)
     name, dist = move(first)
     assert "a little" in first.info["escape"] and 0.3 - 1e-9 <= dist < 0.6, dist  # type: ignore[union-attr]
@@ -849,3 +853,51 @@ while "torch" not in sys.modules:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     sources = done.stdout.split()
     assert sources and sources[0] == "search_center" and "bayes" not in sources[:-1] and sources[-1] == "bayes", sources
+
+
+def test_an_escape_moves_a_parameter_its_best_left_at_an_end_of_its_range_inward_once():
+    # Converged on (0.8, 0.8); outside its basin the best point has x at 0, the end of its range, where the rest
+    # of the space's optimum has it at 0.15. An escape step first tries that point with x moved inward (between
+    # NEAR_MIN and EDGE_REACH in [-1, 1] units), y kept; once tried there, not again. A point at no end, or at
+    # the end where the converged best has that parameter too: nothing.
+    from optimizers.protein_model import EDGE_REACH, NEAR_MIN, Model
+
+    cfg = config({n: {"distribution": "uniform", "min": 0.0, "max": 1.0} for n in ("x", "y")})
+
+    home = {"x": 0.8, "y": 0.8}
+
+    def f(p: dict[str, float]) -> float:
+        near = (p["x"] - home["x"]) ** 2 + (p["y"] - home["y"]) ** 2
+        away = (p["x"] - 0.15) ** 2 + (p["y"] - 0.2) ** 2
+        return max(-30 * near, -0.05 - 30 * away, -1.0)
+
+    rng = np.random.default_rng(0)
+    points = [dict(home)] + [{n: float(0.8 + rng.uniform(-0.1, 0.1)) for n in "xy"} for _ in range(12)]
+    points += [{"x": 0.0, "y": 0.2}, {"x": 0.5, "y": 0.6}, {"x": 0.2, "y": 0.9}, {"x": 0.9, "y": 0.1}]
+    points += [{"x": 0.8, "y": 0.0}, {"x": 0.0, "y": 0.8}]  # the best's own probes, each parameter moved
+
+    def model(extra: list[dict[str, float]]) -> tuple[Model, list[np.ndarray]]:
+        obs = [Observation(p, f(p), 1.0) for p in points + extra]
+        protein = Protein(cfg, seed=0)
+        m = Model(protein, protein._data(obs), [], np.random.default_rng(0))
+        basins = m._escape_from()
+        assert basins is not None  # stalled: an escape step
+        return m, basins
+
+    m, basins = model([])
+    edge_best = np.array([-1.0, -0.6])  # (0, 0.2) in [-1, 1] units
+    s = m._edge_probe(edge_best, basins, set(), np.random.default_rng(0))
+    assert s is not None and "end of its range moved inward" in s.info["escape"], s
+    assert s.params["y"] == pytest.approx(0.2) and NEAR_MIN / 2 - 1e-9 <= s.params["x"] <= EDGE_REACH / 2 + 1e-9
+    m, basins = model([dict(s.params)])
+    assert m._edge_probe(edge_best, basins, set(), np.random.default_rng(0)) is None  # tried
+    assert m._edge_probe(np.array([-0.4, -0.6]), basins, set(), np.random.default_rng(0)) is None  # at no end
+    right = np.array([1.0, -0.4])  # (1, 0.3): x at its top end
+    s = m._edge_probe(right, basins, set(), np.random.default_rng(0))
+    assert s is not None and s.params["y"] == pytest.approx(0.3) and s.params["x"] < 1.0
+    # The converged best has x at its top end too: an escape's best there is at x's optimum edge, not pushed.
+    home["x"] = 1.0
+    points[0] = dict(home)
+    m, basins = model([])
+    assert not m._in_basin(np.array([[0.4, -0.4], [0.6, -0.4]]), basins).any()  # where it would go is open
+    assert m._edge_probe(right, basins, set(), np.random.default_rng(0)) is None
